@@ -1,0 +1,1 @@
+"""Adapters that change the world: files, HAProxy, the DIRAC CS."""

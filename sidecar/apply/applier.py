@@ -1,0 +1,127 @@
+"""Carry out a plan against HAProxy (adapter; the decisions were made in ``plan``).
+
+- RUNTIME: runtime API commands, then the rendered file is written (no reload) so that a later
+  reload or restart starts from the same servers. A command HAProxy refuses falls back to a
+  reload.
+- RELOAD / START: ``haproxy -c`` first; a config that fails never replaces the running one.
+  The last good file is kept; after a reload the new worker must answer on the admin socket and
+  every frontend must accept connections, else the last good config is restored and reloaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+
+from sidecar import statefile
+from sidecar.apply.files import atomic_write, read_text
+from sidecar.apply.haproxy import HAProxy, unbound_ports
+from sidecar.errors import HAProxyError, SidecarError
+from sidecar.model import DesiredState
+from sidecar.plan import Plan, PlanKind, Rendered
+
+log = logging.getLogger(__name__)
+APPLIED_FILE = "applied.json"
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    kind: PlanKind
+    ok: bool
+    message: str
+    seconds: float
+    reloads: int = 0
+    rolled_back: bool = False
+
+
+class Applier:
+    def __init__(self, haproxy: HAProxy) -> None:
+        self.haproxy = haproxy
+        self.applied_path = haproxy.dir / APPLIED_FILE
+
+    def running(self) -> bool:
+        return self.haproxy.proc() is not None
+
+    def load_applied(self) -> tuple[str | None, DesiredState | None]:
+        """The config on disk and the desired state it was rendered from (if readable)."""
+        config = read_text(self.haproxy.config)
+        text = read_text(self.applied_path)
+        desired = None
+        if config is not None and text is not None:
+            try:
+                desired = statefile.decode(text)
+            except ValueError as exc:
+                log.warning("%s: %s; starting from the catalog alone", self.applied_path, exc)
+        return config, desired
+
+    def apply(self, plan: Plan, target: Rendered) -> ApplyResult:
+        started = time.monotonic()
+        try:
+            if plan.kind is PlanKind.NONE:
+                return ApplyResult(plan.kind, True, "nothing to do", 0.0)
+            if plan.kind is PlanKind.RUNTIME:
+                errors = self.haproxy.runtime(plan.commands)
+                if not errors:
+                    self._save(target)
+                    return ApplyResult(plan.kind, True, f"{len(plan.commands)} runtime commands",
+                                       time.monotonic() - started)
+                log.warning("runtime API refused %d commands (%s); reloading instead",
+                            len(errors), errors[0])
+                return self._reload(target, started, PlanKind.RELOAD)
+            return self._reload(target, started, plan.kind)
+        except SidecarError as exc:
+            return ApplyResult(plan.kind, False, str(exc), time.monotonic() - started)
+
+    def _save(self, target: Rendered) -> None:
+        atomic_write(self.haproxy.config, target.config)
+        if target.desired is not None:
+            atomic_write(self.applied_path, statefile.encode(target.desired))
+
+    def _reload(self, target: Rendered, started: float, kind: PlanKind) -> ApplyResult:
+        hp = self.haproxy
+        hp.prepare()
+        hp.validate(target.config)  # raises ValidationFailed: nothing replaced
+        if hp.config.exists() and self.running():
+            shutil.copyfile(hp.config, hp.last_good)
+        self._save(target)
+        if kind is PlanKind.START or not self.running():
+            hp.start()
+            self._verify(target)
+            return ApplyResult(PlanKind.START, True, "haproxy started", time.monotonic() - started)
+        try:
+            hp.reload()
+            self._verify(target)
+        except HAProxyError as exc:
+            rolled = self._roll_back()
+            return ApplyResult(kind, False, f"{exc}; rolled back: {rolled}",
+                               time.monotonic() - started, reloads=1, rolled_back=True)
+        return ApplyResult(kind, True, "reloaded", time.monotonic() - started, reloads=1)
+
+    def _verify(self, target: Rendered) -> None:
+        """The new worker answers and every frontend accepts connections."""
+        info = self.haproxy.proc()
+        if info is None or info.current_worker is None:
+            raise HAProxyError("no current worker after reload")
+        if self.haproxy.worker_pid() != info.current_worker:
+            raise HAProxyError(f"worker {info.current_worker} does not answer on the admin socket")
+        if target.desired is not None:
+            bind = self.haproxy.settings.gateway.bind
+            missing = unbound_ports(bind, target.desired.public_ports)
+            if missing:
+                raise HAProxyError(f"frontends not listening on ports {missing[:10]}")
+
+    def _roll_back(self) -> str:
+        """Put the last good config back and reload it; the failed one is kept for inspection."""
+        hp = self.haproxy
+        if not hp.last_good.exists():
+            return "no last good config"
+        shutil.copyfile(hp.config, hp.dir / "haproxy.cfg.failed")
+        shutil.copyfile(hp.last_good, hp.config)
+        self.applied_path.unlink(missing_ok=True)  # the next cycle re-plans from the file
+        try:
+            hp.reload()
+        except HAProxyError as exc:
+            return f"reload of the last good config failed too: {exc}"
+        return "last good config restored"

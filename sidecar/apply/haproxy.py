@@ -1,0 +1,211 @@
+"""HAProxy as a managed process: validate, start, reload, runtime API (adapter).
+
+HAProxy runs in master-worker mode, daemonised in its own session so that it keeps serving
+when the sidecar stops or is killed. The sidecar talks to the master over the master CLI
+(``show proc``, ``reload``) and to the current worker over the admin socket (runtime API,
+``show servers state``). Both sockets live in the owner-only runtime directory.
+
+Reloads follow the pitfalls measured on 2.6 (anchors.md): one reload at a time, and only
+after the master answers ``show proc`` again; a failed reload is detected through the
+``failed`` counter and the worker PID, never through the command's (empty) answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from sidecar.apply.files import atomic_write, ensure_private_dir
+from sidecar.apply.sockets import send_command
+from sidecar.errors import HAProxyError, ValidationFailed
+from sidecar.render.haproxy import ADMIN_SOCKET, CONFIG_FILE, MASTER_SOCKET, STATE_FILE
+from sidecar.runtime_state import ProcInfo, parse_show_proc
+from sidecar.settings import Settings
+
+log = logging.getLogger(__name__)
+# Answers of the runtime API that mean a command did not take effect.
+_ERRORS = ("No such", "Unknown", "Require", "invalid", "Invalid", "not ", "failed", "Can't")
+BATCH = 100  # commands per runtime API line (';'-joined): ~1.6 ms for 100 servers
+
+
+class HAProxy:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.dir = settings.runtime_dir
+        self.config = self.dir / CONFIG_FILE
+        self.last_good = self.dir / (CONFIG_FILE + ".last-good")
+        self.master_socket = self.dir / MASTER_SOCKET
+        self.admin_socket = self.dir / ADMIN_SOCKET
+        self.state_file = self.dir / STATE_FILE
+        self.pidfile = self.dir / "haproxy.pid"
+        self.log_file = self.dir / "haproxy-start.log"
+
+    def prepare(self) -> None:
+        ensure_private_dir(self.dir)
+        if not self.state_file.exists():
+            atomic_write(self.state_file, "1\n")  # version line: an empty file draws a warning
+
+    # -- validation ----------------------------------------------------------------------------
+
+    def validate(self, text: str) -> None:
+        """``haproxy -c`` on ``text``; raises ValidationFailed with HAProxy's own words."""
+        candidate = self.dir / (CONFIG_FILE + ".new")
+        atomic_write(candidate, text)
+        try:
+            result = subprocess.run(
+                [self.settings.haproxy.binary, "-c", "-q", "-f", str(candidate)],
+                capture_output=True, text=True, check=False,
+                timeout=self.settings.haproxy.validate_timeout,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ValidationFailed(f"cannot run {self.settings.haproxy.binary} -c: {exc}") from None
+        finally:
+            candidate.unlink(missing_ok=True)
+        if result.returncode != 0:
+            output = (result.stdout + result.stderr).strip()
+            alerts = [line for line in output.splitlines() if "ALERT" in line]
+            raise ValidationFailed("haproxy -c rejected the config: " + " | ".join(alerts[-3:]), output)
+
+    # -- process -------------------------------------------------------------------------------
+
+    def proc(self, timeout: float = 2.0) -> ProcInfo | None:
+        """``show proc`` from the master, or None when no master answers."""
+        try:
+            info = parse_show_proc(send_command(self.master_socket, "show proc", timeout))
+        except HAProxyError:
+            return None
+        return info if info.master_pid else None
+
+    def start(self) -> ProcInfo:
+        cmd = [self.settings.haproxy.binary, "-W", "-D", "-p", str(self.pidfile),
+               "-S", f"{self.master_socket},mode,600", "-f", str(self.config)]
+        with self.log_file.open("ab") as out:
+            result = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                    start_new_session=True, check=False,
+                                    timeout=self.settings.haproxy.reload_timeout)
+        if result.returncode != 0:
+            raise HAProxyError(f"haproxy failed to start (exit {result.returncode}): {self._tail()}")
+        info = self._wait(lambda i: i.current_worker is not None, "the first worker")
+        log.info("haproxy started: master %d, worker %s", info.master_pid, info.current_worker)
+        return info
+
+    def reload(self) -> ProcInfo:
+        """A hitless reload through the master CLI, verified; raises HAProxyError on failure."""
+        before = self.proc()
+        if before is None:
+            raise HAProxyError("no haproxy master answers on " + str(self.master_socket))
+        self.dump_server_state()
+        try:
+            send_command(self.master_socket, "reload", timeout=5.0)
+        except HAProxyError:
+            pass  # the master re-executes and may drop the connection: judge by show proc
+        after = self._wait(lambda i: i.reloads > before.reloads, "the master after reload")
+        if after.failed > before.failed or after.current_worker in (None, before.current_worker):
+            raise HAProxyError(f"reload failed (failed reloads {after.failed}): {self._tail()}")
+        return after
+
+    def _wait(self, done: object, what: str) -> ProcInfo:
+        deadline = time.monotonic() + self.settings.haproxy.reload_timeout
+        while time.monotonic() < deadline:
+            info = self.proc(timeout=1.0)
+            if info is not None and done(info):  # type: ignore[operator]
+                return info
+            time.sleep(0.01)
+        raise HAProxyError(f"timed out waiting for {what}: {self._tail()}")
+
+    def _tail(self) -> str:
+        try:
+            lines = self.log_file.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return " | ".join(line for line in lines[-3:] if line.strip())
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the master and its workers (demo, tests, ``--stop-haproxy``)."""
+        info = self.proc()
+        pid = info.master_pid if info else self._pid_from_file()
+        if pid is None:
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.02)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+    def _pid_from_file(self) -> int | None:
+        try:
+            return int(self.pidfile.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    # -- runtime API ---------------------------------------------------------------------------
+
+    def runtime(self, commands: Iterable[str]) -> list[str]:
+        """Send runtime API commands in batches; returns the answers that report an error."""
+        pending = list(commands)
+        errors: list[str] = []
+        for start in range(0, len(pending), BATCH):
+            batch = pending[start:start + BATCH]
+            answer = send_command(self.admin_socket, ";".join(batch))
+            for line in answer.splitlines():
+                if line.strip() and line.lstrip().startswith(_ERRORS):
+                    errors.append(line.strip())
+        return errors
+
+    def servers_state(self) -> str:
+        return send_command(self.admin_socket, "show servers state")
+
+    def dump_server_state(self) -> None:
+        """Save server state for the next worker (``load-server-state-from-file global``)."""
+        try:
+            atomic_write(self.state_file, self.servers_state())
+        except HAProxyError as exc:
+            log.warning("cannot save server state before reload: %s", exc)
+
+    def worker_pid(self) -> int | None:
+        """The PID of the worker answering on the admin socket (``show info``)."""
+        try:
+            info = send_command(self.admin_socket, "show info", timeout=2.0)
+        except HAProxyError:
+            return None
+        for line in info.splitlines():
+            if line.startswith("Pid:"):
+                return int(line.split(":", 1)[1])
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours counts as gone
+        with Path(f"/proc/{pid}/stat").open() as handle:
+            return handle.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def unbound_ports(address: str, ports: Iterable[int], timeout: float = 1.0) -> list[int]:
+    """Ports on which nothing accepts a TCP connection (frontends that failed to bind)."""
+    host = "127.0.0.1" if address in ("0.0.0.0", "") else ("::1" if address == "::" else address)
+    missing: list[int] = []
+    for port in ports:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                pass
+        except OSError:
+            missing.append(port)
+    return missing

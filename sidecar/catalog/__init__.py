@@ -1,0 +1,1 @@
+"""Reading the Consul catalog: client adapter, blocking-query watch, pure parsing."""

@@ -1,0 +1,167 @@
+"""The catalog watcher: the services watch plus one health watch per DIRAC service (adapter).
+
+It owns the watch threads and the latest answer of each, and turns them into a ``Snapshot``
+for the pure stages. It never decides policy: every answer is parsed by ``catalog.parse`` and
+handed on; the orchestrator is told through ``notify`` that something may have changed.
+
+Freshness: a watch that fails is "failing since T"; the age of the data is the time since the
+oldest still-failing watch last succeeded, so an operator sees how old the served state is
+while Consul is down, and the CS writer refuses to write stale data.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sidecar import validate
+from sidecar.catalog import parse
+from sidecar.catalog.client import Answer, ConsulClient
+from sidecar.catalog.watch import Watch, WatchTiming
+from sidecar.errors import CatalogError
+from sidecar.model import ServiceEntries, Snapshot
+from sidecar.settings import ConsulSettings
+
+log = logging.getLogger(__name__)
+SERVICES_KEY = "/v1/catalog/services"
+
+ClientFactory = Callable[[], ConsulClient]
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogView:
+    """What the orchestrator reads: the snapshot plus how much it can be trusted."""
+
+    snapshot: Snapshot
+    complete: bool  # every watch has answered at least once
+    failing_since: float | None  # monotonic time of the oldest unresolved failure
+    last_error: str
+    requests: int
+
+
+class CatalogWatcher:
+    def __init__(self, settings: ConsulSettings, client_factory: ClientFactory,
+                 notify: Callable[[], None], rng: random.Random | None = None) -> None:
+        self._settings = settings
+        self._client_factory = client_factory
+        self._notify = notify
+        self._rng = rng or random.Random()
+        self._lock = threading.Lock()
+        self._watches: dict[str, Watch] = {}
+        self._entries: dict[str, ServiceEntries] = {}
+        self._services_seen = False
+        self._failing: dict[str, float] = {}
+        self._last_error = ""
+        self._index = 0
+        self._timing = WatchTiming(settings.wait, settings.retry_min, settings.retry_max,
+                                   settings.rate_burst, settings.rate_interval)
+
+    def start(self) -> None:
+        client = self._client_factory()
+        watch = Watch(SERVICES_KEY, lambda i, w: client.services(i, w), self._on_services,
+                      self._timing, random.Random(self._rng.random()))
+        with self._lock:
+            self._watches[SERVICES_KEY] = watch
+        watch.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            watches = list(self._watches.values())
+            self._watches.clear()
+        for watch in watches:
+            watch.stop()
+
+    def view(self) -> CatalogView:
+        with self._lock:
+            services = tuple(self._entries[name] for name in sorted(self._entries))
+            names = [k for k in self._watches if k != SERVICES_KEY]
+            complete = self._services_seen and all(n in self._entries for n in names)
+            failing = min(self._failing.values()) if self._failing else None
+            requests = sum(w.requests for w in self._watches.values())
+            return CatalogView(Snapshot(services, self._index), complete, failing,
+                               self._last_error, requests)
+
+    # -- callbacks from watch threads ---------------------------------------------------------
+
+    def _failed(self, key: str, error: CatalogError) -> None:
+        with self._lock:
+            self._failing.setdefault(key, time.monotonic())
+            self._last_error = f"{key}: {error}"
+        log.debug("watch %s failed: %s", key, error)
+
+    def _recovered(self, key: str) -> None:
+        self._failing.pop(key, None)
+        if not self._failing:
+            self._last_error = ""
+
+    def _on_services(self, key: str, answer: Answer | None, error: CatalogError | None) -> None:
+        if error is not None or answer is None:
+            if error is not None:
+                self._failed(key, error)
+            self._notify()
+            return
+        names = set(parse.tagged_services(answer.body, self._settings.tag))
+        with self._lock:
+            self._recovered(key)
+            self._services_seen = True
+            self._index = answer.index
+            current = {k for k in self._watches if k != SERVICES_KEY}
+            for gone in current - names:
+                self._watches.pop(gone).stop()
+                self._entries.pop(gone, None)
+                self._failing.pop(gone, None)
+            new = sorted(names - current)
+            started = [self._add_watch(name) for name in new]
+        for watch in started:
+            if watch is not None:
+                watch.start()
+        log.debug("catalog services: %d tagged %r", len(names), self._settings.tag)
+        self._notify()
+
+    def _add_watch(self, name: str) -> Watch | None:
+        """Called with the lock held; a name Consul cannot be asked about is reported, not queried."""
+        try:
+            validate.consul_service_name(name)
+        except ValueError as exc:
+            self._entries[name] = ServiceEntries(name, 0, (), error=str(exc))
+            self._watches[name] = _NullWatch(name)  # type: ignore[assignment]
+            return None
+        client = self._client_factory()
+        tag = self._settings.tag
+
+        def query(index: int, wait: float) -> Answer:
+            return client.health(name, tag, index, wait)
+
+        watch = Watch(name, query, self._on_health, self._timing, random.Random(self._rng.random()))
+        self._watches[name] = watch
+        return watch
+
+    def _on_health(self, key: str, answer: Answer | None, error: CatalogError | None) -> None:
+        with self._lock:
+            if key not in self._watches:
+                return  # the service left the catalog while this query was parked
+            if error is not None:
+                self._failing.setdefault(key, time.monotonic())
+                self._last_error = f"{key}: {error}"
+                if not error.retryable:  # e.g. HTTP 400: this service is broken, not Consul
+                    self._failing.pop(key, None)
+                    self._entries[key] = ServiceEntries(key, 0, (), error=str(error))
+            elif answer is not None:
+                self._recovered(key)
+                self._entries[key] = parse.parse_health(key, answer.index, answer.body)
+        self._notify()
+
+
+class _NullWatch:
+    """Placeholder for a service that is reported but never queried."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.requests = 0
+
+    def stop(self) -> None:
+        return None

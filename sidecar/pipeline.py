@@ -1,0 +1,47 @@
+"""The pure pipeline: snapshot -> desired state -> rendered config -> plan.
+
+The daemon and the CLI call only this to decide what to do; they then hand the plan to the
+appliers. Keeping the composition here keeps the orchestrator's fan-out small.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jinja2
+
+from sidecar.desired import desired_state
+from sidecar.model import Snapshot
+from sidecar.plan import Plan, Rendered, plan, skeleton
+from sidecar.portmap import PortMap
+from sidecar.render.haproxy import render_config
+from sidecar.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    """Everything the pure stages need besides the snapshot (changes only on SIGHUP)."""
+
+    settings: Settings
+    port_map: PortMap
+    template: jinja2.Template
+    reserved_ports: frozenset[int] = frozenset()
+
+
+def render(snapshot: Snapshot, inputs: Inputs, previous: Rendered | None) -> Rendered:
+    desired = desired_state(
+        snapshot,
+        inputs.settings,
+        inputs.port_map,
+        previous.desired if previous else None,
+        inputs.reserved_ports,
+    )
+    config = render_config(inputs.template, desired, inputs.settings)
+    shape = render_config(inputs.template, skeleton(desired), inputs.settings)
+    return Rendered(desired, config, shape)
+
+
+def cycle(snapshot: Snapshot, inputs: Inputs, applied: Rendered | None, running: bool
+          ) -> tuple[Rendered, Plan]:
+    target = render(snapshot, inputs, applied)
+    return target, plan(applied, target, running)

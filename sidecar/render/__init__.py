@@ -1,0 +1,1 @@
+"""Rendering (pure): desired state -> HAProxy configuration text, CS URL lists."""

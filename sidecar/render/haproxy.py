@@ -1,0 +1,87 @@
+"""Desired state -> HAProxy configuration bytes (pure apart from reading the template).
+
+The jinja2 environment uses ``StrictUndefined`` so a template that names a missing value fails
+loudly instead of rendering an empty string into the load balancer. The context handed to the
+template holds only validated values; the output is deterministic (the same desired state gives
+the same bytes), which is what lets the planner skip a reload when nothing changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from sidecar import validate
+from sidecar.errors import TemplateError
+from sidecar.model import DesiredState, ServerState
+from sidecar.settings import Settings
+
+ADMIN_SOCKET = "admin.sock"
+MASTER_SOCKET = "master.sock"
+STATE_FILE = "server-state"
+CONFIG_FILE = "haproxy.cfg"
+
+
+def load_template(path: Path) -> jinja2.Template:
+    """Compile the template at ``path``; errors name the file and the line."""
+    try:
+        source = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TemplateError(f"{path}: cannot read template: {exc.strerror}") from None
+    env = jinja2.Environment(
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # HAProxy config, not HTML  # noqa: S701
+        keep_trailing_newline=True,
+        trim_blocks=False,
+        lstrip_blocks=False,
+    )
+    try:
+        return env.from_string(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(f"{path}:{exc.lineno}: template syntax error: {exc.message}") from None
+
+
+def template_context(desired: DesiredState, settings: Settings) -> dict[str, Any]:
+    runtime = settings.runtime_dir
+    backends = []
+    for backend in desired.backends:
+        servers = [
+            {
+                "name": server.name,
+                "addr": validate.hostport(server.address, server.port),
+                "state": server.state.value,
+                "weight": 0 if server.state is ServerState.DRAIN else server.weight,
+            }
+            for server in backend.servers
+        ]
+        backends.append({
+            "name": backend.name,
+            "path": backend.path,
+            "system": backend.system,
+            "service": backend.service,
+            "protocol": backend.protocol.value,
+            "public_port": backend.public_port,
+            "port_source": backend.port_source,
+            "servers": servers,
+        })
+    return {
+        "settings": dataclasses.asdict(settings.haproxy),
+        "bind": settings.gateway.bind if ":" not in settings.gateway.bind
+        else f"[{settings.gateway.bind}]",
+        "runtime_dir": str(runtime),
+        "admin_socket": str(runtime / ADMIN_SOCKET),
+        "state_file": str(runtime / STATE_FILE),
+        "backends": backends,
+    }
+
+
+def render_config(template: jinja2.Template, desired: DesiredState, settings: Settings) -> str:
+    """The HAProxy configuration text for ``desired``."""
+    try:
+        text = template.render(template_context(desired, settings))
+    except jinja2.TemplateError as exc:
+        raise TemplateError(f"{settings.template_path}: cannot render: {exc}") from None
+    return text if text.endswith("\n") else text + "\n"

@@ -1,0 +1,58 @@
+"""The daemon's status record (adapter: one JSON file in the runtime directory).
+
+The daemon rewrites it on every cycle and heartbeat; ``sidecar check`` (a separate process,
+possibly in another container) reads it together with what it can see of HAProxy itself.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sidecar.apply.files import atomic_write
+
+STATUS_FILE = "status.json"
+
+
+@dataclass(slots=True)
+class Status:
+    pid: int = 0
+    started: float = 0.0  # wall clock, seconds since the epoch
+    heartbeat: float = 0.0
+    ready: bool = False  # first successful apply done
+    catalog_complete: bool = False
+    catalog_index: int = 0
+    catalog_ok_at: float = 0.0  # wall clock of the last moment the catalog was known fresh
+    catalog_error: str = ""
+    consul_requests: int = 0
+    last_apply_kind: str = ""
+    last_apply_ok: bool = True
+    last_apply_message: str = ""
+    last_apply_at: float = 0.0
+    applies: dict[str, int] = field(default_factory=dict)
+    reloads: int = 0
+    reload_failures: int = 0
+    runtime_changes: int = 0
+    services: int = 0
+    servers_ready: int = 0
+    public_ports: list[int] = field(default_factory=list)
+    bind: str = ""
+    problems: list[str] = field(default_factory=list)
+    generation: str = ""  # hash of the applied config
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True) + "\n"
+
+
+def write_status(runtime_dir: Path, status: Status) -> None:
+    atomic_write(runtime_dir / STATUS_FILE, status.to_json(), mode=0o644)
+
+
+def read_status(runtime_dir: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((runtime_dir / STATUS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

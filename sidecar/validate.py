@@ -1,0 +1,88 @@
+"""Validation of every value that comes from the catalog or the config (pure).
+
+Nothing from Consul reaches a rendered file unless it passed one of these checks. The accepted
+alphabets are deliberately narrow: DIRAC names, RFC 1123 host names, canonical IP addresses and
+decimal ports. Each check returns the normalised value or raises ``ValueError`` with a reason
+short enough to show in ``sidecar render`` and the log.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+# DIRAC system and service names are Python identifiers in practice (module and class names).
+_DIRAC_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}", re.ASCII)
+_DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)", re.ASCII)
+# What Consul can be asked about without surprises (URL path segment, no encoding needed).
+_CONSUL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", re.ASCII)
+_DECIMAL = re.compile(r"[0-9]{1,5}", re.ASCII)
+
+
+def _show(value: object) -> str:
+    """A short, printable rendering of an untrusted value for error messages."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def dirac_name(value: object, what: str) -> str:
+    if not isinstance(value, str) or not _DIRAC_NAME.fullmatch(value):
+        raise ValueError(f"{what} {_show(value)} is not a DIRAC name ([A-Za-z][A-Za-z0-9_]*)")
+    return value
+
+
+def consul_service_name(value: object) -> str:
+    if not isinstance(value, str) or not _CONSUL_NAME.fullmatch(value):
+        raise ValueError(f"Consul service name {_show(value)} has characters outside [A-Za-z0-9_.-]")
+    return value
+
+
+def port(value: object, what: str = "port") -> int:
+    """A TCP port 1-65535, given as an int or a decimal string (Consul metadata is strings)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{what} {_show(value)} is not a port number")
+    if isinstance(value, str):
+        if not _DECIMAL.fullmatch(value):
+            raise ValueError(f"{what} {_show(value)} is not a port number")
+        value = int(value)
+    if not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ValueError(f"{what} {_show(value)} is out of range 1-65535")
+    return value
+
+
+def ip_address(value: str) -> str | None:
+    """The canonical text of an IP address, or None when ``value`` is not one."""
+    if "%" in value or not value.isascii():  # scoped IPv6 and odd digits are not accepted
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return None
+
+
+def host(value: object, what: str = "address") -> str:
+    """An IP address (canonicalised) or an RFC 1123 host name (lower-cased)."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} is empty")
+    ip = ip_address(value)
+    if ip is not None:
+        if ipaddress.ip_address(ip).is_unspecified:
+            raise ValueError(f"{what} {_show(value)} is the unspecified address")
+        return ip
+    name = value[:-1] if value.endswith(".") else value
+    if len(name) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in name.split(".")):
+        raise ValueError(f"{what} {_show(value)} is neither an IP address nor a DNS name")
+    if name.replace(".", "").isdigit():
+        raise ValueError(f"{what} {_show(value)} looks numeric but is not an IP address")
+    return name.lower()
+
+
+def is_ip(value: str) -> bool:
+    return ip_address(value) is not None
+
+
+def hostport(address: str, port_number: int) -> str:
+    """``address:port`` as HAProxy reads it (IPv6 in brackets)."""
+    if ":" in address:
+        return f"[{address}]:{port_number}"
+    return f"{address}:{port_number}"
