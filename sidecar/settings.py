@@ -297,7 +297,8 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> bool:
     return configured
 
 
-def parse_settings(raw: Mapping[str, Any], source: str, env: Mapping[str, str]) -> Settings:
+def parse_settings(raw: Mapping[str, Any], source: str, env: Mapping[str, str],
+                   base: Path | None = None) -> Settings:
     data = {k: dict(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
     configured = _apply_env(data, env)
     sections: dict[str, Any] = {}
@@ -308,8 +309,35 @@ def parse_settings(raw: Mapping[str, Any], source: str, env: Mapping[str, str]) 
             raise ConfigError(source, key, "expected a table")
         sections[key] = _section(SECTIONS[key], value, source, key)
     settings = Settings(**sections, source=source, consul_configured=configured)
+    settings = _resolve_paths(settings, base)
     _check(settings)
     return settings
+
+
+# Relative paths in a settings file are relative to the file, not to the working directory.
+PATH_KEYS = {
+    "consul": ("token_file", "ca_file", "cert_file", "key_file"),
+    "haproxy": ("runtime_dir", "template"),
+    "ports": ("map_file",),
+    "dirac_cs": ("file",),
+}
+
+
+def _resolve_paths(settings: Settings, base: Path | None) -> Settings:
+    if base is None:
+        return settings
+    changes: dict[str, Any] = {}
+    for section, keys in PATH_KEYS.items():
+        current = getattr(settings, section)
+        fixed = {
+            key: str(base / getattr(current, key))
+            for key in keys
+            if hasattr(current, key) and getattr(current, key)
+            and not Path(getattr(current, key)).is_absolute()
+        }
+        if fixed:
+            changes[section] = dataclasses.replace(current, **fixed)
+    return dataclasses.replace(settings, **changes) if changes else settings
 
 
 def load_settings(path: str | None, env: Mapping[str, str] | None = None) -> Settings:
@@ -332,7 +360,7 @@ def load_settings(path: str | None, env: Mapping[str, str] | None = None) -> Set
         raise ConfigError(chosen, "", f"not valid TOML: {exc}") from None
     except OSError as exc:
         raise ConfigError(chosen, "", f"cannot read: {exc.strerror}") from None
-    return parse_settings(raw, chosen, env)
+    return parse_settings(raw, chosen, env, Path(chosen).resolve().parent)
 
 
 def read_token(settings: ConsulSettings) -> str:

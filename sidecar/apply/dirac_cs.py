@@ -202,21 +202,29 @@ class _Edit:
     def _rewrite(
         self, name: str, events: list[tuple[str, int]], new: tuple[str, ...] | None
     ) -> None:
-        """Replace the last ``Name =`` line, drop the ``Name +=`` lines after it."""
+        """Put the values into the lines of the last ``Name =`` and its ``Name +=`` lines.
+
+        Values go into the existing lines in order (comments between them stay where they
+        are); extra values follow the last line, surplus lines are dropped. Earlier
+        ``Name =`` lines are dead (the last one wins) and stay as they are.
+        """
         for op, no in events:
-            head = self.lines[no].partition(op)[0]
-            if head.strip() != name:
+            if self.lines[no].partition(op)[0].strip() != name:
                 raise CSError(f"{self.where}:{no + 1}: cannot edit option {name!r} on this line")
-        last = max(i for i, (op, _) in enumerate(events) if op == "=")
-        for i, (_, no) in enumerate(events):
-            if new is None or i > last:
-                self.replace[no] = []
         if new is None:
+            self.replace.update({no: [] for _, no in events})
             return
-        no = events[last][1]
-        raw = self.lines[no]
-        one_line = "," in raw.partition("=")[2] and len(events) == last + 1
-        self.replace[no] = _option_lines(_indent(raw), name, new, one_line)
+        last = max(i for i, (op, _) in enumerate(events) if op == "=")
+        slots = [no for _, no in events[last:]]
+        first = self.lines[slots[0]]
+        if len(slots) == 1 and "," in first.partition("=")[2]:
+            self.replace[slots[0]] = _option_lines(_indent(first), name, new, one_line=True)
+            return
+        lines = _option_lines("", name, new, one_line=False)
+        for k, no in enumerate(slots):
+            indent = _indent(self.lines[no])
+            mine = lines[k : k + 1] if k < len(slots) - 1 else lines[k:]
+            self.replace[no] = [indent + line for line in mine]
 
     def _add(self, parent: str, name: str, values: tuple[str, ...]) -> None:
         parts = parent.split("/")[1:]
@@ -235,7 +243,8 @@ class _Edit:
         for anchor, block in self.blocks.items():
             section = self.sections[anchor]
             if section.close is None:
-                if self.lines[-1].strip():
+                if self.lines[-1].strip():  # no newline at the end of the file
+                    self.lines[-1] += self.cr
                     self.lines.append("")
                 no, col, indent = len(self.lines) - 1, 0, section.child_indent or ""
             else:
@@ -264,8 +273,9 @@ class _Edit:
         cuts = self._cuts()
         out: list[str] = []
         for no, raw in enumerate(self.lines):
-            if no in self.replace:
-                out += [line + self.cr for line in self.replace[no]]
+            if no in self.replace:  # the last new line keeps the old line's ending
+                new, ending = self.replace[no], raw[len(raw.rstrip("\r")) :]
+                out += [line + self.cr for line in new[:-1]] + [line + ending for line in new[-1:]]
             elif no in cuts:
                 out += self._split(raw, cuts[no])
             else:

@@ -83,6 +83,11 @@ class HAProxy:
         return info if info.master_pid else None
 
     def start(self) -> ProcInfo:
+        stray = self._pid_from_file()
+        if stray is not None and _alive(stray) and _is_haproxy(stray):
+            # A second master would bind the same ports (SO_REUSEPORT) and split traffic.
+            raise HAProxyError(f"haproxy master {stray} (from {self.pidfile}) is alive but its "
+                               f"master socket {self.master_socket} does not answer")
         cmd = [self.settings.haproxy.binary, "-W", "-D", "-p", str(self.pidfile),
                "-S", f"{self.master_socket},mode,600", "-f", str(self.config)]
         with self.log_file.open("ab") as out:
@@ -194,6 +199,13 @@ def _alive(pid: int) -> bool:
     try:  # a zombie child of ours counts as gone
         with Path(f"/proc/{pid}/stat").open() as handle:
             return handle.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _is_haproxy(pid: int) -> bool:
+    try:
+        return b"haproxy" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
 

@@ -60,9 +60,7 @@ def test_expired_server_cert_fails_verification(
         call("127.0.0.1", backend.port, pki.proxy, pki.ca_dir, server_hostname=GATEWAY)
 
 
-def test_foreign_client_rejected_by_server(
-    pki: DevPKI, backend_factory, tmp_path: Path
-) -> None:
+def test_foreign_client_rejected_by_server(pki: DevPKI, backend_factory, tmp_path: Path) -> None:
     foreign = make_dev_pki(tmp_path / "foreign", [GATEWAY], [], user="mallory")
     backend = backend_factory()
     with pytest.raises(TLSError):

@@ -1,0 +1,45 @@
+"""Plain-data builders for unit tests of the pure core (no mocks)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from sidecar.model import Health, Instance, ServiceEntries, Snapshot
+from sidecar.portmap import PortMap, load_port_map
+from sidecar.settings import GatewaySettings, HAProxySettings, Settings
+
+
+def inst(
+    sid: str,
+    address: str = "10.0.0.1",
+    port: int | str | None = 31000,
+    health: Health = Health.PASSING,
+    system: str | None = "Framework",
+    service: str | None = "SystemAdministrator",
+    node: str = "node1",
+    consul: str = "sysadmin",
+    **meta: str,
+) -> Instance:
+    values = dict(meta)
+    if system is not None:
+        values["dirac_system"] = system
+    if service is not None:
+        values["dirac_service"] = service
+    return Instance(consul, node, sid, address, port, ("dirac",), tuple(sorted(values.items())),
+                    health)
+
+
+def snap(*groups: tuple[str, list[Instance]]) -> Snapshot:
+    return Snapshot(tuple(ServiceEntries(name, 10, tuple(sorted(i, key=lambda x: x.key)))
+                          for name, i in groups), 10)
+
+
+def settings(**haproxy: object) -> Settings:
+    return Settings(
+        gateway=GatewaySettings(names=("dirac-gw.example.org",), bind="127.0.0.1"),
+        haproxy=dataclasses.replace(HAProxySettings(runtime_dir="/run/dirac-sidecar"), **haproxy),
+    )
+
+
+def port_map() -> PortMap:
+    return load_port_map(Settings().port_map_path)

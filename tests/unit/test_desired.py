@@ -1,0 +1,150 @@
+from sidecar.desired import assign_slots, desired_state
+from sidecar.model import DesiredState, Health, Protocol, ServerState, ServiceEntries, Snapshot
+from sidecar.settings import PortSettings, Settings
+from tests.unit.factories import inst, port_map, settings, snap
+
+
+def desired(snapshot: Snapshot, previous: DesiredState | None = None, s: Settings | None = None,
+            reserved: frozenset[int] = frozenset()) -> DesiredState:
+    return desired_state(snapshot, s or settings(), port_map(), previous, reserved)
+
+
+def test_one_service_gets_its_default_port_and_a_server() -> None:
+    d = desired(snap(("sysadmin", [inst("a")])))
+    (backend,) = d.backends
+    assert (backend.name, backend.public_port, backend.port_source) == (
+        "Framework_SystemAdministrator", 9162, "map")
+    assert backend.servers[0].address == "10.0.0.1" and backend.servers[0].port == 31000
+    assert backend.servers[0].state is ServerState.READY
+    assert [s.name for s in backend.servers] == ["s1", "s2", "s3", "s4"]
+    assert all(s.state is ServerState.MAINT for s in backend.servers[1:])
+    assert d.problems == ()
+
+
+def test_deterministic_whatever_the_input_order() -> None:
+    a = snap(("sysadmin", [inst("a"), inst("b", port=1)]), ("pm", [inst("p", service="ProxyManager")]))
+    b = Snapshot(tuple(reversed(a.services)), 10)
+    assert desired(a) == desired(b)
+
+
+def test_health_states() -> None:
+    d = desired(snap(("sysadmin", [
+        inst("a", health=Health.PASSING), inst("b", health=Health.WARNING),
+        inst("c", health=Health.CRITICAL), inst("d", health=Health.MAINTENANCE)])))
+    states = {s.instance: s.state for s in d.backends[0].servers if s.instance}
+    assert states == {"node1/a": ServerState.READY, "node1/d": ServerState.DRAIN}
+    s = settings()
+    s = Settings(consul=s.consul.__class__(include_warning=True), gateway=s.gateway, haproxy=s.haproxy)
+    d = desired(snap(("sysadmin", [inst("b", health=Health.WARNING)])), s=s)
+    assert d.backends[0].servers[0].state is ServerState.READY
+
+
+def test_service_with_no_healthy_instance_keeps_its_port() -> None:
+    d = desired(snap(("sysadmin", [inst("a", health=Health.CRITICAL)])))
+    (backend,) = d.backends
+    assert backend.public_port == 9162 and backend.ready_count == 0
+
+
+def test_invalid_instances_are_skipped_with_a_reason() -> None:
+    d = desired(snap(("sysadmin", [
+        inst("ok"),
+        inst("badport", port=70000),
+        inst("badaddr", address="10.0.0.1; rm -rf"),
+        inst("nosys", system=None),
+        inst("proto", dirac_protocol="gopher"),
+        inst("meta", dirac_port="x"),
+    ])))
+    assert d.backends[0].ready_count == 1
+    reasons = {p.subject.split("'")[3]: p.reason for p in d.problems}
+    assert set(reasons) == {"node1/badport", "node1/badaddr", "node1/nosys", "node1/proto", "node1/meta"}
+    assert "out of range" in reasons["node1/badport"]
+
+
+def test_query_errors_are_problems() -> None:
+    s = Snapshot((ServiceEntries("bad name", 0, (), error="HTTP 400"),), 1)
+    d = desired(s)
+    assert d.backends == () and d.problems[0].reason == "HTTP 400"
+
+
+def test_duplicate_instance_ids_keep_the_first() -> None:
+    d = desired(snap(("sysadmin", [inst("a"), inst("a", port=2)])))
+    assert d.backends[0].ready_count == 1
+    assert "duplicate" in d.problems[0].reason
+
+
+def test_port_precedence_config_map_meta_auto() -> None:
+    base = settings()
+    s = Settings(gateway=base.gateway, haproxy=base.haproxy,
+                 ports=PortSettings(overrides=(("Framework/SystemAdministrator", 7000),)))
+    assert desired(snap(("x", [inst("a", dirac_port="9999")])), s=s).backends[0].public_port == 7000
+    assert desired(snap(("x", [inst("a", dirac_port="9999")]))).backends[0].public_port == 9162
+    meta = desired(snap(("x", [inst("a", system="Foo", service="Bar", dirac_port="9999")])))
+    assert (meta.backends[0].public_port, meta.backends[0].port_source) == (9999, "meta")
+    auto = desired(snap(("x", [inst("a", system="Foo", service="Bar")])))
+    assert auto.backends[0].port_source == "auto" and 20000 <= auto.backends[0].public_port <= 29999
+    none = Settings(gateway=base.gateway, haproxy=base.haproxy, ports=PortSettings(auto_low=0))
+    assert desired(snap(("x", [inst("a", system="Foo", service="Bar")])), s=none).backends == ()
+
+
+def test_auto_port_does_not_shift_when_another_service_appears() -> None:
+    alone = desired(snap(("x", [inst("a", system="Foo", service="Bar")])))
+    crowd = desired(snap(("x", [inst("a", system="Foo", service="Bar")]),
+                         ("y", [inst("b", system="Foo", service="Baz", consul="y")]),
+                         ("z", [inst("c", system="Aaa", service="Bar", consul="z")])))
+    port = alone.backends[0].public_port
+    assert port in crowd.public_ports
+    assert crowd.backend("Foo_Bar") is not None
+    assert crowd.backend("Foo_Bar").public_port == port  # type: ignore[union-attr]
+
+
+def test_port_conflict_is_deterministic_and_reported() -> None:
+    d = desired(snap(
+        ("sysadmin", [inst("a")]),
+        ("intruder", [inst("b", system="Evil", service="Twin", dirac_port="9162", consul="intruder")]),
+    ))
+    assert [b.path for b in d.backends] == ["Framework/SystemAdministrator"]
+    (problem,) = d.problems
+    assert problem.subject == "Evil/Twin" and "9162" in problem.reason
+    # two metadata claims: the sorted name wins, on every gateway
+    d = desired(snap(("x", [inst("a", system="Zed", service="S", dirac_port="9999", consul="x")]),
+                     ("y", [inst("b", system="Abc", service="S", dirac_port="9999", consul="y")])))
+    assert [b.path for b in d.backends] == ["Abc/S"]
+
+
+def test_reserved_ports_are_refused() -> None:
+    d = desired(snap(("sysadmin", [inst("a")])), reserved=frozenset({9162}))
+    assert d.backends == () and "reserved" in d.problems[0].reason
+
+
+def test_instances_disagreeing_on_protocol_lose_to_the_majority() -> None:
+    d = desired(snap(("x", [inst("a"), inst("b"), inst("c", dirac_protocol="https")])))
+    assert d.backends[0].protocol is Protocol.DIPS and d.backends[0].ready_count == 2
+    assert "protocol" in d.problems[0].reason
+
+
+def test_slots_are_sticky_and_newcomers_take_the_lowest_free() -> None:
+    first = desired(snap(("x", [inst("a"), inst("b"), inst("c")])))
+    names = {s.instance: s.name for s in first.backends[0].servers if s.instance}
+    assert names == {"node1/a": "s1", "node1/b": "s2", "node1/c": "s3"}
+    second = desired(snap(("x", [inst("c"), inst("d")])), previous=first)
+    names = {s.instance: s.name for s in second.backends[0].servers if s.instance}
+    assert names == {"node1/c": "s3", "node1/d": "s1"}
+
+
+def test_slots_double_when_full_and_never_shrink() -> None:
+    many = desired(snap(("x", [inst(f"i{n}") for n in range(5)])))
+    assert len(many.backends[0].servers) == 8
+    few = desired(snap(("x", [inst("i0")])), previous=many)
+    assert len(few.backends[0].servers) == 8
+
+
+def test_assign_slots_min() -> None:
+    assert len(assign_slots((), None, 3)) == 3
+
+
+def test_vanished_service_keeps_its_port_rejecting() -> None:
+    first = desired(snap(("x", [inst("a")])))
+    gone = desired(Snapshot((), 11), previous=first)
+    (backend,) = gone.backends
+    assert backend.public_port == 9162 and backend.ready_count == 0
+    assert "no longer in the catalog" in gone.problems[0].reason
