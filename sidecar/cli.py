@@ -120,5 +120,19 @@ def once(ctx: click.Context) -> None:
     _guard(go)
 
 
+def _register_extra_commands() -> None:
+    """Commands that live in their own modules (operations, CS) register on ``main`` here."""
+    import importlib
+
+    for module in ("sidecar.cli_ops", "sidecar.cli_cs"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+_register_extra_commands()
+
 if __name__ == "__main__":  # pragma: no cover
     main()

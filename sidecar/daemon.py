@@ -52,8 +52,12 @@ def build_inputs(settings: Settings) -> pipeline.Inputs:
 
 
 class Daemon:
-    def __init__(self, settings: Settings, reload_settings: Callable[[], Settings],
-                 stop_haproxy: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        reload_settings: Callable[[], Settings],
+        stop_haproxy: bool = False,
+    ) -> None:
         self.settings = settings
         self._reload_settings = reload_settings
         self._stop_haproxy = stop_haproxy
@@ -62,8 +66,11 @@ class Daemon:
         self.haproxy = HAProxy(settings)
         self.applier = Applier(self.haproxy)
         token = read_token(settings.consul)
-        self.watcher = CatalogWatcher(settings.consul, lambda: ConsulClient(settings.consul, token),
-                                      lambda: self.events.put(Event("catalog")))
+        self.watcher = CatalogWatcher(
+            settings.consul,
+            lambda: ConsulClient(settings.consul, token),
+            lambda: self.events.put(Event("catalog")),
+        )
         self.status = Status(pid=os.getpid(), started=time.time(), bind=settings.gateway.bind)
         self.applied: Rendered | None = None
         self._failed_config: str | None = None
@@ -87,8 +94,11 @@ class Daemon:
         self.haproxy.prepare()
         self.applied = self._load_applied()
         self.watcher.start()
-        log.info("watching Consul at %s for services tagged %r", self.settings.consul.address,
-                 self.settings.consul.tag)
+        log.info(
+            "watching Consul at %s for services tagged %r",
+            self.settings.consul.address,
+            self.settings.consul.tag,
+        )
         try:
             self._loop()
         finally:
@@ -133,7 +143,8 @@ class Daemon:
                 pending_since = pending_since or now
                 last_event = now
             due_now = pending_since is not None and (
-                now - last_event >= s.quiet or now - pending_since >= s.max_delay)
+                now - last_event >= s.quiet or now - pending_since >= s.max_delay
+            )
             if due_now:
                 pending_since = None
                 last_cycle = now
@@ -167,8 +178,9 @@ class Daemon:
         self.status.catalog_complete = view.complete
         if not view.complete:
             return  # nothing renders until every watch has answered once
-        target, plan = pipeline.cycle(view.snapshot, self.inputs, self.applied,
-                                      self.applier.running())
+        target, plan = pipeline.cycle(
+            view.snapshot, self.inputs, self.applied, self.applier.running()
+        )
         self._report_problems(target)
         if plan.kind is PlanKind.NONE:
             self.applied = target
@@ -187,8 +199,12 @@ class Daemon:
             self.applied = target
             if result.kind is PlanKind.RUNTIME:
                 st.runtime_changes += len(plan.commands)
-            log.info("applied %s in %.0f ms: %s", result.kind.value, result.seconds * 1000,
-                     ", ".join(plan.changes[:20]) or plan.reason)
+            log.info(
+                "applied %s in %.0f ms: %s",
+                result.kind.value,
+                result.seconds * 1000,
+                ", ".join(plan.changes[:20]) or plan.reason,
+            )
             self._mark_ready(target)
         else:
             st.reload_failures += 1 if result.kind is not PlanKind.RUNTIME else 0

@@ -125,18 +125,28 @@ def _group(
             state = _state(inst.health, include_warning)
             if state is not None:
                 groups[(system, service)].append(
-                    Member(member.key, member.address, member.port, state,
-                           member.protocol, member.public_port)
+                    Member(
+                        member.key,
+                        member.address,
+                        member.port,
+                        state,
+                        member.protocol,
+                        member.public_port,
+                    )
                 )
             else:
                 # Keep the service known (its port stays bound) even with no usable instance.
                 groups[(system, service)].append(
-                    Member(member.key, "", 0, ServerState.MAINT, member.protocol, member.public_port)
+                    Member(
+                        member.key, "", 0, ServerState.MAINT, member.protocol, member.public_port
+                    )
                 )
     return groups
 
 
-def _agree(path: str, members: list[Member], problems: list[Problem]) -> tuple[Protocol, list[Member]]:
+def _agree(
+    path: str, members: list[Member], problems: list[Problem]
+) -> tuple[Protocol, list[Member]]:
     """Instances of one DIRAC service must agree on protocol and claimed public port."""
     protocol = Protocol(_majority([m.protocol.value for m in members]))
     claimed = [str(m.public_port) for m in members if m.public_port is not None]
@@ -144,11 +154,19 @@ def _agree(path: str, members: list[Member], problems: list[Problem]) -> tuple[P
     kept: list[Member] = []
     for m in members:
         if m.protocol is not protocol:
-            problems.append(Problem(f"{path} instance {m.key!r}",
-                                    f"protocol {m.protocol.value} disagrees with {protocol.value}"))
+            problems.append(
+                Problem(
+                    f"{path} instance {m.key!r}",
+                    f"protocol {m.protocol.value} disagrees with {protocol.value}",
+                )
+            )
         elif m.public_port is not None and str(m.public_port) != public:
-            problems.append(Problem(f"{path} instance {m.key!r}",
-                                    f"dirac_port {m.public_port} disagrees with {public}"))
+            problems.append(
+                Problem(
+                    f"{path} instance {m.key!r}",
+                    f"dirac_port {m.public_port} disagrees with {public}",
+                )
+            )
         else:
             kept.append(m)
     return protocol, kept
@@ -168,7 +186,9 @@ def _public_port(
     if claimed:
         return claimed[0], "meta"
     if settings.ports.auto_low:
-        return hashed_port(system, service, settings.ports.auto_low, settings.ports.auto_high), "auto"
+        return hashed_port(
+            system, service, settings.ports.auto_low, settings.ports.auto_high
+        ), "auto"
     return None
 
 
@@ -201,17 +221,21 @@ def _resolve_conflicts(
     for port, claims in sorted(by_port.items()):
         if port in reserved:
             for cand in claims:
-                problems.append(Problem(cand.path, f"public port {port} is reserved by the gateway"))
+                problems.append(
+                    Problem(cand.path, f"public port {port} is reserved by the gateway")
+                )
             continue
         claims.sort(key=lambda c: (PORT_SOURCES.index(c.port_source), c.path))
         winner, losers = claims[0], claims[1:]
         winners.append(winner)
         for loser in losers:
-            problems.append(Problem(
-                loser.path,
-                f"public port {port} ({loser.port_source}) is taken by {winner.path} "
-                f"({winner.port_source}); service not exposed",
-            ))
+            problems.append(
+                Problem(
+                    loser.path,
+                    f"public port {port} ({loser.port_source}) is taken by {winner.path} "
+                    f"({winner.port_source}); service not exposed",
+                )
+            )
     return winners
 
 
@@ -222,7 +246,9 @@ def _slot_count(previous: Backend | None, needed: int, min_slots: int) -> int:
     return count
 
 
-def assign_slots(members: tuple[Member, ...], previous: Backend | None, min_slots: int) -> tuple[Server, ...]:
+def assign_slots(
+    members: tuple[Member, ...], previous: Backend | None, min_slots: int
+) -> tuple[Server, ...]:
     """Server slots ``s1..sN``: an instance keeps its previous slot, newcomers take the lowest free."""
     usable = sorted((m for m in members if m.state is not ServerState.MAINT), key=lambda m: m.key)
     count = _slot_count(previous, len(usable), min_slots)
@@ -263,8 +289,16 @@ def _vanished(
             Server(s.name, FREE_SLOT_ADDRESS, FREE_SLOT_PORT, ServerState.MAINT)
             for s in backend.servers
         )
-        kept.append(Backend(backend.system, backend.service, backend.protocol,
-                            backend.public_port, servers, backend.port_source))
+        kept.append(
+            Backend(
+                backend.system,
+                backend.service,
+                backend.protocol,
+                backend.public_port,
+                servers,
+                backend.port_source,
+            )
+        )
         problems.append(Problem(backend.path, "no longer in the catalog; port kept, rejecting"))
     return kept
 
@@ -283,9 +317,14 @@ def desired_state(
     winners = _resolve_conflicts(candidates, set(reserved_ports), problems)
     prev_backends = {b.path: b for b in previous.backends} if previous else {}
     backends = [
-        Backend(c.system, c.service, c.protocol, c.public_port,
-                assign_slots(c.members, prev_backends.get(c.path), settings.haproxy.min_slots),
-                c.port_source)
+        Backend(
+            c.system,
+            c.service,
+            c.protocol,
+            c.public_port,
+            assign_slots(c.members, prev_backends.get(c.path), settings.haproxy.min_slots),
+            c.port_source,
+        )
         for c in winners
     ]
     if settings.gateway.keep_vanished_services:

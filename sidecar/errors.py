@@ -36,7 +36,7 @@ class TemplateError(SidecarError):
     """An operator template could not be loaded or rendered."""
 
 
-class ValidationFailed(SidecarError):
+class ValidationFailed(SidecarError):  # noqa: N818 - reads as a sentence at call sites
     """HAProxy refused a rendered configuration (``haproxy -c``)."""
 
     def __init__(self, message: str, output: str = "") -> None:

@@ -41,7 +41,8 @@ def render(snapshot: Snapshot, inputs: Inputs, previous: Rendered | None) -> Ren
     return Rendered(desired, config, shape)
 
 
-def cycle(snapshot: Snapshot, inputs: Inputs, applied: Rendered | None, running: bool
-          ) -> tuple[Rendered, Plan]:
+def cycle(
+    snapshot: Snapshot, inputs: Inputs, applied: Rendered | None, running: bool
+) -> tuple[Rendered, Plan]:
     target = render(snapshot, inputs, applied)
     return target, plan(applied, target, running)

@@ -40,7 +40,7 @@ class Plan:
     reason: str = ""
 
 
-class NeedsReload(Exception):
+class NeedsReload(Exception):  # noqa: N818 - a signal inside the planner, not an error
     """A server change the runtime API cannot express (e.g. a DNS name as address)."""
 
 
@@ -95,7 +95,9 @@ def describe(old: DesiredState | None, new: DesiredState) -> tuple[str, ...]:
     before = {b.path: b for b in old.backends} if old else {}
     after = {b.path: b for b in new.backends}
     changes = [f"+service {p}:{after[p].public_port}" for p in sorted(after.keys() - before.keys())]
-    changes += [f"-service {p}:{before[p].public_port}" for p in sorted(before.keys() - after.keys())]
+    changes += [
+        f"-service {p}:{before[p].public_port}" for p in sorted(before.keys() - after.keys())
+    ]
     for path in sorted(after.keys() & before.keys()):
         if before[path].public_port != after[path].public_port:
             changes.append(f"port {path} {before[path].public_port}->{after[path].public_port}")

@@ -45,7 +45,9 @@ class PortMap:
 
 def parse_port_map(text: str, source: str) -> PortMap:
     """Parse the CSV text of a port map; ``source`` names the file in errors."""
-    lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    lines = [
+        line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
+    ]
     reader = csv.DictReader(io.StringIO("\n".join(lines)))
     needed = {"system", "service", "protocol", "gateway_port"}
     if reader.fieldnames is None or not needed <= set(reader.fieldnames):
@@ -65,7 +67,9 @@ def parse_port_map(text: str, source: str) -> PortMap:
         if (system, service) in entries:
             continue  # the same service listed twice (DIRAC and LHCbDIRAC): not a collision
         if gateway_port in ports:
-            raise ValueError(f"{where}: gateway_port {gateway_port} already used by {ports[gateway_port]}")
+            raise ValueError(
+                f"{where}: gateway_port {gateway_port} already used by {ports[gateway_port]}"
+            )
         ports[gateway_port] = path
         entries[(system, service)] = PortEntry(system, service, protocol, gateway_port)
     return PortMap(tuple(entries.values()))

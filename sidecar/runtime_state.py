@@ -76,8 +76,9 @@ def parse_servers_state(text: str) -> tuple[ActualServer, ...]:
                 state = ServerState.MAINT
             elif admin & _DRAIN or weight == 0:
                 state = ServerState.DRAIN
-            server = Server(row["srv_name"], row["srv_addr"], int(row["srv_port"]), state,
-                            weight=weight)
+            server = Server(
+                row["srv_name"], row["srv_addr"], int(row["srv_port"]), state, weight=weight
+            )
             result.append(ActualServer(row["be_name"], server, int(row["srv_op_state"])))
         except (KeyError, ValueError):
             continue

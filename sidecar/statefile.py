@@ -44,7 +44,9 @@ def decode(text: str) -> DesiredState:
             raise ValueError("unknown state file version")
         backends = tuple(
             Backend(
-                str(b["system"]), str(b["service"]), Protocol(b["protocol"]),
+                str(b["system"]),
+                str(b["service"]),
+                Protocol(b["protocol"]),
                 int(b["public_port"]),
                 tuple(
                     Server(str(n), str(a), int(p), ServerState(st), str(i), int(w))

@@ -33,7 +33,9 @@ def dirac_name(value: object, what: str) -> str:
 
 def consul_service_name(value: object) -> str:
     if not isinstance(value, str) or not _CONSUL_NAME.fullmatch(value):
-        raise ValueError(f"Consul service name {_show(value)} has characters outside [A-Za-z0-9_.-]")
+        raise ValueError(
+            f"Consul service name {_show(value)} has characters outside [A-Za-z0-9_.-]"
+        )
     return value
 
 

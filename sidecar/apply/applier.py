@@ -65,10 +65,17 @@ class Applier:
                 errors = self.haproxy.runtime(plan.commands)
                 if not errors:
                     self._save(target)
-                    return ApplyResult(plan.kind, True, f"{len(plan.commands)} runtime commands",
-                                       time.monotonic() - started)
-                log.warning("runtime API refused %d commands (%s); reloading instead",
-                            len(errors), errors[0])
+                    return ApplyResult(
+                        plan.kind,
+                        True,
+                        f"{len(plan.commands)} runtime commands",
+                        time.monotonic() - started,
+                    )
+                log.warning(
+                    "runtime API refused %d commands (%s); reloading instead",
+                    len(errors),
+                    errors[0],
+                )
                 return self._reload(target, started, PlanKind.RELOAD)
             return self._reload(target, started, plan.kind)
         except SidecarError as exc:
@@ -95,8 +102,14 @@ class Applier:
             self._verify(target)
         except HAProxyError as exc:
             rolled = self._roll_back()
-            return ApplyResult(kind, False, f"{exc}; rolled back: {rolled}",
-                               time.monotonic() - started, reloads=1, rolled_back=True)
+            return ApplyResult(
+                kind,
+                False,
+                f"{exc}; rolled back: {rolled}",
+                time.monotonic() - started,
+                reloads=1,
+                rolled_back=True,
+            )
         return ApplyResult(kind, True, "reloaded", time.monotonic() - started, reloads=1)
 
     def _verify(self, target: Rendered) -> None:

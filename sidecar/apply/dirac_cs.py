@@ -28,6 +28,7 @@ from typing import Any
 
 from diraccfg import CFG
 
+from sidecar.apply.files import fsync_dir
 from sidecar.errors import CSError
 from sidecar.render.dirac_cs import CSChange, CSOptions, plan_cs, split_values
 from sidecar.settings import CSSettings
@@ -280,7 +281,9 @@ class _Edit:
                 out += self._split(raw, cuts[no])
             else:
                 out.append(raw)
-        return "\n".join(out)
+        text = "\n".join(out)
+        # an unterminated last line that was dropped leaves the line before it with a lone "\r"
+        return text[:-1] if text.endswith("\r") and not self.lines[-1].endswith("\r") else text
 
 
 def _verify(before: CSFile, text: str, changes: Sequence[CSChange]) -> None:
@@ -335,14 +338,6 @@ def diff_cs_file(path: str | Path, desired: CSOptions, settings: CSSettings) -> 
 # --- writing: backup, atomic replace, directory fsync ---
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_atomic(target: Path, data: bytes, like: os.stat_result) -> None:
     """Write ``data`` to a temp file beside ``target``, fsync, rename over it, fsync the dir."""
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -363,11 +358,7 @@ def _write_atomic(target: Path, data: bytes, like: os.stat_result) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _fsync_dir(target.parent)
-
-
-def _backup_pattern(name: str) -> re.Pattern[str]:
-    return re.compile(re.escape(name) + r"\.(\d{8}T\d{6}\.\d{6}Z)(?:-(\d+))?\.bak")
+    fsync_dir(target.parent)
 
 
 def _backup(cs: CSFile, like: os.stat_result, settings: CSSettings, now: datetime) -> Path:
@@ -380,7 +371,7 @@ def _backup(cs: CSFile, like: os.stat_result, settings: CSSettings, now: datetim
         n += 1
         target = folder / f"{cs.path.name}.{stamp}-{n}.bak"
     _write_atomic(target, cs.text.encode("utf-8"), like)
-    pattern = _backup_pattern(cs.path.name)
+    pattern = re.compile(re.escape(cs.path.name) + r"\.(\d{8}T\d{6}\.\d{6}Z)(?:-(\d+))?\.bak")
     found = [
         (m.group(1), int(m.group(2) or 0), p)
         for p in folder.iterdir()

@@ -60,7 +60,9 @@ class HAProxy:
         try:
             result = subprocess.run(
                 [self.settings.haproxy.binary, "-c", "-q", "-f", str(candidate)],
-                capture_output=True, text=True, check=False,
+                capture_output=True,
+                text=True,
+                check=False,
                 timeout=self.settings.haproxy.validate_timeout,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -70,7 +72,9 @@ class HAProxy:
         if result.returncode != 0:
             output = (result.stdout + result.stderr).strip()
             alerts = [line for line in output.splitlines() if "ALERT" in line]
-            raise ValidationFailed("haproxy -c rejected the config: " + " | ".join(alerts[-3:]), output)
+            raise ValidationFailed(
+                "haproxy -c rejected the config: " + " | ".join(alerts[-3:]), output
+            )
 
     # -- process -------------------------------------------------------------------------------
 
@@ -86,16 +90,35 @@ class HAProxy:
         stray = self._pid_from_file()
         if stray is not None and _alive(stray) and _is_haproxy(stray):
             # A second master would bind the same ports (SO_REUSEPORT) and split traffic.
-            raise HAProxyError(f"haproxy master {stray} (from {self.pidfile}) is alive but its "
-                               f"master socket {self.master_socket} does not answer")
-        cmd = [self.settings.haproxy.binary, "-W", "-D", "-p", str(self.pidfile),
-               "-S", f"{self.master_socket},mode,600", "-f", str(self.config)]
+            raise HAProxyError(
+                f"haproxy master {stray} (from {self.pidfile}) is alive but its "
+                f"master socket {self.master_socket} does not answer"
+            )
+        cmd = [
+            self.settings.haproxy.binary,
+            "-W",
+            "-D",
+            "-p",
+            str(self.pidfile),
+            "-S",
+            f"{self.master_socket},mode,600",
+            "-f",
+            str(self.config),
+        ]
         with self.log_file.open("ab") as out:
-            result = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                    start_new_session=True, check=False,
-                                    timeout=self.settings.haproxy.reload_timeout)
+            result = subprocess.run(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+                check=False,
+                timeout=self.settings.haproxy.reload_timeout,
+            )
         if result.returncode != 0:
-            raise HAProxyError(f"haproxy failed to start (exit {result.returncode}): {self._tail()}")
+            raise HAProxyError(
+                f"haproxy failed to start (exit {result.returncode}): {self._tail()}"
+            )
         info = self._wait(lambda i: i.current_worker is not None, "the first worker")
         log.info("haproxy started: master %d, worker %s", info.master_pid, info.current_worker)
         return info
@@ -160,7 +183,7 @@ class HAProxy:
         pending = list(commands)
         errors: list[str] = []
         for start in range(0, len(pending), BATCH):
-            batch = pending[start:start + BATCH]
+            batch = pending[start : start + BATCH]
             answer = send_command(self.admin_socket, ";".join(batch))
             for line in answer.splitlines():
                 if line.strip() and line.lstrip().startswith(_ERRORS):

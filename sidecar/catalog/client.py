@@ -70,9 +70,9 @@ class ConsulClient:
         def callback(response: Any) -> Answer:
             code = int(response.code)
             if code != 200:
-                body = str(response.body)[:200].strip()
+                excerpt = str(response.body)[:200].strip()
                 raise CatalogError(
-                    f"GET {path}: HTTP {code} {body}", retryable=code != 400, status=code
+                    f"GET {path}: HTTP {code} {excerpt}", retryable=code != 400, status=code
                 )
             try:
                 body = json.loads(response.body) if response.body else None

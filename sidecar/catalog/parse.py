@@ -94,9 +94,5 @@ def tagged_services(payload: object, tag: str) -> tuple[str, ...]:
     """Names from ``/v1/catalog/services`` that carry ``tag`` (sorted)."""
     if not isinstance(payload, Mapping):
         return ()
-    names = [
-        str(name)
-        for name, tags in payload.items()
-        if isinstance(tags, list) and tag in tags
-    ]
+    names = [str(name) for name, tags in payload.items() if isinstance(tags, list) and tag in tags]
     return tuple(sorted(names))

@@ -41,7 +41,7 @@ def backoff_delay(failures: int, low: float, high: float, jitter: float) -> floa
     """Exponential backoff for the ``failures``-th consecutive error; ``jitter`` in [0, 1)."""
     if failures <= 0:
         return 0.0
-    delay = min(high, low * (2 ** (failures - 1)))
+    delay: float = min(high, low * 2.0 ** (failures - 1))
     return delay * (0.5 + jitter / 2)
 
 
@@ -89,8 +89,14 @@ class Watch:
     only records and posts an event).
     """
 
-    def __init__(self, key: str, query: Query, sink: Sink, timing: WatchTiming,
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        key: str,
+        query: Query,
+        sink: Sink,
+        timing: WatchTiming,
+        rng: random.Random | None = None,
+    ) -> None:
         self.key = key
         self._query = query
         self._sink = sink

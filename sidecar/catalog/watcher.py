@@ -44,8 +44,13 @@ class CatalogView:
 
 
 class CatalogWatcher:
-    def __init__(self, settings: ConsulSettings, client_factory: ClientFactory,
-                 notify: Callable[[], None], rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        settings: ConsulSettings,
+        client_factory: ClientFactory,
+        notify: Callable[[], None],
+        rng: random.Random | None = None,
+    ) -> None:
         self._settings = settings
         self._client_factory = client_factory
         self._notify = notify
@@ -57,13 +62,23 @@ class CatalogWatcher:
         self._failing: dict[str, float] = {}
         self._last_error = ""
         self._index = 0
-        self._timing = WatchTiming(settings.wait, settings.retry_min, settings.retry_max,
-                                   settings.rate_burst, settings.rate_interval)
+        self._timing = WatchTiming(
+            settings.wait,
+            settings.retry_min,
+            settings.retry_max,
+            settings.rate_burst,
+            settings.rate_interval,
+        )
 
     def start(self) -> None:
         client = self._client_factory()
-        watch = Watch(SERVICES_KEY, lambda i, w: client.services(i, w), self._on_services,
-                      self._timing, random.Random(self._rng.random()))
+        watch = Watch(
+            SERVICES_KEY,
+            lambda i, w: client.services(i, w),
+            self._on_services,
+            self._timing,
+            random.Random(self._rng.random()),
+        )
         with self._lock:
             self._watches[SERVICES_KEY] = watch
         watch.start()
@@ -82,8 +97,9 @@ class CatalogWatcher:
             complete = self._services_seen and all(n in self._entries for n in names)
             failing = min(self._failing.values()) if self._failing else None
             requests = sum(w.requests for w in self._watches.values())
-            return CatalogView(Snapshot(services, self._index), complete, failing,
-                               self._last_error, requests)
+            return CatalogView(
+                Snapshot(services, self._index), complete, failing, self._last_error, requests
+            )
 
     # -- callbacks from watch threads ---------------------------------------------------------
 

@@ -57,19 +57,22 @@ def template_context(desired: DesiredState, settings: Settings) -> dict[str, Any
             }
             for server in backend.servers
         ]
-        backends.append({
-            "name": backend.name,
-            "path": backend.path,
-            "system": backend.system,
-            "service": backend.service,
-            "protocol": backend.protocol.value,
-            "public_port": backend.public_port,
-            "port_source": backend.port_source,
-            "servers": servers,
-        })
+        backends.append(
+            {
+                "name": backend.name,
+                "path": backend.path,
+                "system": backend.system,
+                "service": backend.service,
+                "protocol": backend.protocol.value,
+                "public_port": backend.public_port,
+                "port_source": backend.port_source,
+                "servers": servers,
+            }
+        )
     return {
         "settings": dataclasses.asdict(settings.haproxy),
-        "bind": settings.gateway.bind if ":" not in settings.gateway.bind
+        "bind": settings.gateway.bind
+        if ":" not in settings.gateway.bind
         else f"[{settings.gateway.bind}]",
         "runtime_dir": str(runtime),
         "admin_socket": str(runtime / ADMIN_SOCKET),

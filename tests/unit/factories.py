@@ -25,13 +25,18 @@ def inst(
         values["dirac_system"] = system
     if service is not None:
         values["dirac_service"] = service
-    return Instance(consul, node, sid, address, port, ("dirac",), tuple(sorted(values.items())),
-                    health)
+    return Instance(
+        consul, node, sid, address, port, ("dirac",), tuple(sorted(values.items())), health
+    )
 
 
 def snap(*groups: tuple[str, list[Instance]]) -> Snapshot:
-    return Snapshot(tuple(ServiceEntries(name, 10, tuple(sorted(i, key=lambda x: x.key)))
-                          for name, i in groups), 10)
+    return Snapshot(
+        tuple(
+            ServiceEntries(name, 10, tuple(sorted(i, key=lambda x: x.key))) for name, i in groups
+        ),
+        10,
+    )
 
 
 def settings(**haproxy: object) -> Settings:

@@ -4,8 +4,12 @@ from sidecar.settings import PortSettings, Settings
 from tests.unit.factories import inst, port_map, settings, snap
 
 
-def desired(snapshot: Snapshot, previous: DesiredState | None = None, s: Settings | None = None,
-            reserved: frozenset[int] = frozenset()) -> DesiredState:
+def desired(
+    snapshot: Snapshot,
+    previous: DesiredState | None = None,
+    s: Settings | None = None,
+    reserved: frozenset[int] = frozenset(),
+) -> DesiredState:
     return desired_state(snapshot, s or settings(), port_map(), previous, reserved)
 
 
@@ -13,7 +17,10 @@ def test_one_service_gets_its_default_port_and_a_server() -> None:
     d = desired(snap(("sysadmin", [inst("a")])))
     (backend,) = d.backends
     assert (backend.name, backend.public_port, backend.port_source) == (
-        "Framework_SystemAdministrator", 9162, "map")
+        "Framework_SystemAdministrator",
+        9162,
+        "map",
+    )
     assert backend.servers[0].address == "10.0.0.1" and backend.servers[0].port == 31000
     assert backend.servers[0].state is ServerState.READY
     assert [s.name for s in backend.servers] == ["s1", "s2", "s3", "s4"]
@@ -22,19 +29,33 @@ def test_one_service_gets_its_default_port_and_a_server() -> None:
 
 
 def test_deterministic_whatever_the_input_order() -> None:
-    a = snap(("sysadmin", [inst("a"), inst("b", port=1)]), ("pm", [inst("p", service="ProxyManager")]))
+    a = snap(
+        ("sysadmin", [inst("a"), inst("b", port=1)]), ("pm", [inst("p", service="ProxyManager")])
+    )
     b = Snapshot(tuple(reversed(a.services)), 10)
     assert desired(a) == desired(b)
 
 
 def test_health_states() -> None:
-    d = desired(snap(("sysadmin", [
-        inst("a", health=Health.PASSING), inst("b", health=Health.WARNING),
-        inst("c", health=Health.CRITICAL), inst("d", health=Health.MAINTENANCE)])))
+    d = desired(
+        snap(
+            (
+                "sysadmin",
+                [
+                    inst("a", health=Health.PASSING),
+                    inst("b", health=Health.WARNING),
+                    inst("c", health=Health.CRITICAL),
+                    inst("d", health=Health.MAINTENANCE),
+                ],
+            )
+        )
+    )
     states = {s.instance: s.state for s in d.backends[0].servers if s.instance}
     assert states == {"node1/a": ServerState.READY, "node1/d": ServerState.DRAIN}
     s = settings()
-    s = Settings(consul=s.consul.__class__(include_warning=True), gateway=s.gateway, haproxy=s.haproxy)
+    s = Settings(
+        consul=s.consul.__class__(include_warning=True), gateway=s.gateway, haproxy=s.haproxy
+    )
     d = desired(snap(("sysadmin", [inst("b", health=Health.WARNING)])), s=s)
     assert d.backends[0].servers[0].state is ServerState.READY
 
@@ -46,17 +67,30 @@ def test_service_with_no_healthy_instance_keeps_its_port() -> None:
 
 
 def test_invalid_instances_are_skipped_with_a_reason() -> None:
-    d = desired(snap(("sysadmin", [
-        inst("ok"),
-        inst("badport", port=70000),
-        inst("badaddr", address="10.0.0.1; rm -rf"),
-        inst("nosys", system=None),
-        inst("proto", dirac_protocol="gopher"),
-        inst("meta", dirac_port="x"),
-    ])))
+    d = desired(
+        snap(
+            (
+                "sysadmin",
+                [
+                    inst("ok"),
+                    inst("badport", port=70000),
+                    inst("badaddr", address="10.0.0.1; rm -rf"),
+                    inst("nosys", system=None),
+                    inst("proto", dirac_protocol="gopher"),
+                    inst("meta", dirac_port="x"),
+                ],
+            )
+        )
+    )
     assert d.backends[0].ready_count == 1
     reasons = {p.subject.split("'")[3]: p.reason for p in d.problems}
-    assert set(reasons) == {"node1/badport", "node1/badaddr", "node1/nosys", "node1/proto", "node1/meta"}
+    assert set(reasons) == {
+        "node1/badport",
+        "node1/badaddr",
+        "node1/nosys",
+        "node1/proto",
+        "node1/meta",
+    }
     assert "out of range" in reasons["node1/badport"]
 
 
@@ -74,8 +108,11 @@ def test_duplicate_instance_ids_keep_the_first() -> None:
 
 def test_port_precedence_config_map_meta_auto() -> None:
     base = settings()
-    s = Settings(gateway=base.gateway, haproxy=base.haproxy,
-                 ports=PortSettings(overrides=(("Framework/SystemAdministrator", 7000),)))
+    s = Settings(
+        gateway=base.gateway,
+        haproxy=base.haproxy,
+        ports=PortSettings(overrides=(("Framework/SystemAdministrator", 7000),)),
+    )
     assert desired(snap(("x", [inst("a", dirac_port="9999")])), s=s).backends[0].public_port == 7000
     assert desired(snap(("x", [inst("a", dirac_port="9999")]))).backends[0].public_port == 9162
     meta = desired(snap(("x", [inst("a", system="Foo", service="Bar", dirac_port="9999")])))
@@ -88,9 +125,13 @@ def test_port_precedence_config_map_meta_auto() -> None:
 
 def test_auto_port_does_not_shift_when_another_service_appears() -> None:
     alone = desired(snap(("x", [inst("a", system="Foo", service="Bar")])))
-    crowd = desired(snap(("x", [inst("a", system="Foo", service="Bar")]),
-                         ("y", [inst("b", system="Foo", service="Baz", consul="y")]),
-                         ("z", [inst("c", system="Aaa", service="Bar", consul="z")])))
+    crowd = desired(
+        snap(
+            ("x", [inst("a", system="Foo", service="Bar")]),
+            ("y", [inst("b", system="Foo", service="Baz", consul="y")]),
+            ("z", [inst("c", system="Aaa", service="Bar", consul="z")]),
+        )
+    )
     port = alone.backends[0].public_port
     assert port in crowd.public_ports
     assert crowd.backend("Foo_Bar") is not None
@@ -98,16 +139,25 @@ def test_auto_port_does_not_shift_when_another_service_appears() -> None:
 
 
 def test_port_conflict_is_deterministic_and_reported() -> None:
-    d = desired(snap(
-        ("sysadmin", [inst("a")]),
-        ("intruder", [inst("b", system="Evil", service="Twin", dirac_port="9162", consul="intruder")]),
-    ))
+    d = desired(
+        snap(
+            ("sysadmin", [inst("a")]),
+            (
+                "intruder",
+                [inst("b", system="Evil", service="Twin", dirac_port="9162", consul="intruder")],
+            ),
+        )
+    )
     assert [b.path for b in d.backends] == ["Framework/SystemAdministrator"]
     (problem,) = d.problems
     assert problem.subject == "Evil/Twin" and "9162" in problem.reason
     # two metadata claims: the sorted name wins, on every gateway
-    d = desired(snap(("x", [inst("a", system="Zed", service="S", dirac_port="9999", consul="x")]),
-                     ("y", [inst("b", system="Abc", service="S", dirac_port="9999", consul="y")])))
+    d = desired(
+        snap(
+            ("x", [inst("a", system="Zed", service="S", dirac_port="9999", consul="x")]),
+            ("y", [inst("b", system="Abc", service="S", dirac_port="9999", consul="y")]),
+        )
+    )
     assert [b.path for b in d.backends] == ["Abc/S"]
 
 

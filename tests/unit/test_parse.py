@@ -3,8 +3,14 @@ from sidecar.model import Health
 
 
 def entry(checks: list[dict[str, str]], **service: object) -> dict[str, object]:
-    svc = {"ID": "s1", "Service": "sysadmin", "Tags": ["dirac"], "Address": "10.0.0.5",
-           "Port": 31000, "Meta": {"dirac_system": "Framework"}}
+    svc = {
+        "ID": "s1",
+        "Service": "sysadmin",
+        "Tags": ["dirac"],
+        "Address": "10.0.0.5",
+        "Port": 31000,
+        "Meta": {"dirac_system": "Framework"},
+    }
     svc.update(service)
     return {"Node": {"Node": "n1", "Address": "10.0.0.9"}, "Service": svc, "Checks": checks}
 
@@ -16,7 +22,10 @@ def test_health_aggregation() -> None:
     assert aggregate_health([ok, {"CheckID": "c", "Status": "critical"}]) is Health.CRITICAL
     maint = {"CheckID": "_service_maintenance:s1", "Status": "critical"}
     assert aggregate_health([ok, maint]) is Health.MAINTENANCE
-    assert aggregate_health([{"CheckID": "_node_maintenance", "Status": "critical"}]) is Health.MAINTENANCE
+    assert (
+        aggregate_health([{"CheckID": "_node_maintenance", "Status": "critical"}])
+        is Health.MAINTENANCE
+    )
     # maintenance of an instance that is failing anyway: out, not drained
     assert aggregate_health([maint, {"CheckID": "c", "Status": "critical"}]) is Health.CRITICAL
     assert aggregate_health([{"CheckID": "c", "Status": "bogus"}]) is Health.CRITICAL

@@ -47,7 +47,8 @@ def test_removal_drain_and_move_are_runtime_changes() -> None:
     assert "set server bk_Framework_SystemAdministrator/s2 addr 10.0.0.1 port 5" in p.commands
     c = rendered(snap(("x", [inst("b", port=5)])), b)
     assert plan(b, c, running=True).commands == (
-        "set server bk_Framework_SystemAdministrator/s1 state maint",)
+        "set server bk_Framework_SystemAdministrator/s1 state maint",
+    )
 
 
 def test_new_service_or_full_slots_need_a_reload() -> None:
@@ -91,5 +92,6 @@ def test_desired_problems_do_not_change_the_config() -> None:
     a = rendered(snap(("x", [inst("a")])))
     b = rendered(snap(("x", [inst("a"), inst("bad", port=0)])), a)
     assert a.config == b.config and plan(a, b, True).kind is PlanKind.NONE
-    assert dataclasses.replace(desired_state(snap(("x", [inst("a")])), S, port_map()), problems=()) \
-        == dataclasses.replace(b.desired, problems=())  # type: ignore[type-var]
+    assert dataclasses.replace(
+        desired_state(snap(("x", [inst("a")])), S, port_map()), problems=()
+    ) == dataclasses.replace(b.desired, problems=())  # type: ignore[type-var]
