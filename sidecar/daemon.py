@@ -1,46 +1,45 @@
 """The orchestrator: one event queue, the coalescing window, the first-render gate, the last
-applied state (adapter wiring; policy lives in ``pipeline``).
+applied state (adapter wiring; policy lives in ``pipeline``, ``coalesce``, ``drift``).
 
 Watch threads, signal handlers and timers only post events. The main loop turns events into
 cycles: take the catalog view, run the pure pipeline, hand the plan to the applier, record the
 status. Each cycle catches and reports its own failures; nothing in a cycle kills the daemon.
-
-Coalescing: a lone change is applied at once (leading edge); changes that follow within the
-quiet window are gathered and applied together, at the latest ``max_delay`` after the first.
+Reloads are paced (``min_reload_interval``, and deferred while too many old workers drain);
+runtime changes are not. Every ``drift_interval`` HAProxy's real servers are compared with the
+applied state and repaired.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import queue
 import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import FrameType
 
 from sidecar import pipeline
 from sidecar.apply.applier import Applier
 from sidecar.apply.haproxy import HAProxy
 from sidecar.catalog.client import ConsulClient
+from sidecar.catalog.confirm import confirm_removals
 from sidecar.catalog.watcher import CatalogWatcher
+from sidecar.coalesce import Coalescer
+from sidecar.drift import find_drift
 from sidecar.errors import SidecarError
-from sidecar.plan import PlanKind, Rendered, skeleton
+from sidecar.plan import Plan, PlanKind, Rendered, skeleton
 from sidecar.portmap import load_port_map
 from sidecar.render.haproxy import load_template, render_config
+from sidecar.runtime_state import parse_servers_state
 from sidecar.settings import Settings, read_token
 from sidecar.status import Status, write_status
 
 log = logging.getLogger(__name__)
 TICK = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    kind: str  # "catalog", "hup", "stop"
 
 
 def build_inputs(settings: Settings) -> pipeline.Inputs:
@@ -62,28 +61,36 @@ class Daemon:
         self._reload_settings = reload_settings
         self._stop_haproxy = stop_haproxy
         self.inputs = build_inputs(settings)
-        self.events: queue.Queue[Event] = queue.Queue()
+        self.events: queue.Queue[str] = queue.Queue()
         self.haproxy = HAProxy(settings)
         self.applier = Applier(self.haproxy)
         token = read_token(settings.consul)
+        self.client = ConsulClient(settings.consul, token)
         self.watcher = CatalogWatcher(
             settings.consul,
             lambda: ConsulClient(settings.consul, token),
-            lambda: self.events.put(Event("catalog")),
+            lambda: self.events.put("catalog"),
         )
+        a = settings.apply
+        self.coalescer = Coalescer(a.quiet, a.max_delay)
         self.status = Status(pid=os.getpid(), started=time.time(), bind=settings.gateway.bind)
         self.applied: Rendered | None = None
         self._failed_config: str | None = None
         self._last_problems: tuple[str, ...] = ()
+        self._retry_at = math.inf  # a deferred reload or a held-back removal to re-check
+        self._next_drift = 0.0
+        self._last_reload = -math.inf
+        self._held_since: dict[str, float] = {}
+        self._confirmed: frozenset[str] = frozenset()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     def install_signals(self) -> None:
         def on_stop(signum: int, frame: FrameType | None) -> None:
-            self.events.put(Event("stop"))
+            self.events.put("stop")
 
         def on_hup(signum: int, frame: FrameType | None) -> None:
-            self.events.put(Event("hup"))
+            self.events.put("hup")
 
         signal.signal(signal.SIGTERM, on_stop)
         signal.signal(signal.SIGINT, on_stop)
@@ -94,6 +101,7 @@ class Daemon:
         self.haproxy.prepare()
         self.applied = self._load_applied()
         self.watcher.start()
+        self._next_drift = time.monotonic() + self.settings.apply.drift_interval
         log.info(
             "watching Consul at %s for services tagged %r",
             self.settings.consul.address,
@@ -118,37 +126,27 @@ class Daemon:
         return Rendered(desired, config, shape)
 
     def _loop(self) -> None:
-        s = self.settings.apply
-        pending_since: float | None = None
-        last_event = last_cycle = 0.0
         while True:
             now = time.monotonic()
-            timeout = TICK
-            if pending_since is not None:
-                due = min(last_event + s.quiet, pending_since + s.max_delay)
-                timeout = max(0.0, min(TICK, due - now))
+            wake = min(self.coalescer.wait(now), self._retry_at - now, self._next_drift - now)
             try:
-                event: Event | None = self.events.get(timeout=timeout)
+                event: str | None = self.events.get(timeout=max(0.0, min(TICK, wake)))
             except queue.Empty:
                 event = None
             now = time.monotonic()
-            if event is not None and event.kind == "stop":
+            if event == "stop":
                 return
-            if event is not None and event.kind == "hup":
+            if event == "hup":
                 self._hup()
-                pending_since = pending_since or now
-            elif event is not None:  # catalog
-                if pending_since is None and now - last_cycle >= s.quiet:
-                    pending_since = now - s.max_delay  # leading edge: apply at once
-                pending_since = pending_since or now
-                last_event = now
-            due_now = pending_since is not None and (
-                now - last_event >= s.quiet or now - pending_since >= s.max_delay
-            )
-            if due_now:
-                pending_since = None
-                last_cycle = now
+            if event in ("hup", "catalog"):
+                self.coalescer.event(now)
+            if self.coalescer.due(now) or now >= self._retry_at:
+                self.coalescer.fire(now)
+                self._retry_at = math.inf
                 self.cycle()
+            if now >= self._next_drift:
+                self._next_drift = now + self.settings.apply.drift_interval
+                self.repair_drift()
             self._heartbeat()
 
     def _hup(self) -> None:
@@ -178,9 +176,12 @@ class Daemon:
         self.status.catalog_complete = view.complete
         if not view.complete:
             return  # nothing renders until every watch has answered once
+        self._confirm_held(view.snapshot)
+        running = self.applier.running()
         target, plan = pipeline.cycle(
-            view.snapshot, self.inputs, self.applied, self.applier.running()
+            view.snapshot, self.inputs, self.applied, running, self._confirmed
         )
+        self._track_held(target)
         self._report_problems(target)
         if plan.kind is PlanKind.NONE:
             self.applied = target
@@ -188,15 +189,37 @@ class Daemon:
             return
         if target.config == self._failed_config and plan.kind is not PlanKind.START:
             return  # this exact config already failed: wait for the next change
+        if plan.kind is PlanKind.RELOAD and self._defer_reload():
+            return
+        self._apply(plan, target)
+
+    def _defer_reload(self) -> bool:
+        """Pace reloads: a minimum interval, and not while too many old workers drain."""
+        now = time.monotonic()
+        a = self.settings.apply
+        if now - self._last_reload < a.min_reload_interval:
+            self._retry_at = min(self._retry_at, self._last_reload + a.min_reload_interval)
+            return True
+        info = self.haproxy.proc()
+        if info is not None and len(info.old_workers) > a.max_old_workers:
+            log.warning("reload deferred: %d old workers still draining", len(info.old_workers))
+            self._retry_at = min(self._retry_at, now + 5.0)
+            return True
+        return False
+
+    def _apply(self, plan: Plan, target: Rendered) -> None:
         result = self.applier.apply(plan, target)
         st = self.status
         st.last_apply_kind, st.last_apply_ok = result.kind.value, result.ok
         st.last_apply_message, st.last_apply_at = result.message, time.time()
         st.applies[result.kind.value] = st.applies.get(result.kind.value, 0) + 1
         st.reloads += result.reloads
+        if result.kind in (PlanKind.RELOAD, PlanKind.START):
+            self._last_reload = time.monotonic()
         if result.ok:
             self._failed_config = None
             self.applied = target
+            self._confirmed = frozenset()
             if result.kind is PlanKind.RUNTIME:
                 st.runtime_changes += len(plan.commands)
             log.info(
@@ -206,13 +229,64 @@ class Daemon:
                 ", ".join(plan.changes[:20]) or plan.reason,
             )
             self._mark_ready(target)
-        else:
-            st.reload_failures += 1 if result.kind is not PlanKind.RUNTIME else 0
-            self._failed_config = target.config
-            log.error("apply %s failed: %s", result.kind.value, result.message)
-            if result.rolled_back:
-                config, _ = self.applier.load_applied()
-                self.applied = Rendered(None, config or "", None)
+            return
+        st.reload_failures += 0 if result.kind is PlanKind.RUNTIME else 1
+        self._failed_config = target.config
+        log.error("apply %s failed: %s", result.kind.value, result.message)
+        if result.rolled_back:
+            config, _ = self.applier.load_applied()
+            self.applied = Rendered(
+                self.applied.desired if self.applied else None, config or "", None
+            )
+
+    # -- blast-radius guard --------------------------------------------------------------------
+
+    def _track_held(self, target: Rendered) -> None:
+        now = time.monotonic()
+        self._held_since = {k: self._held_since.get(k, now) for k in target.held}
+        if self._held_since:
+            first = min(self._held_since.values())
+            self._retry_at = min(self._retry_at, first + self.settings.apply.confirm_delay)
+
+    def _confirm_held(self, snapshot: object) -> None:
+        """A second, independent read confirms removals held back long enough."""
+        now = time.monotonic()
+        due = [
+            k for k, t in self._held_since.items() if now - t >= self.settings.apply.confirm_delay
+        ]
+        if not due:
+            return
+        confirmed = confirm_removals(self.client, self.settings.consul, snapshot, due)
+        if confirmed:
+            log.warning("removal confirmed by a second read: %s", ", ".join(sorted(confirmed)))
+        self._confirmed = self._confirmed | confirmed
+
+    # -- drift ---------------------------------------------------------------------------------
+
+    def repair_drift(self) -> None:
+        applied = self.applied
+        if applied is None or applied.desired is None or not self.status.ready:
+            return
+        try:
+            actual = parse_servers_state(self.haproxy.servers_state())
+            drift = find_drift(actual, applied.desired)
+            if drift.needs_reload:
+                log.warning("drift: %s; reloading", drift.needs_reload)
+                self.applied = Rendered(applied.desired, "", None)  # forces a reload
+                self._retry_at = time.monotonic()
+                return
+            if drift.commands:
+                errors = self.haproxy.runtime(drift.commands)
+                log.warning(
+                    "drift repaired (%d servers): %s%s",
+                    len(drift.differences),
+                    "; ".join(drift.differences[:10]),
+                    f"; errors: {errors[:3]}" if errors else "",
+                )
+        except SidecarError as exc:
+            log.warning("drift check failed: %s", exc)
+
+    # -- status --------------------------------------------------------------------------------
 
     def _mark_ready(self, target: Rendered) -> None:
         st = self.status

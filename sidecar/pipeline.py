@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import jinja2
 
 from sidecar.desired import desired_state
+from sidecar.guard import blast_guard
 from sidecar.model import Snapshot
 from sidecar.plan import Plan, Rendered, plan, skeleton
 from sidecar.portmap import PortMap
@@ -28,21 +29,32 @@ class Inputs:
     reserved_ports: frozenset[int] = frozenset()
 
 
-def render(snapshot: Snapshot, inputs: Inputs, previous: Rendered | None) -> Rendered:
+def render(
+    snapshot: Snapshot,
+    inputs: Inputs,
+    previous: Rendered | None,
+    confirmed: frozenset[str] = frozenset(),
+) -> Rendered:
+    """Desired state (slots sticky to ``previous``, mass removals guarded), config, skeleton."""
+    before = previous.desired if previous else None
     desired = desired_state(
-        snapshot,
-        inputs.settings,
-        inputs.port_map,
-        previous.desired if previous else None,
-        inputs.reserved_ports,
+        snapshot, inputs.settings, inputs.port_map, before, inputs.reserved_ports
     )
+    guarded = blast_guard(
+        before, desired, snapshot, inputs.settings.apply.max_removal_share, confirmed
+    )
+    desired = guarded.desired
     config = render_config(inputs.template, desired, inputs.settings)
     shape = render_config(inputs.template, skeleton(desired), inputs.settings)
-    return Rendered(desired, config, shape)
+    return Rendered(desired, config, shape, guarded.held)
 
 
 def cycle(
-    snapshot: Snapshot, inputs: Inputs, applied: Rendered | None, running: bool
+    snapshot: Snapshot,
+    inputs: Inputs,
+    applied: Rendered | None,
+    running: bool,
+    confirmed: frozenset[str] = frozenset(),
 ) -> tuple[Rendered, Plan]:
-    target = render(snapshot, inputs, applied)
+    target = render(snapshot, inputs, applied, confirmed)
     return target, plan(applied, target, running)

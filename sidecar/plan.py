@@ -30,6 +30,7 @@ class Rendered:
     desired: DesiredState | None
     config: str
     skeleton: str | None
+    held: tuple[str, ...] = ()  # instances the blast-radius guard kept in rotation
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,6 +89,9 @@ class ApplySettings:
     max_delay: float = 2.0  # ...or this long after its first change, whichever comes first
     min_reload_interval: float = 1.0  # reloads are paced; runtime changes are not
     drift_interval: float = 30.0  # compare HAProxy's servers with the desired state this often
+    max_old_workers: int = 10  # reloads wait while more old workers than this still drain
+    max_removal_share: float = 0.5  # share of a backend one catalog read may remove unconfirmed
+    confirm_delay: float = 2.0  # seconds before a held-back removal is re-read and confirmed
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +269,14 @@ def _check(settings: Settings) -> None:
     if not 1 <= h.min_slots <= 1024:
         raise ConfigError(src, "haproxy.min_slots", "must be between 1 and 1024")
     _check_cs(settings.dirac_cs, src)
+    a = settings.apply
+    for key in ("quiet", "max_delay", "drift_interval", "confirm_delay"):
+        if getattr(a, key) <= 0:
+            raise ConfigError(src, f"apply.{key}", "must be positive")
+    if a.min_reload_interval < 0 or a.max_old_workers < 0:
+        raise ConfigError(src, "apply.min_reload_interval", "must not be negative")
+    if not 0.0 < a.max_removal_share <= 1.0:
+        raise ConfigError(src, "apply.max_removal_share", "must be in (0, 1]")
     if settings.log.format not in ("plain", "json"):
         raise ConfigError(src, "log.format", 'must be "plain" or "json"')
 

@@ -1,0 +1,83 @@
+"""Blast-radius guard (pure): never empty a backend on one suspicious catalog read.
+
+When a Consul glitch marks many instances critical at once (an agent losing its serf checks,
+a flapping network), following the catalog blindly would take a whole DIRAC service out. The
+guard lets at most ``max_share`` of a backend's ready servers go on one read; the rest stay
+in rotation until the removal is confirmed: an instance that was deregistered (absent from the
+catalog) is confirmed at once, one that is registered but failing is confirmed when a second,
+independent read says the same (the daemon performs it and passes the confirmed keys in).
+HAProxy's own TCP checks still take a really dead server out within seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from sidecar.model import Backend, DesiredState, Problem, Server, ServerState, Snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class Guarded:
+    desired: DesiredState
+    held: tuple[str, ...]  # instance keys kept in rotation pending confirmation
+
+
+def _registered(snapshot: Snapshot) -> set[str]:
+    return {inst.key for entries in snapshot.services for inst in entries.instances}
+
+
+def _guard_backend(
+    old: Backend, new: Backend, registered: set[str], confirmed: frozenset[str], max_share: float
+) -> tuple[Backend, list[str]]:
+    was_ready = {s.instance: s for s in old.servers if s.state is ServerState.READY and s.instance}
+    now_ready = {s.instance for s in new.servers if s.state is not ServerState.MAINT and s.instance}
+    lost = sorted(set(was_ready) - now_ready)
+    suspicious = [k for k in lost if k in registered and k not in confirmed]
+    allowed = math.floor(len(was_ready) * max_share)
+    if len(lost) <= allowed or not suspicious:
+        return new, []
+    keep = suspicious[: len(lost) - allowed]  # deregistered ones go first, then these in order
+    servers = {s.name: s for s in new.servers}
+    held: list[str] = []
+    for key in keep:
+        previous = was_ready[key]
+        slot = servers.get(previous.name)
+        if slot is None or slot.state is not ServerState.MAINT:
+            continue  # the slot was reused: cannot hold it back without a reload
+        servers[previous.name] = Server(
+            previous.name, previous.address, previous.port, ServerState.READY, key, previous.weight
+        )
+        held.append(key)
+    return replace(new, servers=tuple(servers[s.name] for s in new.servers)), held
+
+
+def blast_guard(
+    previous: DesiredState | None,
+    new: DesiredState,
+    snapshot: Snapshot,
+    max_share: float,
+    confirmed: frozenset[str] = frozenset(),
+) -> Guarded:
+    """``new`` with suspicious mass removals held back; ``max_share`` >= 1 disables the guard."""
+    if previous is None or max_share >= 1.0:
+        return Guarded(new, ())
+    before = {b.path: b for b in previous.backends}
+    registered = _registered(snapshot)
+    backends: list[Backend] = []
+    held: list[str] = []
+    for backend in new.backends:
+        old = before.get(backend.path)
+        if old is None:
+            backends.append(backend)
+            continue
+        guarded, kept = _guard_backend(old, backend, registered, confirmed, max_share)
+        backends.append(guarded)
+        held.extend(kept)
+    problems = list(new.problems) + [
+        Problem(f"instance {key!r}", "removal held back by the blast-radius guard until confirmed")
+        for key in held
+    ]
+    return Guarded(
+        replace(new, backends=tuple(backends), problems=tuple(sorted(problems))), tuple(held)
+    )

@@ -1,0 +1,104 @@
+from sidecar.desired import desired_state
+from sidecar.drift import find_drift
+from sidecar.guard import blast_guard
+from sidecar.model import DesiredState, Health, Server, ServerState, Snapshot
+from sidecar.runtime_state import ActualServer
+from tests.unit.factories import inst, port_map, settings, snap
+
+S = settings()
+
+
+def desired(snapshot: Snapshot, previous: DesiredState | None = None) -> DesiredState:
+    return desired_state(snapshot, S, port_map(), previous)
+
+
+FOUR = snap(("x", [inst(k) for k in "abcd"]))
+
+
+def ready(d: DesiredState) -> set[str]:
+    return {s.instance for s in d.backends[0].servers if s.state is ServerState.READY}
+
+
+def test_mass_failure_is_held_back_to_the_allowed_share() -> None:
+    before = desired(FOUR)
+    failing = snap(("x", [inst(k, health=Health.CRITICAL) for k in "abcd"]))
+    after = desired(failing, before)
+    guarded = blast_guard(before, after, failing, max_share=0.5)
+    assert guarded.held == ("node1/a", "node1/b")  # deterministic: the first in sorted order
+    assert ready(guarded.desired) == {"node1/a", "node1/b"}
+    assert sum("blast-radius" in p.reason for p in guarded.desired.problems) == 2
+
+
+def test_confirmed_removals_go() -> None:
+    before = desired(FOUR)
+    failing = snap(("x", [inst(k, health=Health.CRITICAL) for k in "abcd"]))
+    after = desired(failing, before)
+    confirmed = frozenset({"node1/a", "node1/b"})
+    guarded = blast_guard(before, after, failing, 0.5, confirmed)
+    assert guarded.held == () and ready(guarded.desired) == set()
+
+
+def test_deregistration_is_explicit_and_never_held() -> None:
+    before = desired(FOUR)
+    empty = snap(("x", []))
+    after = desired(empty, before)
+    assert blast_guard(before, after, empty, 0.5).held == ()
+
+
+def test_small_removals_pass() -> None:
+    before = desired(FOUR)
+    one = snap(("x", [inst("a", health=Health.CRITICAL), *[inst(k) for k in "bcd"]]))
+    assert blast_guard(before, desired(one, before), one, 0.5).held == ()
+
+
+def test_single_instance_needs_confirmation_and_guard_can_be_disabled() -> None:
+    before = desired(snap(("x", [inst("a")])))
+    down = snap(("x", [inst("a", health=Health.CRITICAL)]))
+    after = desired(down, before)
+    assert blast_guard(before, after, down, 0.5).held == ("node1/a",)
+    assert blast_guard(before, after, down, 1.0).held == ()
+
+
+def actual_of(d: DesiredState) -> list[ActualServer]:
+    out = []
+    for b in d.backends:
+        for s in b.servers:
+            weight = 0 if s.state is ServerState.DRAIN else s.weight
+            out.append(
+                ActualServer(
+                    f"bk_{b.name}", Server(s.name, s.address, s.port, s.state, weight=weight), 2
+                )
+            )
+    return out
+
+
+def test_no_drift_when_haproxy_matches() -> None:
+    d = desired(FOUR)
+    assert find_drift(tuple(actual_of(d)), d).commands == ()
+
+
+def test_manual_disable_and_address_change_are_repaired() -> None:
+    d = desired(FOUR)
+    actual = actual_of(d)
+    s1 = actual[0].server
+    actual[0] = ActualServer(
+        actual[0].backend, Server(s1.name, s1.address, s1.port, ServerState.MAINT), 0
+    )
+    s2 = actual[1].server
+    actual[1] = ActualServer(actual[1].backend, Server(s2.name, "10.9.9.9", 1, s2.state), 2)
+    drift = find_drift(tuple(actual), d)
+    b = "bk_Framework_SystemAdministrator"
+    assert f"set server {b}/s1 state ready" in drift.commands
+    assert f"set server {b}/s2 addr 10.0.0.1 port 31000" in drift.commands
+    assert len(drift.differences) == 2 and not drift.needs_reload
+
+
+def test_free_slot_address_does_not_matter_but_missing_servers_need_a_reload() -> None:
+    d = desired(snap(("x", [inst("a")])))
+    actual = actual_of(d)
+    s4 = actual[3].server
+    actual[3] = ActualServer(
+        actual[3].backend, Server(s4.name, "10.1.1.1", 80, ServerState.MAINT), 0
+    )
+    assert find_drift(tuple(actual), d).commands == ()
+    assert find_drift(tuple(actual[:2]), d).needs_reload
