@@ -32,9 +32,11 @@ def test_mass_failure_is_held_back_to_the_allowed_share() -> None:
 def test_confirmed_removals_go() -> None:
     before = desired(FOUR)
     failing = snap(("x", [inst(k, health=Health.CRITICAL) for k in "abcd"]))
-    after = desired(failing, before)
-    confirmed = frozenset({"node1/a", "node1/b"})
-    guarded = blast_guard(before, after, failing, 0.5, confirmed)
+    first = blast_guard(before, desired(failing, before), failing, 0.5)  # applied: a, b held
+    again = desired(failing, first.desired)
+    assert blast_guard(first.desired, again, failing, 0.5).held == ("node1/a", "node1/b")
+    confirmed = frozenset(first.held)  # the second read agreed
+    guarded = blast_guard(first.desired, again, failing, 0.5, confirmed)
     assert guarded.held == () and ready(guarded.desired) == set()
 
 
