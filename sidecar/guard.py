@@ -28,19 +28,29 @@ def _registered(snapshot: Snapshot) -> set[str]:
 
 
 def _guard_backend(
-    old: Backend, new: Backend, registered: set[str], confirmed: frozenset[str], max_share: float
+    old: Backend,
+    new: Backend,
+    registered: set[str],
+    confirmed: frozenset[str],
+    max_share: float,
+    held_before: frozenset[str],
 ) -> tuple[Backend, list[str]]:
     was_ready = {s.instance: s for s in old.servers if s.state is ServerState.READY and s.instance}
     now_ready = {s.instance for s in new.servers if s.state is not ServerState.MAINT and s.instance}
     lost = sorted(set(was_ready) - now_ready)
     suspicious = [k for k in lost if k in registered and k not in confirmed]
+    # Held once, held until confirmed: the share is not spent again on every later read.
+    keep = [k for k in suspicious if k in held_before]
+    fresh = [k for k in lost if k not in held_before]
     allowed = math.floor(len(was_ready) * max_share)
-    if len(lost) <= allowed or not suspicious:
+    if len(fresh) > allowed:
+        fresh_suspicious = [k for k in fresh if k in suspicious]
+        keep += fresh_suspicious[: len(fresh) - allowed]
+    if not keep:
         return new, []
-    keep = suspicious[: len(lost) - allowed]  # deregistered ones go first, then these in order
     servers = {s.name: s for s in new.servers}
     held: list[str] = []
-    for key in keep:
+    for key in sorted(keep):
         previous = was_ready[key]
         slot = servers.get(previous.name)
         if slot is None or slot.state is not ServerState.MAINT:
@@ -58,6 +68,7 @@ def blast_guard(
     snapshot: Snapshot,
     max_share: float,
     confirmed: frozenset[str] = frozenset(),
+    held_before: frozenset[str] = frozenset(),
 ) -> Guarded:
     """``new`` with suspicious mass removals held back; ``max_share`` >= 1 disables the guard."""
     if previous is None or max_share >= 1.0:
@@ -71,7 +82,7 @@ def blast_guard(
         if old is None:
             backends.append(backend)
             continue
-        guarded, kept = _guard_backend(old, backend, registered, confirmed, max_share)
+        guarded, kept = _guard_backend(old, backend, registered, confirmed, max_share, held_before)
         backends.append(guarded)
         held.extend(kept)
     problems = list(new.problems) + [

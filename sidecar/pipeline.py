@@ -41,7 +41,12 @@ def render(
         snapshot, inputs.settings, inputs.port_map, before, inputs.reserved_ports
     )
     guarded = blast_guard(
-        before, desired, snapshot, inputs.settings.apply.max_removal_share, confirmed
+        before,
+        desired,
+        snapshot,
+        inputs.settings.apply.max_removal_share,
+        confirmed,
+        frozenset(previous.held) if previous else frozenset(),
     )
     desired = guarded.desired
     config = render_config(inputs.template, desired, inputs.settings)

@@ -34,9 +34,13 @@ def test_confirmed_removals_go() -> None:
     failing = snap(("x", [inst(k, health=Health.CRITICAL) for k in "abcd"]))
     first = blast_guard(before, desired(failing, before), failing, 0.5)  # applied: a, b held
     again = desired(failing, first.desired)
-    assert blast_guard(first.desired, again, failing, 0.5).held == ("node1/a", "node1/b")
-    confirmed = frozenset(first.held)  # the second read agreed
-    guarded = blast_guard(first.desired, again, failing, 0.5, confirmed)
+    held = frozenset(first.held)
+    # held once, held until confirmed: a later read does not spend the share again
+    assert blast_guard(first.desired, again, failing, 0.5, frozenset(), held).held == (
+        "node1/a",
+        "node1/b",
+    )
+    guarded = blast_guard(first.desired, again, failing, 0.5, held, held)  # second read agreed
     assert guarded.held == () and ready(guarded.desired) == set()
 
 
