@@ -13,7 +13,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DEPS="$ROOT/.deps"
 VENV="${SIDECAR_VENV:-$ROOT/.venv}"
 CONSUL_VERSION="1.8.7"
-EXTRAS="${SIDECAR_EXTRAS:-dev}"
+EXTRAS="${SIDECAR_EXTRAS-dev}"  # empty: runtime dependencies only (the image)
 
 log() { echo "install-deps: $*" >&2; }
 
@@ -90,11 +90,16 @@ install_consul() {
 }
 
 install_python() {
-    local stamp="$VENV/.installed-$EXTRAS"
+    local stamp="$VENV/.installed-${EXTRAS:-runtime}" target="$ROOT"
     if [ -f "$stamp" ] && [ "$stamp" -nt "$ROOT/pyproject.toml" ]; then return 0; fi
-    log "creating virtualenv $VENV and installing dirac-sidecar[$EXTRAS]"
+    [ -n "$EXTRAS" ] && target="$ROOT[$EXTRAS]"
+    log "creating virtualenv $VENV and installing $target"
     [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check -e "$ROOT[$EXTRAS]" >&2
+    # pip's own warnings about unreachable extra indexes are noise here; errors still show.
+    "$VENV/bin/pip" install -q --disable-pip-version-check -e "$target" 2>&1 \
+        | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
+    "$VENV/bin/python" -c "import sidecar.cli, consul, jinja2" \
+        || { log "the Python install failed"; exit 1; }
     touch "$stamp"
 }
 

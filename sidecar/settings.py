@@ -107,6 +107,12 @@ class CSSettings:
     backups_keep: int = 10  # newest backups kept, older ones deleted
     configuration_servers: bool = False  # keep /DIRAC/Configuration/Servers on the gateway
     master_server: bool = False  # and /DIRAC/Configuration/MasterServer (first gateway name)
+    backend: str = "file"  # "file": edit ``file``; "csapi": commit through DIRAC's CSAPI
+    csapi_retries: int = 3  # CSAPI commits retried (after a re-download) on version conflicts
+    discover_gateways: bool = False  # URL lists follow the live (ready) gateways in Consul
+    lock_key: str = "dirac-sidecar/cs-writer/lock"  # Consul KV key of the one-writer lock
+    lock_ttl: str = "15s"  # session TTL (10s-24h); a dead holder is replaced within 2*TTL+delay
+    lock_delay: str = "5s"  # Consul lock-delay after the holder's session is invalidated (0-60s)
 
 
 def _check_cs(cs: CSSettings, src: str) -> None:
@@ -129,6 +135,22 @@ def _check_cs(cs: CSSettings, src: str) -> None:
         raise ConfigError(src, "dirac_cs.backups_keep", "must be at least 1")
     if cs.master_server and not cs.configuration_servers:
         raise ConfigError(src, "dirac_cs.master_server", "needs configuration_servers = true")
+    if cs.backend not in ("file", "csapi"):
+        raise ConfigError(src, "dirac_cs.backend", 'must be "file" or "csapi"')
+    if cs.csapi_retries < 1:
+        raise ConfigError(src, "dirac_cs.csapi_retries", "must be at least 1")
+    key = cs.lock_key
+    if not key or key.startswith("/") or key.endswith("/") or " " in key:
+        raise ConfigError(src, "dirac_cs.lock_key", "must be a KV key such as a/b/lock")
+    from sidecar.durations import parse_duration  # local: keeps the imports of this module
+
+    for name, low, high in (("lock_ttl", 10.0, 86400.0), ("lock_delay", 0.0, 60.0)):
+        try:
+            seconds = parse_duration(getattr(cs, name))
+        except ValueError as exc:
+            raise ConfigError(src, f"dirac_cs.{name}", str(exc)) from None
+        if not low <= seconds <= high:
+            raise ConfigError(src, f"dirac_cs.{name}", f"must be between {low:g}s and {high:g}s")
 
 
 @dataclass(frozen=True, slots=True)
