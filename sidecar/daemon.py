@@ -64,13 +64,7 @@ class Daemon:
         self.events: queue.Queue[str] = queue.Queue()
         self.haproxy = HAProxy(settings)
         self.applier = Applier(self.haproxy)
-        token = read_token(settings.consul)
-        self.client = ConsulClient(settings.consul, token)
-        self.watcher = CatalogWatcher(
-            settings.consul,
-            lambda: ConsulClient(settings.consul, token),
-            lambda: self.events.put("catalog"),
-        )
+        self.client, self.watcher = self._consul(settings)
         a = settings.apply
         self.coalescer = Coalescer(a.quiet, a.max_delay)
         self.status = Status(pid=os.getpid(), started=time.time(), bind=settings.gateway.bind)
@@ -82,6 +76,15 @@ class Daemon:
         self._last_reload = -math.inf
         self._held_since: dict[str, float] = {}
         self._confirmed: frozenset[str] = frozenset()
+
+    def _consul(self, settings: Settings) -> tuple[ConsulClient, CatalogWatcher]:
+        token = read_token(settings.consul)
+        watcher = CatalogWatcher(
+            settings.consul,
+            lambda: ConsulClient(settings.consul, token),
+            lambda: self.events.put("catalog"),
+        )
+        return ConsulClient(settings.consul, token), watcher
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -156,8 +159,21 @@ class Daemon:
         except SidecarError as exc:
             log.error("configuration not reloaded, keeping the running one: %s", exc)
             return
+        if settings.haproxy.runtime_dir != self.settings.haproxy.runtime_dir:
+            log.error(
+                "haproxy.runtime_dir cannot change on SIGHUP (restart the daemon); "
+                "keeping the running configuration"
+            )
+            return
+        consul_changed = settings.consul != self.settings.consul
         self.settings, self.inputs = settings, inputs
         self.haproxy.settings = settings
+        a = settings.apply
+        self.coalescer.quiet, self.coalescer.max_delay = a.quiet, a.max_delay
+        if consul_changed:  # a new address, token or TLS setting: start the watches afresh
+            self.watcher.stop()
+            self.client, self.watcher = self._consul(settings)
+            self.watcher.start()
         log.info("configuration reloaded from %s", settings.source)
 
     # -- one cycle -----------------------------------------------------------------------------

@@ -59,7 +59,7 @@ class HAProxy:
         atomic_write(candidate, text)
         try:
             result = subprocess.run(
-                [self.settings.haproxy.binary, "-c", "-q", "-f", str(candidate)],
+                [self.settings.haproxy.binary, "-c", "-f", str(candidate)],
                 capture_output=True,
                 text=True,
                 check=False,

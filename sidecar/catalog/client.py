@@ -94,6 +94,15 @@ class ConsulClient:
             answer: Answer = self._consul.http.get(callback, path, params=params, headers=headers)
         except requests.RequestException as exc:
             raise CatalogError(f"GET {path}: {type(exc).__name__}: {exc}") from None
+        if self._settings.stale:
+            # A stale read from a server that lost the leader long ago is not trusted.
+            if not answer.known_leader:
+                raise CatalogError(f"GET {path}: the answering server knows no leader")
+            if answer.last_contact_ms > self._settings.max_stale * 1000:
+                raise CatalogError(
+                    f"GET {path}: answer {answer.last_contact_ms} ms stale (max_stale "
+                    f"{self._settings.max_stale:g} s)"
+                )
         return answer
 
     @staticmethod
