@@ -101,8 +101,9 @@ def _handshake(conn: SSL.Connection, sock: socket.socket, deadline: float) -> st
             select.select([], [sock], [], left)
 
 
-def fetch_chain(address: str, port: int, server_name: str, ctx: SSL.Context,
-                timeout: float) -> list[x509.Certificate]:
+def fetch_chain(
+    address: str, port: int, server_name: str, ctx: SSL.Context, timeout: float
+) -> list[x509.Certificate]:
     """The chain the server sends (leaf first); raises ProbeError when there is none."""
     deadline = time.monotonic() + timeout
     try:
@@ -156,8 +157,9 @@ def trust_store(settings: CertSettings) -> crypto.X509Store | None:
     return store
 
 
-def verify_chain(store: crypto.X509Store, chain: Sequence[x509.Certificate]
-                 ) -> tuple[str, float | None]:
+def verify_chain(
+    store: crypto.X509Store, chain: Sequence[x509.Certificate]
+) -> tuple[str, float | None]:
     """("", earliest CA expiry) when ``chain`` verifies, else (the reason, None)."""
     leaf = crypto.X509.from_cryptography(chain[0])
     untrusted = [crypto.X509.from_cryptography(c) for c in chain[1:]]
@@ -183,22 +185,33 @@ class Prober:
     thresholds: CheckSettings
 
     @classmethod
-    def build(cls, settings: CertSettings, gateway_names: Sequence[str],
-              thresholds: CheckSettings) -> Prober:
-        return cls(_context(settings), trust_store(settings), tuple(gateway_names),
-                   settings.connect_timeout, thresholds)
+    def build(
+        cls, settings: CertSettings, gateway_names: Sequence[str], thresholds: CheckSettings
+    ) -> Prober:
+        return cls(
+            _context(settings),
+            trust_store(settings),
+            tuple(gateway_names),
+            settings.connect_timeout,
+            thresholds,
+        )
 
     def probe(self, target: ProbeTarget, now: float) -> CertFinding:
-        where = {"backend": target.backend, "server": target.server,
-                 "address": target.address, "port": target.port}
+        where = {
+            "backend": target.backend,
+            "server": target.server,
+            "address": target.address,
+            "port": target.port,
+        }
         sni = self.gateway_names[0] if self.gateway_names else ""
         try:
             chain = fetch_chain(target.address, target.port, sni, self.ctx, self.timeout)
         except ProbeError as exc:
             return replace(unreachable_finding(str(exc)), **where)  # type: ignore[arg-type]
         error, issuers_end = ("", None) if self.store is None else verify_chain(self.store, chain)
-        info = cert_info_from_der(chain[0].public_bytes(Encoding.DER), self.store is not None,
-                                  error, issuers_end)
+        info = cert_info_from_der(
+            chain[0].public_bytes(Encoding.DER), self.store is not None, error, issuers_end
+        )
         finding = evaluate(info, self.gateway_names, now, self.thresholds)
         return replace(finding, **where)  # type: ignore[arg-type]
 
@@ -208,8 +221,9 @@ def probe_all(prober: Prober, wanted: Iterable[ProbeTarget], now: float) -> Cert
     todo = sorted(set(wanted), key=lambda t: (t.backend, t.server))
     if not todo:
         return CertReport((), now)
-    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(todo)),
-                            thread_name_prefix="certprobe") as pool:
+    with ThreadPoolExecutor(
+        max_workers=min(MAX_PARALLEL, len(todo)), thread_name_prefix="certprobe"
+    ) as pool:
         findings = tuple(pool.map(lambda t: prober.probe(t, now), todo))
     return CertReport(findings, now)
 
@@ -217,8 +231,9 @@ def probe_all(prober: Prober, wanted: Iterable[ProbeTarget], now: float) -> Cert
 # --- the sidecar's own files ------------------------------------------------------------------
 
 
-def check_local_files(paths: Iterable[str], now: float, thresholds: CheckSettings
-                      ) -> tuple[CertFinding, ...]:
+def check_local_files(
+    paths: Iterable[str], now: float, thresholds: CheckSettings
+) -> tuple[CertFinding, ...]:
     """Expiry of every certificate in each PEM file (Consul client certificate, CA bundles)."""
     findings: list[CertFinding] = []
     for path in sorted({p for p in paths if p}):
@@ -229,10 +244,16 @@ def check_local_files(paths: Iterable[str], now: float, thresholds: CheckSetting
             continue
         ends = [c.not_valid_after_utc.timestamp() for c in certs]
         level, reason = expiry_verdict(min(ends), now, thresholds)
-        findings.append(CertFinding(level, (reason,) if reason else (),
-                                    days_left=round((min(ends) - now) / 86400.0, 2),
-                                    fails_clients=min(ends) <= now,
-                                    subject=certs[0].subject.rfc4514_string(), server=path))
+        findings.append(
+            CertFinding(
+                level,
+                (reason,) if reason else (),
+                days_left=round((min(ends) - now) / 86400.0, 2),
+                fails_clients=min(ends) <= now,
+                subject=certs[0].subject.rfc4514_string(),
+                server=path,
+            )
+        )
     return tuple(findings)
 
 
@@ -247,10 +268,16 @@ class CertMonitor:
     an event to the daemon's queue (to drain failing servers) or store the report.
     """
 
-    def __init__(self, certs: CertSettings, thresholds: CheckSettings,
-                 gateway_names: Sequence[str], local_files: Sequence[str] = (),
-                 on_report: Callable[[CertReport], None] | None = None,
-                 clock: Callable[[], float] = time.time, min_gap: float = 10.0) -> None:
+    def __init__(
+        self,
+        certs: CertSettings,
+        thresholds: CheckSettings,
+        gateway_names: Sequence[str],
+        local_files: Sequence[str] = (),
+        on_report: Callable[[CertReport], None] | None = None,
+        clock: Callable[[], float] = time.time,
+        min_gap: float = 10.0,
+    ) -> None:
         self._min_gap = min_gap  # seconds at least between two runs (catalog churn)
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -262,8 +289,13 @@ class CertMonitor:
         self.report: CertReport | None = None
         self.configure(certs, thresholds, gateway_names, local_files)
 
-    def configure(self, certs: CertSettings, thresholds: CheckSettings,
-                  gateway_names: Sequence[str], local_files: Sequence[str] = ()) -> None:
+    def configure(
+        self,
+        certs: CertSettings,
+        thresholds: CheckSettings,
+        gateway_names: Sequence[str],
+        local_files: Sequence[str] = (),
+    ) -> None:
         """New settings (SIGHUP): taken at the next run, which happens soon."""
         with self._lock:
             self._config = (certs, thresholds, tuple(gateway_names), tuple(local_files))
@@ -300,8 +332,9 @@ class CertMonitor:
         local = check_local_files(files, now, thresholds)
         report = CertReport(report.findings + local, now)
         self.report = report
-        log.log(logging.INFO if report.status is Severity.OK else logging.WARNING, "%s",
-                report.summary)
+        log.log(
+            logging.INFO if report.status is Severity.OK else logging.WARNING, "%s", report.summary
+        )
         if self._on_report is not None:
             self._on_report(report)
         return report

@@ -80,8 +80,12 @@ def _hostport(address: str, port: int) -> str:
 # --- reading a certificate --------------------------------------------------------------------
 
 
-def cert_info_from_der(der: bytes, chain_checked: bool = False, chain_error: str = "",
-                       issuers_not_after: float | None = None) -> CertInfo:
+def cert_info_from_der(
+    der: bytes,
+    chain_checked: bool = False,
+    chain_error: str = "",
+    issuers_not_after: float | None = None,
+) -> CertInfo:
     """Parse the leaf certificate (DER); raises ValueError when it is not a certificate."""
     cert = x509.load_der_x509_certificate(der)
     try:
@@ -118,8 +122,11 @@ def _label_matches(pattern: str, label: str) -> bool:
     if pattern.count("*") != 1 or pattern.startswith("xn--") or label.startswith("xn--"):
         return False  # no partial wildcards in IDNA A-labels
     prefix, suffix = pattern.split("*")
-    return len(label) >= len(prefix) + len(suffix) and label.startswith(prefix) and \
-        label.endswith(suffix)
+    return (
+        len(label) >= len(prefix) + len(suffix)
+        and label.startswith(prefix)
+        and label.endswith(suffix)
+    )
 
 
 def dns_name_matches(pattern: str, host: str) -> bool:
@@ -163,8 +170,9 @@ def missing_names(info: CertInfo, gateway_names: Iterable[str]) -> tuple[str, ..
 # --- evaluation -------------------------------------------------------------------------------
 
 
-def expiry_verdict(not_after: float, now: float, thresholds: CheckSettings,
-                   what: str = "certificate") -> tuple[Severity, str]:
+def expiry_verdict(
+    not_after: float, now: float, thresholds: CheckSettings, what: str = "certificate"
+) -> tuple[Severity, str]:
     """Severity and reason ("" when OK) for a certificate expiring at ``not_after``."""
     days = (not_after - now) / DAY
     if days <= 0:
@@ -176,8 +184,9 @@ def expiry_verdict(not_after: float, now: float, thresholds: CheckSettings,
     return Severity.OK, ""
 
 
-def evaluate(info: CertInfo, gateway_names: Sequence[str], now: float,
-             thresholds: CheckSettings) -> CertFinding:
+def evaluate(
+    info: CertInfo, gateway_names: Sequence[str], now: float, thresholds: CheckSettings
+) -> CertFinding:
     """The verdict on one server certificate for clients that use ``gateway_names``."""
     levels: list[Severity] = [Severity.OK]
     problems: list[str] = []
@@ -209,9 +218,12 @@ def evaluate(info: CertInfo, gateway_names: Sequence[str], now: float,
             levels.append(level)
             problems.append(reason)
     return CertFinding(
-        status=worst(levels), problems=tuple(problems),
-        days_left=round((info.not_after - now) / DAY, 2), missing_names=missing,
-        fails_clients=fails, subject=info.subject,
+        status=worst(levels),
+        problems=tuple(problems),
+        days_left=round((info.not_after - now) / DAY, 2),
+        missing_names=missing,
+        fails_clients=fails,
+        subject=info.subject,
     )
 
 
@@ -267,9 +279,14 @@ class CertReport:
             "failing": len(self.failing),
             "min_days_left": self.min_days_left,
             "servers": [
-                {"backend": f.backend, "server": f.server, "days_left": f.days_left,
-                 "status": f.status.label}
-                for f in self.findings if f.backend
+                {
+                    "backend": f.backend,
+                    "server": f.server,
+                    "days_left": f.days_left,
+                    "status": f.status.label,
+                }
+                for f in self.findings
+                if f.backend
             ],
         }
 
@@ -297,8 +314,12 @@ def exclude_failing(desired: DesiredState, failing: frozenset[tuple[str, int]]) 
             if server.state is ServerState.READY and (server.address, server.port) in failing:
                 server = dataclasses.replace(server, state=ServerState.DRAIN)
                 where = _hostport(server.address, server.port)
-                problems.append(Problem(f"{backend.name}/{server.name} {where}",
-                                        "drained: its certificate would fail clients"))
+                problems.append(
+                    Problem(
+                        f"{backend.name}/{server.name} {where}",
+                        "drained: its certificate would fail clients",
+                    )
+                )
             servers.append(server)
         backends.append(dataclasses.replace(backend, servers=tuple(servers)))
     return DesiredState(tuple(backends), tuple(sorted(problems)))

@@ -54,8 +54,12 @@ class CheckResult:
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"code": int(self.code), "status": self.code.label, "summary": self.summary,
-                "details": self.details}
+        return {
+            "code": int(self.code),
+            "status": self.code.label,
+            "summary": self.summary,
+            "details": self.details,
+        }
 
 
 Verdict = tuple[Severity, str]
@@ -147,8 +151,11 @@ def _certs(facts: Facts) -> Verdict:
 def evaluate_check(facts: Facts, thresholds: CheckSettings, now: float) -> CheckResult:
     """The verdict: the worst of every part; the summary names the parts that are not OK."""
     if facts.unreadable and facts.status is None and not facts.haproxy.master_pid:
-        return CheckResult(Severity.UNKNOWN, f"SIDECAR UNKNOWN - {facts.unreadable}",
-                           {"unreadable": facts.unreadable})
+        return CheckResult(
+            Severity.UNKNOWN,
+            f"SIDECAR UNKNOWN - {facts.unreadable}",
+            {"unreadable": facts.unreadable},
+        )
     parts: dict[str, Verdict] = {
         "daemon": _daemon(facts, thresholds, now),
         "haproxy": _haproxy(facts.haproxy, thresholds),
@@ -159,15 +166,22 @@ def evaluate_check(facts: Facts, thresholds: CheckSettings, now: float) -> Check
         "certs": _certs(facts),
     }
     code = worst(level for level, _ in parts.values())
-    bad = [text for level, text in sorted(parts.values(), key=lambda v: -int(v[0]))
-           if level is not Severity.OK]
+    bad = [
+        text
+        for level, text in sorted(parts.values(), key=lambda v: -int(v[0]))
+        if level is not Severity.OK
+    ]
     st = facts.status or {}
-    text = "; ".join(bad) if bad else (
-        f"{st.get('services', 0)} services, {st.get('servers_ready', 0)} servers ready, "
-        f"{parts['catalog'][1]}, {parts['haproxy'][1]}")
+    text = (
+        "; ".join(bad)
+        if bad
+        else (
+            f"{st.get('services', 0)} services, {st.get('servers_ready', 0)} servers ready, "
+            f"{parts['catalog'][1]}, {parts['haproxy'][1]}"
+        )
+    )
     details: dict[str, Any] = {
-        name: {"status": level.label, "message": text}
-        for name, (level, text) in parts.items()
+        name: {"status": level.label, "message": text} for name, (level, text) in parts.items()
     }
     details["haproxy_facts"] = dataclasses.asdict(facts.haproxy)
     perf = _perfdata(facts, thresholds, now)
@@ -179,8 +193,9 @@ def _perfdata(facts: Facts, t: CheckSettings, now: float) -> str:
     items = [f"old_workers={facts.haproxy.old_workers};{t.old_workers_warning}"]
     age = _age(st, "catalog_ok_at", now)
     if age is not None:
-        items.insert(0, f"catalog_age={age:.0f}s;{t.catalog_age_warning:g};"
-                        f"{t.catalog_age_critical:g}")
+        items.insert(
+            0, f"catalog_age={age:.0f}s;{t.catalog_age_warning:g};{t.catalog_age_critical:g}"
+        )
     return " | " + " ".join(items)
 
 
@@ -209,4 +224,3 @@ def readiness(status: Mapping[str, Any] | None, now: float, t: CheckSettings) ->
     if age is None or age > t.catalog_age_critical:
         return False, "catalog data stale" + (f" ({age:.0f}s old)" if age is not None else "")
     return True, f"ready, catalog {age:.0f}s old"
-

@@ -61,11 +61,12 @@ def haproxy_facts(haproxy: HAProxy) -> HAProxyFacts:
 
 
 def consul_error(settings: Settings) -> str:
-    """"" when Consul answers with a leader, else why not."""
+    """ "" when Consul answers with a leader, else why not."""
     from sidecar.catalog.client import ConsulClient
 
-    consul = dataclasses.replace(settings.consul,
-                                 timeout=min(settings.consul.timeout, CONSUL_TIMEOUT))
+    consul = dataclasses.replace(
+        settings.consul, timeout=min(settings.consul.timeout, CONSUL_TIMEOUT)
+    )
     try:
         leader = ConsulClient(consul, read_token(settings.consul)).leader()
     except SidecarError as exc:

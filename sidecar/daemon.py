@@ -11,6 +11,7 @@ applied state and repaired.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -31,6 +32,8 @@ from sidecar.catalog.watcher import CatalogWatcher
 from sidecar.coalesce import Coalescer
 from sidecar.drift import find_drift
 from sidecar.errors import SidecarError
+from sidecar.ops import Operations
+from sidecar.opsettings import parse_listen
 from sidecar.plan import Plan, PlanKind, Rendered, skeleton
 from sidecar.portmap import load_port_map
 from sidecar.render.haproxy import load_template, render_config
@@ -47,7 +50,12 @@ def build_inputs(settings: Settings) -> pipeline.Inputs:
         port_map = load_port_map(settings.port_map_path)
     except (OSError, ValueError) as exc:
         raise SidecarError(f"port map: {exc}") from None
-    return pipeline.Inputs(settings, port_map, load_template(settings.template_path))
+    reserved: frozenset[int] = frozenset()
+    if settings.status.enabled:  # the metrics endpoint's port is never a DIRAC service's
+        reserved = frozenset({parse_listen(settings.status.listen)[1]}) - {0}
+    return pipeline.Inputs(
+        settings, port_map, load_template(settings.template_path), reserved_ports=reserved
+    )
 
 
 class Daemon:
@@ -76,6 +84,7 @@ class Daemon:
         self._last_reload = -math.inf
         self._held_since: dict[str, float] = {}
         self._confirmed: frozenset[str] = frozenset()
+        self.ops = Operations(settings, on_certs=lambda report: self.events.put("certs"))
 
     def _consul(self, settings: Settings) -> tuple[ConsulClient, CatalogWatcher]:
         token = read_token(settings.consul)
@@ -104,6 +113,7 @@ class Daemon:
         self.haproxy.prepare()
         self.applied = self._load_applied()
         self.watcher.start()
+        self.ops.start()
         self._next_drift = time.monotonic() + self.settings.apply.drift_interval
         log.info(
             "watching Consul at %s for services tagged %r",
@@ -113,6 +123,7 @@ class Daemon:
         try:
             self._loop()
         finally:
+            self.ops.stop()
             self.watcher.stop()
             if self._stop_haproxy:
                 self.haproxy.stop()
@@ -141,7 +152,9 @@ class Daemon:
                 return
             if event == "hup":
                 self._hup()
-            if event in ("hup", "catalog"):
+            if event == "certs":
+                self._certs_changed()
+            if event in ("hup", "catalog", "certs"):
                 self.coalescer.event(now)
             if self.coalescer.due(now) or now >= self._retry_at:
                 self.coalescer.fire(now)
@@ -152,7 +165,19 @@ class Daemon:
                 self.repair_drift()
             self._heartbeat()
 
+    def _certs_changed(self) -> None:
+        drained = self.ops.drained()
+        if drained != self.inputs.drained:
+            self.inputs = dataclasses.replace(self.inputs, drained=drained)
+
     def _hup(self) -> None:
+        self.ops.reloading()
+        try:
+            self._reload()
+        finally:
+            self.ops.reloaded(self.settings)
+
+    def _reload(self) -> None:
         try:
             settings = self._reload_settings()
             inputs = build_inputs(settings)
@@ -166,7 +191,10 @@ class Daemon:
             )
             return
         consul_changed = settings.consul != self.settings.consul
-        self.settings, self.inputs = settings, inputs
+        self.settings, self.inputs = (
+            settings,
+            dataclasses.replace(inputs, drained=self.inputs.drained),
+        )
         self.haproxy.settings = settings
         a = settings.apply
         self.coalescer.quiet, self.coalescer.max_delay = a.quiet, a.max_delay
@@ -202,6 +230,7 @@ class Daemon:
         if plan.kind is PlanKind.NONE:
             self.applied = target
             self._mark_ready(target)
+            self.ops.applied("none", 0.0, target.desired)
             return
         if target.config == self._failed_config and plan.kind is not PlanKind.START:
             return  # this exact config already failed: wait for the next change
@@ -245,6 +274,7 @@ class Daemon:
                 ", ".join(plan.changes[:20]) or plan.reason,
             )
             self._mark_ready(target)
+            self.ops.applied(result.kind.value, result.seconds, target.desired)
             return
         st.reload_failures += 0 if result.kind is PlanKind.RUNTIME else 1
         self._failed_config = target.config
@@ -331,6 +361,8 @@ class Daemon:
         st.consul_requests = view.requests
         if view.failing_since is None and view.complete:
             st.catalog_ok_at = now
+        desired = self.applied.desired if self.applied else None
+        self.ops.heartbeat(st, desired, self.haproxy)
         try:
             write_status(self.haproxy.dir, st)
         except OSError as exc:

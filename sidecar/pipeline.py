@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import jinja2
 
+from sidecar.certs import exclude_failing
 from sidecar.desired import desired_state
 from sidecar.guard import blast_guard
 from sidecar.model import Snapshot
@@ -27,6 +28,7 @@ class Inputs:
     port_map: PortMap
     template: jinja2.Template
     reserved_ports: frozenset[int] = frozenset()
+    drained: frozenset[tuple[str, int]] = frozenset()  # (address, port): certificate fails
 
 
 def render(
@@ -49,6 +51,7 @@ def render(
         frozenset(previous.held) if previous else frozenset(),
     )
     desired = guarded.desired
+    desired = exclude_failing(desired, inputs.drained)
     config = render_config(inputs.template, desired, inputs.settings)
     shape = render_config(inputs.template, skeleton(desired), inputs.settings)
     return Rendered(desired, config, shape, guarded.held)

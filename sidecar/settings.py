@@ -19,6 +19,7 @@ from typing import Any
 
 from sidecar import validate
 from sidecar.errors import ConfigError
+from sidecar.opsettings import CertSettings, CheckSettings, StatusSettings, parse_listen
 
 DEFAULT_CONFIG = "/etc/dirac-sidecar/sidecar.toml"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -168,6 +169,9 @@ class Settings:
     apply: ApplySettings = field(default_factory=ApplySettings)
     dirac_cs: CSSettings = field(default_factory=CSSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    check: CheckSettings = field(default_factory=CheckSettings)
+    certs: CertSettings = field(default_factory=CertSettings)
+    status: StatusSettings = field(default_factory=StatusSettings)
     source: str = "<defaults>"
     consul_configured: bool = False  # an address came from the file or CONSUL_HTTP_ADDR
 
@@ -196,6 +200,9 @@ SECTIONS: dict[str, type[Any]] = {
     "apply": ApplySettings,
     "dirac_cs": CSSettings,
     "log": LogSettings,
+    "check": CheckSettings,
+    "certs": CertSettings,
+    "status": StatusSettings,
 }
 
 
@@ -260,9 +267,37 @@ def _overrides(raw: object, source: str, path: str) -> tuple[tuple[str, int], ..
     return tuple(sorted(result))
 
 
+def _check_ops(settings: Settings, src: str) -> None:
+    k, c, st = settings.check, settings.certs, settings.status
+    if not 0 < k.heartbeat_warning <= k.heartbeat_critical:
+        raise ConfigError(
+            src, "check.heartbeat_warning", "must be positive and <= heartbeat_critical"
+        )
+    if not 0 < k.catalog_age_warning <= k.catalog_age_critical:
+        raise ConfigError(
+            src, "check.catalog_age_warning", "must be positive and <= catalog_age_critical"
+        )
+    if not 0 <= k.cert_days_critical <= k.cert_days_warning:
+        raise ConfigError(
+            src, "check.cert_days_critical", "must be between 0 and cert_days_warning"
+        )
+    if k.old_workers_warning < 0:
+        raise ConfigError(src, "check.old_workers_warning", "must not be negative")
+    for key in ("interval", "connect_timeout"):
+        if getattr(c, key) <= 0:
+            raise ConfigError(src, f"certs.{key}", "must be positive")
+    if c.client_key and not c.client_cert:
+        raise ConfigError(src, "certs.client_key", "needs certs.client_cert")
+    try:
+        parse_listen(st.listen)
+    except ValueError as exc:
+        raise ConfigError(src, "status.listen", str(exc)) from None
+
+
 def _check(settings: Settings) -> None:
     """Cross-field and range checks; every failure names its key."""
     src = settings.source
+    _check_ops(settings, src)
     c, g, h, p = settings.consul, settings.gateway, settings.haproxy, settings.ports
     if not c.address.startswith(("http://", "https://")):
         raise ConfigError(src, "consul.address", "must start with http:// or https://")
@@ -330,8 +365,9 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> bool:
     return configured
 
 
-def parse_settings(raw: Mapping[str, Any], source: str, env: Mapping[str, str],
-                   base: Path | None = None) -> Settings:
+def parse_settings(
+    raw: Mapping[str, Any], source: str, env: Mapping[str, str], base: Path | None = None
+) -> Settings:
     data = {k: dict(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
     configured = _apply_env(data, env)
     sections: dict[str, Any] = {}
@@ -353,6 +389,7 @@ PATH_KEYS = {
     "haproxy": ("runtime_dir", "template"),
     "ports": ("map_file",),
     "dirac_cs": ("file",),
+    "certs": ("ca_dir", "ca_file", "client_cert", "client_key"),
 }
 
 
@@ -365,7 +402,8 @@ def _resolve_paths(settings: Settings, base: Path | None) -> Settings:
         fixed = {
             key: str(base / getattr(current, key))
             for key in keys
-            if hasattr(current, key) and getattr(current, key)
+            if hasattr(current, key)
+            and getattr(current, key)
             and not Path(getattr(current, key)).is_absolute()
         }
         if fixed:
@@ -404,7 +442,7 @@ def read_token(settings: ConsulSettings) -> str:
         try:
             return Path(settings.token_file).read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ConfigError(settings.token_file, "consul.token_file", exc.strerror or "unreadable") from None
+            raise ConfigError(
+                settings.token_file, "consul.token_file", exc.strerror or "unreadable"
+            ) from None
     return ""
-
-

@@ -77,7 +77,9 @@ class Gateway:
             f"[haproxy]\nruntime_dir = {_toml_str(str(self.runtime_dir))}\n"
             f'template = {_toml_str(str(self.template_path))}\nhard_stop_after = "30s"\n\n'
             f"[ports.overrides]\n{overrides}\n\n"
-            f'[log]\nlevel = "DEBUG"\n'
+            f'[log]\nlevel = "DEBUG"\n\n'
+            f"[certs]\nca_dir = {_toml_str(str(self.pki.ca_dir))}\n\n"
+            f'[status]\nlisten = "127.0.0.1:0"\n'
         )
 
     def write_config(self, text: str | None = None) -> None:

@@ -1,0 +1,122 @@
+"""Operations commands of the ``sidecar`` CLI: ``check`` and ``certs`` (CLI wiring, no logic).
+
+Imported by ``sidecar.cli`` (which registers every ``sidecar.cli_*`` module it finds); the
+judgement lives in ``sidecar.check`` and ``sidecar.certs``, the probing in
+``sidecar.checkfacts`` and ``sidecar.certprobe``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import click
+
+from sidecar.cli import main
+from sidecar.errors import SidecarError
+from sidecar.opsettings import ops_settings
+from sidecar.settings import Settings
+from sidecar.severity import Severity
+
+if TYPE_CHECKING:
+    from sidecar.certprobe import ProbeTarget
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.obj["settings"]
+    return settings
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="one JSON object instead of one line")
+@click.option("--no-consul", is_flag=True, help="do not ask Consul for its leader")
+@click.pass_context
+def check(ctx: click.Context, as_json: bool, no_consul: bool) -> None:
+    """Health probe: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (Nagios convention)."""
+    from sidecar.check import CheckResult, evaluate_check
+    from sidecar.checkfacts import gather
+
+    settings = _settings(ctx)
+    try:
+        facts = gather(settings, consul=not no_consul)
+        result = evaluate_check(facts, ops_settings(settings).check, time.time())
+    except Exception as exc:  # the probe itself broke: that is UNKNOWN, never a traceback
+        result = CheckResult(Severity.UNKNOWN, f"SIDECAR UNKNOWN - check failed: {exc}")
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), sort_keys=True))
+    else:
+        click.echo(result.summary)
+    sys.exit(int(result.code))
+
+
+def _catalog_targets(settings: Settings) -> list[ProbeTarget]:
+    from sidecar import pipeline
+    from sidecar.catalog.client import ConsulClient
+    from sidecar.catalog.fetch import fetch_snapshot
+    from sidecar.certprobe import targets
+    from sidecar.daemon import build_inputs
+    from sidecar.settings import read_token
+
+    client = ConsulClient(settings.consul, read_token(settings.consul))
+    snapshot = fetch_snapshot(client, settings.consul.tag)
+    rendered = pipeline.render(snapshot, build_inputs(settings), None)
+    return list(targets(rendered.desired)) if rendered.desired else []
+
+
+def _explicit_targets(values: Sequence[str]) -> list[ProbeTarget]:
+    from sidecar.certprobe import ProbeTarget
+
+    found: list[ProbeTarget] = []
+    for value in values:
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit():
+            raise click.BadParameter(f"{value!r} is not ADDRESS:PORT", param_hint="--target")
+        address = host.strip("[]")
+        found.append(ProbeTarget("target", value, address, int(port), ""))
+    return found
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="the whole report as JSON")
+@click.option(
+    "--target",
+    "explicit",
+    multiple=True,
+    metavar="ADDRESS:PORT",
+    help="check this server instead of the catalog's (repeatable)",
+)
+@click.pass_context
+def certs(ctx: click.Context, as_json: bool, explicit: tuple[str, ...]) -> None:
+    """Certificate report for every backend server; exit 0 OK, 1 WARNING, 2 CRITICAL."""
+    from sidecar.certprobe import Prober, check_local_files, probe_all
+    from sidecar.certs import CertReport
+
+    settings = _settings(ctx)
+    ops = ops_settings(settings)
+    now = time.time()
+    try:
+        wanted = _explicit_targets(explicit) if explicit else _catalog_targets(settings)
+        prober = Prober.build(ops.certs, settings.gateway.names, ops.check)
+        report = probe_all(prober, wanted, now)
+    except SidecarError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(int(Severity.UNKNOWN))
+    local = (
+        settings.consul.cert_file,
+        settings.consul.ca_file,
+        ops.certs.ca_file,
+        ops.certs.client_cert,
+    )
+    report = CertReport(report.findings + check_local_files(local, now, ops.check), now)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), sort_keys=True, indent=1))
+    else:
+        for finding in report.findings:
+            days = f"{finding.days_left:.0f} days left" if finding.days_left is not None else ""
+            why = "; ".join(finding.problems) or days
+            click.echo(f"{finding.status.label:<8} {finding.where}: {why}")
+        click.echo(report.summary)
+    sys.exit(int(report.status))

@@ -1,0 +1,137 @@
+"""Metrics in their own registry, and the loopback HTTP endpoint on a free port."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from helpers import free_port
+from prometheus_client import REGISTRY
+
+from sidecar.metrics import Metrics, StatusServer, update_from_status
+from sidecar.opsettings import StatusSettings
+
+NOW = 1_900_000_000.0
+
+
+def status(**changes: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "pid": 1, "heartbeat": NOW - 1, "ready": True, "catalog_ok_at": NOW - 4,
+        "catalog_error": "", "catalog_index": 4242, "consul_requests": 10,
+        "applies": {"runtime": 3, "reload": 2}, "reload_failures": 1, "last_apply_ok": True,
+        "problems": ["Framework/X: bad port"], "public_ports": [9135],
+        "certs": {"status": "OK", "summary": "ok", "servers": [
+            {"backend": "Framework_Sample", "server": "s1", "days_left": 99.5, "status": "OK"}]},
+    }  # fmt: skip
+    base.update(changes)
+    return base
+
+
+def value(metrics: Metrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, labels or None)
+
+
+def test_metrics_from_status() -> None:
+    m = Metrics()
+    update_from_status(m, status(), NOW, servers_up={"Framework_Sample": 2}, old_workers=1,
+                       lock_holder=True)  # fmt: skip
+    assert value(m, "sidecar_catalog_sync_age_seconds") == 4
+    assert value(m, "sidecar_consul_index") == 4242
+    assert value(m, "sidecar_applies_total", kind="runtime") == 3
+    assert value(m, "sidecar_applies_total", kind="reload") == 2
+    assert value(m, "sidecar_reload_failures_total") == 1
+    assert value(m, "sidecar_haproxy_old_workers") == 1
+    assert value(m, "sidecar_backend_servers_up", backend="Framework_Sample") == 2
+    assert (
+        value(m, "sidecar_certificate_days_left", backend="Framework_Sample", server="s1") == 99.5
+    )
+    assert value(m, "sidecar_lock_holder") == 1
+    assert value(m, "sidecar_problems") == 1
+    assert value(m, "sidecar_catalog_errors_total") == 0
+    text = m.render().decode()
+    for name in ("sidecar_catalog_sync_age_seconds", "sidecar_catalog_errors_total",
+                 "sidecar_consul_index", "sidecar_applies_total", "sidecar_reload_duration_seconds",
+                 "sidecar_reload_failures_total", "sidecar_haproxy_old_workers",
+                 "sidecar_backend_servers_up", "sidecar_certificate_days_left",
+                 "sidecar_lock_holder", "sidecar_problems"):  # fmt: skip
+        assert f"# TYPE {name.removesuffix('_total')}" in text, name
+
+
+def test_counters_advance_by_differences_and_errors_count_episodes() -> None:
+    m = Metrics()
+    update_from_status(m, status(), NOW)
+    update_from_status(m, status(applies={"runtime": 5, "reload": 2}, catalog_error="refused"), NOW)
+    update_from_status(m, status(applies={"runtime": 5, "reload": 2}, catalog_error="refused"), NOW)
+    update_from_status(m, status(catalog_error=""), NOW)
+    update_from_status(m, status(catalog_error="ACL denied"), NOW)
+    assert value(m, "sidecar_applies_total", kind="runtime") == 5
+    assert value(m, "sidecar_catalog_errors_total") == 2
+
+
+def test_gone_backends_disappear_and_reload_durations_are_observed() -> None:
+    m = Metrics()
+    update_from_status(m, status(), NOW, servers_up={"A": 1, "B": 2})
+    update_from_status(m, status(), NOW, servers_up={"B": 2})
+    assert value(m, "sidecar_backend_servers_up", backend="A") is None
+    m.observe_reload(0.3)
+    assert value(m, "sidecar_reload_duration_seconds_count") == 1
+
+
+def test_registries_are_private() -> None:
+    Metrics()
+    Metrics()  # a second daemon in the same process does not collide
+    assert REGISTRY.get_sample_value("sidecar_consul_index") is None
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[StatusServer, Metrics, list[float]]]:
+    clock = [NOW]
+    metrics = Metrics()
+    srv = StatusServer(metrics, StatusSettings(listen=f"127.0.0.1:{free_port()}"),
+                       clock=lambda: clock[0])  # fmt: skip
+    srv.start()
+    try:
+        yield srv, metrics, clock
+    finally:
+        srv.stop()
+
+
+def get(srv: StatusServer, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{srv.port}{path}", timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_http_endpoints(server: tuple[StatusServer, Metrics, list[float]]) -> None:
+    srv, metrics, clock = server
+    assert get(srv, "/healthz")[0] == 503  # nothing published yet
+    assert get(srv, "/readyz") == (503, "no successful apply yet\n")
+    update_from_status(metrics, status(), NOW)
+    assert get(srv, "/healthz")[0] == 200
+    assert get(srv, "/readyz") == (200, "ready, catalog 4s old\n")
+    code, text = get(srv, "/metrics")
+    assert code == 200
+    assert "sidecar_consul_index 4242.0" in text
+    clock[0] = NOW + 400  # the daemon stopped publishing: heartbeat and catalog go stale
+    assert get(srv, "/healthz")[0] == 503
+    assert get(srv, "/readyz")[0] == 503
+    assert get(srv, "/nope")[0] == 404
+
+
+def test_stop_closes_the_socket() -> None:
+    port = free_port()
+    srv = StatusServer(Metrics(), StatusSettings(listen=f"127.0.0.1:{port}"))
+    srv.start()
+    assert get(srv, "/healthz")[0] == 503
+    srv.stop()
+    srv.stop()  # idempotent
+    again = StatusServer(Metrics(), StatusSettings(listen=f"127.0.0.1:{port}"))
+    again.start()  # the port is free again
+    again.stop()
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
