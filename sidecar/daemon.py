@@ -32,6 +32,7 @@ from sidecar.catalog.watcher import CatalogWatcher
 from sidecar.coalesce import Coalescer
 from sidecar.drift import find_drift
 from sidecar.errors import SidecarError
+from sidecar.filewatch import FileWatcher
 from sidecar.ops import Operations
 from sidecar.opsettings import parse_listen
 from sidecar.plan import Plan, PlanKind, Rendered, skeleton
@@ -85,6 +86,23 @@ class Daemon:
         self._held_since: dict[str, float] = {}
         self._confirmed: frozenset[str] = frozenset()
         self.ops = Operations(settings, on_certs=lambda report: self.events.put("certs"))
+        self.files = self._file_watcher(settings)
+
+    def _file_watcher(self, settings: Settings) -> FileWatcher:
+        """Settings file (and template) -> like SIGHUP; CA dirs and own certs -> re-check."""
+        c = settings.certs
+        return FileWatcher(
+            [settings.source, settings.haproxy.template],
+            [
+                c.ca_dir,
+                c.ca_file,
+                c.client_cert,
+                settings.consul.ca_file,
+                settings.consul.cert_file,
+            ],
+            on_config=lambda: self.events.put("hup"),
+            on_certs=lambda: self.ops.certs.rerun(),
+        )
 
     def _consul(self, settings: Settings) -> tuple[ConsulClient, CatalogWatcher]:
         token = read_token(settings.consul)
@@ -114,6 +132,7 @@ class Daemon:
         self.applied = self._load_applied()
         self.watcher.start()
         self.ops.start()
+        self.files.start()
         self._next_drift = time.monotonic() + self.settings.apply.drift_interval
         log.info(
             "watching Consul at %s for services tagged %r",
@@ -123,6 +142,7 @@ class Daemon:
         try:
             self._loop()
         finally:
+            self.files.stop()
             self.ops.stop()
             self.watcher.stop()
             if self._stop_haproxy:
@@ -189,6 +209,11 @@ class Daemon:
                 "haproxy.runtime_dir cannot change on SIGHUP (restart the daemon); "
                 "keeping the running configuration"
             )
+            return
+        if settings == self.settings:
+            # e.g. a file event for an unchanged file: only the template may have changed
+            self.inputs = dataclasses.replace(inputs, drained=self.inputs.drained)
+            log.debug("settings unchanged; template re-read")
             return
         consul_changed = settings.consul != self.settings.consul
         self.settings, self.inputs = (

@@ -249,7 +249,7 @@ def _slot_count(previous: Backend | None, needed: int, min_slots: int) -> int:
 def assign_slots(
     members: tuple[Member, ...], previous: Backend | None, min_slots: int
 ) -> tuple[Server, ...]:
-    """Server slots ``s1..sN``: an instance keeps its previous slot, newcomers take the lowest free."""
+    """Slots ``s1..sN``: an instance keeps its previous slot, newcomers take the lowest free."""
     usable = sorted((m for m in members if m.state is not ServerState.MAINT), key=lambda m: m.key)
     count = _slot_count(previous, len(usable), min_slots)
     names = [f"s{i}" for i in range(1, count + 1)]

@@ -12,6 +12,7 @@ after the master answers ``show proc`` again; a failed reload is detected throug
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -129,10 +130,10 @@ class HAProxy:
         if before is None:
             raise HAProxyError("no haproxy master answers on " + str(self.master_socket))
         self.dump_server_state()
-        try:
+        # The master re-executes and may drop the connection: judge by show proc, never by the
+        # (empty) answer. A failed reload also counts in `reloads`, with `failed` raised.
+        with contextlib.suppress(HAProxyError):
             send_command(self.master_socket, "reload", timeout=5.0)
-        except HAProxyError:
-            pass  # the master re-executes and may drop the connection: judge by show proc
         after = self._wait(lambda i: i.reloads > before.reloads, "the master after reload")
         if after.failed > before.failed or after.current_worker in (None, before.current_worker):
             raise HAProxyError(f"reload failed (failed reloads {after.failed}): {self._tail()}")

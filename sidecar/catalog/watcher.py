@@ -139,7 +139,7 @@ class CatalogWatcher:
         self._notify()
 
     def _add_watch(self, name: str) -> Watch | None:
-        """Called with the lock held; a name Consul cannot be asked about is reported, not queried."""
+        """Called with the lock held; a name Consul cannot be asked about is reported only."""
         try:
             validate.consul_service_name(name)
         except ValueError as exc:

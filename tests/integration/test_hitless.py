@@ -8,6 +8,7 @@ real TLS backends on free loopback ports.
 from __future__ import annotations
 
 import socket
+
 import pytest
 from gatewaylib import Gateway
 from helpers import wait_until

@@ -1,3 +1,5 @@
+import itertools
+
 from sidecar.coalesce import Coalescer
 
 
@@ -23,7 +25,7 @@ def test_a_burst_gives_at_most_one_apply_per_window() -> None:
     now += 0.2
     if c.due(now):
         fires.append(now)
-    gaps = [b - a for a, b in zip(fires[1:], fires[2:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(fires)]
     assert fires[0] == 10.0  # leading edge
     assert all(gap >= 2.0 - 1e-9 for gap in gaps)
     assert len(fires) <= 10 / 2.0 + 2

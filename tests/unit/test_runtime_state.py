@@ -9,8 +9,14 @@ SHOW_PROC = """#<PID>          <type>          <reloads>       <uptime>        <
 # programs
 """
 
-STATE = """1
-# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port
+HEADER = (
+    "# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight "
+    "srv_iweight srv_time_since_last_change srv_check_status srv_check_result "
+    "srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id "
+    "srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr "
+    "srv_agent_addr srv_agent_port"
+)
+STATE = "1\n" + HEADER + """
 5 bk_F_S 1 s1 127.0.0.1 2 0 0 1 37 6 3 3 6 0 0 0 - 19001 - 0 0 - - 0
 5 bk_F_S 2 s2 127.0.0.1 2 4 1 1 3 6 3 3 6 0 0 0 - 19002 - 0 0 - - 0
 5 bk_F_S 3 s3 127.0.0.1 0 5 1 1 37 1 0 0 14 0 0 0 - 1 - 0 0 - - 0
