@@ -124,7 +124,7 @@ def _register_extra_commands() -> None:
     """Commands that live in their own modules (operations, CS) register on ``main`` here."""
     import importlib
 
-    for module in ("sidecar.cli_ops", "sidecar.cli_cs"):
+    for module in ("sidecar.cli_ops", "sidecar.cli_cs", "sidecar.cli_register"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
