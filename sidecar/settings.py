@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 import tomllib
 import typing
 from collections.abc import Mapping
@@ -422,6 +423,7 @@ def load_settings(path: str | None, env: Mapping[str, str] | None = None) -> Set
     chosen = explicit or DEFAULT_CONFIG
     try:
         with Path(chosen).open("rb") as handle:
+            refuse_if_writable_by_others(handle.fileno(), chosen, "")
             raw = tomllib.load(handle)
     except FileNotFoundError:
         if explicit:
@@ -432,6 +434,13 @@ def load_settings(path: str | None, env: Mapping[str, str] | None = None) -> Set
     except OSError as exc:
         raise ConfigError(chosen, "", f"cannot read: {exc.strerror}") from None
     return parse_settings(raw, chosen, env, Path(chosen).resolve().parent)
+
+
+def refuse_if_writable_by_others(fd: int, source: str, key: str) -> None:
+    """A settings file or template anyone can write would let anyone reconfigure the gateway."""
+    mode = os.fstat(fd).st_mode
+    if mode & stat.S_IWOTH:
+        raise ConfigError(source, key, f"refused: writable by others (mode {mode & 0o777:o})")
 
 
 def read_token(settings: ConsulSettings) -> str:

@@ -109,3 +109,23 @@ def test_relative_paths_are_relative_to_the_file(tmp_path: Path) -> None:
 def test_overrides_parse() -> None:
     s = parse_settings({"ports": {"overrides": {"B/C": 2, "A/B": 1}}}, "x", {})
     assert s.ports.overrides == (("A/B", 1), ("B/C", 2))
+
+
+def test_files_writable_by_others_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "[log]\nlevel = 'INFO'\n")
+    Path(path).chmod(0o666)
+    with pytest.raises(ConfigError, match="writable by others"):
+        load_settings(path, env={})
+    Path(path).chmod(0o644)
+    assert load_settings(path, env={}).log.level == "INFO"
+
+
+def test_templates_writable_by_others_are_refused(tmp_path: Path) -> None:
+    from sidecar.errors import TemplateError
+    from sidecar.render.haproxy import load_template
+
+    template = tmp_path / "t.j2"
+    template.write_text("global\n")
+    template.chmod(0o646)
+    with pytest.raises(TemplateError, match="writable by others"):
+        load_template(template)
