@@ -245,10 +245,14 @@ class Daemon:
         self.status.catalog_complete = view.complete
         if not view.complete:
             return  # nothing renders until every watch has answered once
-        self._confirm_held(view.snapshot)
+        grace = self.settings.consul.reset_grace
+        distrust = view.reset_at is not None and time.monotonic() - view.reset_at < grace
+        if distrust:
+            self._retry_at = min(self._retry_at, view.reset_at + grace)  # type: ignore[operator]
+        self._confirm_held(view.snapshot, distrust)
         running = self.applier.running()
         target, plan = pipeline.cycle(
-            view.snapshot, self.inputs, self.applied, running, self._confirmed
+            view.snapshot, self.inputs, self.applied, running, self._confirmed, distrust
         )
         self._track_held(target)
         self._report_problems(target)
@@ -319,7 +323,7 @@ class Daemon:
             first = min(self._held_since.values())
             self._retry_at = min(self._retry_at, first + self.settings.apply.confirm_delay)
 
-    def _confirm_held(self, snapshot: object) -> None:
+    def _confirm_held(self, snapshot: object, distrust_absent: bool) -> None:
         """A second, independent read confirms removals held back long enough."""
         now = time.monotonic()
         due = [
@@ -327,7 +331,9 @@ class Daemon:
         ]
         if not due:
             return
-        confirmed = confirm_removals(self.client, self.settings.consul, snapshot, due)
+        confirmed = confirm_removals(
+            self.client, self.settings.consul, snapshot, due, distrust_absent
+        )
         if confirmed:
             log.warning("removal confirmed by a second read: %s", ", ".join(sorted(confirmed)))
         self._confirmed = self._confirmed | confirmed

@@ -34,13 +34,18 @@ def _guard_backend(
     confirmed: frozenset[str],
     max_share: float,
     held_before: frozenset[str],
+    distrust_absent: bool,
 ) -> tuple[Backend, list[str]]:
     was_ready = {s.instance: s for s in old.servers if s.state is ServerState.READY and s.instance}
     now_ready = {s.instance for s in new.servers if s.state is not ServerState.MAINT and s.instance}
     lost = sorted(set(was_ready) - now_ready)
+    # Just after Consul's index went backwards (data wiped, catalog being rebuilt) an absent
+    # instance proves nothing: all of them stay until the grace period ends or they return.
+    keep = [k for k in lost if k not in registered] if distrust_absent else []
+    lost = [k for k in lost if k not in keep]
     suspicious = [k for k in lost if k in registered and k not in confirmed]
     # Held once, held until confirmed: the share is not spent again on every later read.
-    keep = [k for k in suspicious if k in held_before]
+    keep += [k for k in suspicious if k in held_before]
     fresh = [k for k in lost if k not in held_before]
     allowed = math.floor(len(was_ready) * max_share)
     if len(fresh) > allowed:
@@ -69,6 +74,7 @@ def blast_guard(
     max_share: float,
     confirmed: frozenset[str] = frozenset(),
     held_before: frozenset[str] = frozenset(),
+    distrust_absent: bool = False,
 ) -> Guarded:
     """``new`` with suspicious mass removals held back; ``max_share`` >= 1 disables the guard."""
     if previous is None or max_share >= 1.0:
@@ -82,7 +88,9 @@ def blast_guard(
         if old is None:
             backends.append(backend)
             continue
-        guarded, kept = _guard_backend(old, backend, registered, confirmed, max_share, held_before)
+        guarded, kept = _guard_backend(
+            old, backend, registered, confirmed, max_share, held_before, distrust_absent
+        )
         backends.append(guarded)
         held.extend(kept)
     problems = list(new.problems) + [

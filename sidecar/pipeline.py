@@ -36,6 +36,7 @@ def render(
     inputs: Inputs,
     previous: Rendered | None,
     confirmed: frozenset[str] = frozenset(),
+    distrust_absent: bool = False,
 ) -> Rendered:
     """Desired state (slots sticky to ``previous``, mass removals guarded), config, skeleton."""
     before = previous.desired if previous else None
@@ -49,6 +50,7 @@ def render(
         inputs.settings.apply.max_removal_share,
         confirmed,
         frozenset(previous.held) if previous else frozenset(),
+        distrust_absent,
     )
     desired = guarded.desired
     desired = exclude_failing(desired, inputs.drained)
@@ -63,6 +65,7 @@ def cycle(
     applied: Rendered | None,
     running: bool,
     confirmed: frozenset[str] = frozenset(),
+    distrust_absent: bool = False,
 ) -> tuple[Rendered, Plan]:
-    target = render(snapshot, inputs, applied, confirmed)
+    target = render(snapshot, inputs, applied, confirmed, distrust_absent)
     return target, plan(applied, target, running)

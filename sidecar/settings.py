@@ -47,6 +47,7 @@ class ConsulSettings:
     rate_burst: int = 2
     rate_interval: float = 1.0  # seconds per token, per watch, once the burst is spent
     stale_after: float = 60.0  # catalog data older than this (Consul down) counts as stale
+    reset_grace: float = 120.0  # after the index goes backwards, absent instances stay this long
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,13 @@ log = logging.getLogger(__name__)
 
 
 def confirm_removals(
-    client: ConsulClient, settings: ConsulSettings, snapshot: object, keys: list[str]
+    client: ConsulClient,
+    settings: ConsulSettings,
+    snapshot: object,
+    keys: list[str],
+    distrust_absent: bool = False,
 ) -> frozenset[str]:
+    """Keys whose removal a fresh read confirms (absent ones only when absence is trusted)."""
     if not isinstance(snapshot, Snapshot):
         return frozenset()
     wanted = set(keys)
@@ -43,5 +48,9 @@ def confirm_removals(
             continue
         now = {i.key: i for i in parse.parse_health(name, answer.index, answer.body).instances}
         mine = [k for k, service in owner.items() if service == name]
-        confirmed.update(k for k in mine if k not in now or now[k].health not in routable)
+        for k in mine:
+            if k in now and now[k].health not in routable:
+                confirmed.add(k)
+            elif k not in now and not distrust_absent:
+                confirmed.add(k)
     return frozenset(confirmed & wanted)

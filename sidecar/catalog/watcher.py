@@ -41,6 +41,7 @@ class CatalogView:
     failing_since: float | None  # monotonic time of the oldest unresolved failure
     last_error: str
     requests: int
+    reset_at: float | None = None  # monotonic time the catalog index last went backwards
 
 
 class CatalogWatcher:
@@ -62,6 +63,7 @@ class CatalogWatcher:
         self._failing: dict[str, float] = {}
         self._last_error = ""
         self._index = 0
+        self._reset_at: float | None = None
         self._timing = WatchTiming(
             settings.wait,
             settings.retry_min,
@@ -98,7 +100,12 @@ class CatalogWatcher:
             failing = min(self._failing.values()) if self._failing else None
             requests = sum(w.requests for w in self._watches.values())
             return CatalogView(
-                Snapshot(services, self._index), complete, failing, self._last_error, requests
+                Snapshot(services, self._index),
+                complete,
+                failing,
+                self._last_error,
+                requests,
+                self._reset_at,
             )
 
     # -- callbacks from watch threads ---------------------------------------------------------
@@ -124,6 +131,11 @@ class CatalogWatcher:
         with self._lock:
             self._recovered(key)
             self._services_seen = True
+            if answer.index < self._index:  # Consul's data was wiped or restored
+                self._reset_at = time.monotonic()
+                log.warning(
+                    "Consul catalog index went backwards (%d -> %d)", self._index, answer.index
+                )
             self._index = answer.index
             current = {k for k in self._watches if k != SERVICES_KEY}
             for gone in current - names:

@@ -9,7 +9,6 @@ the same bytes), which is what lets the planner skip a reload when nothing chang
 from __future__ import annotations
 
 import dataclasses
-import os
 import stat
 from pathlib import Path
 from typing import Any
@@ -30,10 +29,9 @@ CONFIG_FILE = "haproxy.cfg"
 def load_template(path: Path) -> jinja2.Template:
     """Compile the template at ``path``; errors name the file and the line."""
     try:
-        with path.open(encoding="utf-8") as handle:
-            if os.fstat(handle.fileno()).st_mode & stat.S_IWOTH:
-                raise TemplateError(f"{path}: refused: the template is writable by others")
-            source = handle.read()
+        if path.stat().st_mode & stat.S_IWOTH:
+            raise TemplateError(f"{path}: refused: the template is writable by others")
+        source = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise TemplateError(f"{path}: cannot read template: {exc.strerror}") from None
     env = jinja2.Environment(

@@ -51,6 +51,18 @@ def test_deregistration_is_explicit_and_never_held() -> None:
     assert blast_guard(before, after, empty, 0.5).held == ()
 
 
+def test_after_an_index_reset_absent_instances_all_stay() -> None:
+    before = desired(FOUR)
+    wiped = snap(("x", []))
+    after = desired(wiped, before)
+    guarded = blast_guard(before, after, wiped, 0.5, distrust_absent=True)
+    assert set(guarded.held) == {f"node1/{k}" for k in "abcd"}
+    assert ready(guarded.desired) == set(guarded.held)
+    # the whole service vanished too (kept as a rejecting backend): still held
+    gone = desired(Snapshot((), 1), before)
+    assert len(blast_guard(before, gone, Snapshot((), 1), 0.5, distrust_absent=True).held) == 4
+
+
 def test_small_removals_pass() -> None:
     before = desired(FOUR)
     one = snap(("x", [inst("a", health=Health.CRITICAL), *[inst(k) for k in "bcd"]]))
