@@ -21,10 +21,13 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from types import FrameType
 
 from sidecar import pipeline
 from sidecar.apply.applier import Applier
+from sidecar.apply.fleet_member import Beat, FleetMember
+from sidecar.apply.gateway_registry import catalog_index
 from sidecar.apply.haproxy import HAProxy
 from sidecar.catalog.client import ConsulClient
 from sidecar.catalog.confirm import confirm_removals
@@ -87,6 +90,10 @@ class Daemon:
         self._confirmed: frozenset[str] = frozenset()
         self.ops = Operations(settings, on_certs=lambda report: self.events.put("certs"))
         self.files = self._file_watcher(settings)
+        # Its own client: used from the main loop only. Unchanged facts are re-published at
+        # most every 5 s (TTL pass, lock renew): the idle load on Consul stays low.
+        self.fleet = FleetMember(settings, self._fleet_client(settings), min_interval=5.0)
+        self._applied_index = 0
 
     def _file_watcher(self, settings: Settings) -> FileWatcher:
         """Settings file (and template) -> like SIGHUP; CA dirs and own certs -> re-check."""
@@ -103,6 +110,10 @@ class Daemon:
             on_config=lambda: self.events.put("hup"),
             on_certs=lambda: self.ops.certs.rerun(),
         )
+
+    @staticmethod
+    def _fleet_client(settings: Settings) -> ConsulClient:
+        return ConsulClient(settings.consul, read_token(settings.consul))
 
     def _consul(self, settings: Settings) -> tuple[ConsulClient, CatalogWatcher]:
         token = read_token(settings.consul)
@@ -142,6 +153,7 @@ class Daemon:
         try:
             self._loop()
         finally:
+            self.fleet.stop()  # releases the CS lock (instant takeover), deregisters
             self.files.stop()
             self.ops.stop()
             self.watcher.stop()
@@ -213,7 +225,10 @@ class Daemon:
         if settings == self.settings:
             # e.g. a file event for an unchanged file: only the template may have changed
             self.inputs = dataclasses.replace(inputs, drained=self.inputs.drained)
-            log.debug("settings unchanged; template re-read")
+            log.info(
+                "configuration reloaded from %s (settings unchanged, template re-read)",
+                settings.source,
+            )
             return
         consul_changed = settings.consul != self.settings.consul
         self.settings, self.inputs = (
@@ -227,6 +242,10 @@ class Daemon:
             self.watcher.stop()
             self.client, self.watcher = self._consul(settings)
             self.watcher.start()
+            self.fleet.stop()
+            self.fleet = FleetMember(settings, self._fleet_client(settings), min_interval=5.0)
+        else:
+            self.fleet.reconfigure(settings)
         log.info("configuration reloaded from %s", settings.source)
 
     # -- one cycle -----------------------------------------------------------------------------
@@ -257,6 +276,7 @@ class Daemon:
         self._track_held(target)
         self._report_problems(target)
         if plan.kind is PlanKind.NONE:
+            self._applied_index = catalog_index(view.snapshot)
             self.applied = target
             self._mark_ready(target)
             self.ops.applied("none", 0.0, target.desired)
@@ -265,7 +285,8 @@ class Daemon:
             return  # this exact config already failed: wait for the next change
         if plan.kind is PlanKind.RELOAD and self._defer_reload():
             return
-        self._apply(plan, target)
+        if self._apply(plan, target):
+            self._applied_index = catalog_index(view.snapshot)
 
     def _defer_reload(self) -> bool:
         """Pace reloads: a minimum interval, and not while too many old workers drain."""
@@ -281,7 +302,7 @@ class Daemon:
             return True
         return False
 
-    def _apply(self, plan: Plan, target: Rendered) -> None:
+    def _apply(self, plan: Plan, target: Rendered) -> bool:
         result = self.applier.apply(plan, target)
         st = self.status
         st.last_apply_kind, st.last_apply_ok = result.kind.value, result.ok
@@ -304,7 +325,7 @@ class Daemon:
             )
             self._mark_ready(target)
             self.ops.applied(result.kind.value, result.seconds, target.desired)
-            return
+            return True
         st.reload_failures += 0 if result.kind is PlanKind.RUNTIME else 1
         self._failed_config = target.config
         log.error("apply %s failed: %s", result.kind.value, result.message)
@@ -313,6 +334,7 @@ class Daemon:
             self.applied = Rendered(
                 self.applied.desired if self.applied else None, config or "", None
             )
+        return False
 
     # -- blast-radius guard --------------------------------------------------------------------
 
@@ -394,6 +416,19 @@ class Daemon:
             st.catalog_ok_at = now
         desired = self.applied.desired if self.applied else None
         self.ops.heartbeat(st, desired, self.haproxy)
+        outcome = self.fleet.heartbeat(
+            Beat(
+                ready=st.ready and desired is not None,
+                desired=desired,
+                generation=st.generation,
+                catalog_index=self._applied_index,
+                fresh=view.complete and view.failing_since is None,
+                now=datetime.now(UTC),
+                reason=st.last_apply_message or "not ready",
+            )
+        )
+        if outcome is not None:
+            st.cs_status, st.cs_error = outcome.status.value, outcome.error
         try:
             write_status(self.haproxy.dir, st)
         except OSError as exc:

@@ -32,3 +32,6 @@ def setup_logging(level: str, fmt: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
     logging.getLogger("urllib3").setLevel(logging.WARNING)
+    # watchdog logs every inotify event at DEBUG: with the log file next to a watched file
+    # that would feed itself.
+    logging.getLogger("watchdog").setLevel(logging.WARNING)

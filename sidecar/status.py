@@ -41,6 +41,8 @@ class Status:
     bind: str = ""
     problems: list[str] = field(default_factory=list)
     generation: str = ""  # hash of the applied config
+    cs_status: str = ""  # last CS writer outcome (written, unchanged, not_holder, ...)
+    cs_error: str = ""
     old_workers: int = 0  # HAProxy workers of earlier configs still draining
     certs: dict[str, Any] = field(default_factory=dict)  # CertReport.to_status()
 

@@ -1,0 +1,165 @@
+"""``sidecar cs diff``, ``sidecar cs sync`` and ``sidecar status [--fleet]`` (command line).
+
+Registered on the ``main`` group of ``sidecar.cli`` (which imports this module when it
+exists). Parse options, load settings, call in; the work is done by the pipeline, the CS
+writer, the lock and the gateway registry. Exit codes: ``cs diff`` / ``cs sync`` 0 = nothing
+to change, 1 = a change (shown, or written), 2 = error (Consul unreachable, CS unreadable, lock
+not obtained: nothing written). ``status`` 0 = fine, 1 = not ready / a gateway lags or is not
+passing, 2 = error.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import click
+
+from sidecar import pipeline
+from sidecar.apply.cs_writer import CSWriter, CSWriteStatus
+from sidecar.apply.gateway_registry import fleet, lagging, local_node, names_provider
+from sidecar.apply.lock import CSLock
+from sidecar.catalog.client import ConsulClient
+from sidecar.catalog.fetch import fetch_snapshot
+from sidecar.cli import main
+from sidecar.errors import SidecarError
+from sidecar.model import DesiredState
+from sidecar.settings import Settings, read_token
+from sidecar.status import read_status
+
+
+def _exit_with(func: Callable[[], int]) -> None:
+    try:
+        code = func()
+    except SidecarError as exc:
+        click.echo(f"error: {exc}", err=True)
+        code = 2
+    sys.exit(code)
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.obj["settings"]
+    return settings
+
+
+def _client(settings: Settings) -> ConsulClient:
+    return ConsulClient(settings.consul, read_token(settings.consul))
+
+
+def _desired(settings: Settings, client: ConsulClient) -> DesiredState:
+    from sidecar.daemon import build_inputs
+
+    snapshot = fetch_snapshot(client, settings.consul.tag)
+    desired = pipeline.render(snapshot, build_inputs(settings), None).desired
+    if desired is None:
+        raise SidecarError("no desired state could be computed")
+    return desired
+
+
+def _writer(settings: Settings, client: ConsulClient, lock: CSLock) -> CSWriter:
+    cs = settings.dirac_cs
+    names = names_provider(client, cs.discover_gateways, settings.gateway.names)
+    return CSWriter(cs, lock, names)
+
+
+@main.group("cs")
+def cs_group() -> None:
+    """The DIRAC Configuration Service URL lists."""
+
+
+@cs_group.command("diff")
+@click.pass_context
+def cs_diff(ctx: click.Context) -> None:
+    """Print the CS change a sync would make; exit 0 none, 1 some, 2 error."""
+
+    def go() -> int:
+        settings = _settings(ctx)
+        client = _client(settings)
+        lock = CSLock.from_settings(client, settings.dirac_cs, "")  # never acquired
+        changes, problems, text = _writer(settings, client, lock).diff(_desired(settings, client))
+        for problem in problems:
+            click.echo(f"warning: {problem}", err=True)
+        click.echo(text, nl=False)
+        return 1 if changes else 0
+
+    _exit_with(go)
+
+
+def _acquire(lock: CSLock, wait: float) -> None:
+    deadline = time.monotonic() + wait
+    while not lock.try_acquire():
+        if time.monotonic() >= deadline:
+            holder = lock.holder() or "nobody (lock-delay after a holder died)"
+            raise SidecarError(f"CS writer lock {lock.key} not obtained: held by {holder}")
+        time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+
+
+@cs_group.command("sync")
+@click.option("--wait", default=0.0, show_default=True, help="seconds to wait for the lock")
+@click.pass_context
+def cs_sync(ctx: click.Context, wait: float) -> None:
+    """Write the CS changes (holding the one-writer lock); exit 0 none, 1 written, 2 error."""
+
+    def go() -> int:
+        settings = _settings(ctx)
+        if not settings.dirac_cs.enabled:
+            raise SidecarError("dirac_cs.enabled is false: nothing written")
+        client = _client(settings)
+        desired = _desired(settings, client)  # before the lock: fail early when Consul is down
+        name = settings.gateway.names[0]
+        lock = CSLock.from_settings(client, settings.dirac_cs, f"{local_node(client)}/{name} cli")
+        try:
+            _acquire(lock, wait)
+            outcome = _writer(settings, client, lock).sync(desired, True, datetime.now(UTC))
+        finally:
+            lock.release()
+        for problem in outcome.problems:
+            click.echo(f"warning: {problem}", err=True)
+        if not outcome.ok or outcome.status is CSWriteStatus.NOT_HOLDER:
+            raise SidecarError(outcome.error or f"nothing written: {outcome.status.value}")
+        for change in outcome.changes:
+            click.echo(change)
+        return 1 if outcome.status is CSWriteStatus.WRITTEN else 0
+
+    _exit_with(go)
+
+
+def _fleet(settings: Settings) -> int:
+    client = _client(settings)
+    gateways = fleet(client)
+    behind = set(lagging(gateways))
+    holder = CSLock.from_settings(client, settings.dirac_cs, "").holder()
+    click.echo(f"{'GATEWAY':<32} {'NODE':<20} {'STATUS':<9} {'INDEX':>10} GENERATION")
+    for gw in gateways:
+        mark = "  LAGGING" if gw.name in behind else ""
+        click.echo(
+            f"{gw.name:<32} {gw.node:<20} {gw.status:<9} {gw.catalog_index:>10} "
+            f"{gw.generation or '-'}{mark}"
+        )
+    click.echo(f"CS writer: {holder or '(nobody)'}")
+    if not gateways:
+        click.echo("no gateway registered", err=True)
+        return 1
+    return 1 if behind or any(gw.status != "passing" for gw in gateways) else 0
+
+
+@main.command("status")
+@click.option("--fleet", "show_fleet", is_flag=True, help="every gateway and which ones lag")
+@click.pass_context
+def status(ctx: click.Context, show_fleet: bool) -> None:
+    """This gateway's state, or with --fleet every gateway's; exit 0 fine, 1 not, 2 error."""
+
+    def go() -> int:
+        settings = _settings(ctx)
+        if show_fleet:
+            return _fleet(settings)
+        data = read_status(settings.runtime_dir)
+        if data is None:
+            raise SidecarError(f"no status file in {settings.runtime_dir}: is the daemon running?")
+        for key in ("pid", "ready", "catalog_index", "generation", "services", "servers_ready"):
+            click.echo(f"{key}: {data.get(key)}")
+        return 0 if data.get("ready") else 1
+
+    _exit_with(go)
