@@ -26,14 +26,14 @@ from types import FrameType
 
 from sidecar import pipeline
 from sidecar.apply.applier import Applier
+from sidecar.apply.drift_repair import repair_drift
 from sidecar.apply.fleet_member import Beat, FleetMember
 from sidecar.apply.gateway_registry import catalog_index
 from sidecar.apply.haproxy import HAProxy
 from sidecar.catalog.client import ConsulClient
-from sidecar.catalog.confirm import confirm_removals
+from sidecar.catalog.confirm import HeldRemovals
 from sidecar.catalog.watcher import CatalogWatcher
 from sidecar.coalesce import Coalescer
-from sidecar.drift import find_drift
 from sidecar.errors import SidecarError
 from sidecar.filewatch import FileWatcher
 from sidecar.ops import Operations
@@ -41,7 +41,6 @@ from sidecar.opsettings import parse_listen
 from sidecar.plan import Plan, PlanKind, Rendered, skeleton
 from sidecar.portmap import load_port_map
 from sidecar.render.haproxy import load_template, render_config
-from sidecar.runtime_state import parse_servers_state
 from sidecar.settings import Settings, read_token
 from sidecar.status import Status, write_status
 
@@ -86,8 +85,7 @@ class Daemon:
         self._retry_at = math.inf  # a deferred reload or a held-back removal to re-check
         self._next_drift = 0.0
         self._last_reload = -math.inf
-        self._held_since: dict[str, float] = {}
-        self._confirmed: frozenset[str] = frozenset()
+        self.held = HeldRemovals(self.client, settings.consul, settings.apply.confirm_delay)
         self.ops = Operations(settings, on_certs=lambda report: self.events.put("certs"))
         self.files = self._file_watcher(settings)
         # Its own client: used from the main loop only. Unchanged facts are re-published at
@@ -238,9 +236,11 @@ class Daemon:
         self.haproxy.settings = settings
         a = settings.apply
         self.coalescer.quiet, self.coalescer.max_delay = a.quiet, a.max_delay
+        self.held.delay = a.confirm_delay
         if consul_changed:  # a new address, token or TLS setting: start the watches afresh
             self.watcher.stop()
             self.client, self.watcher = self._consul(settings)
+            self.held.client, self.held.settings = self.client, settings.consul
             self.watcher.start()
             self.fleet.stop()
             self.fleet = FleetMember(settings, self._fleet_client(settings), min_interval=5.0)
@@ -268,12 +268,14 @@ class Daemon:
         distrust = view.reset_at is not None and time.monotonic() - view.reset_at < grace
         if distrust:
             self._retry_at = min(self._retry_at, view.reset_at + grace)  # type: ignore[operator]
-        self._confirm_held(view.snapshot, distrust)
+        self.held.confirm(view.snapshot, time.monotonic(), distrust)
         running = self.applier.running()
         target, plan = pipeline.cycle(
-            view.snapshot, self.inputs, self.applied, running, self._confirmed, distrust
+            view.snapshot, self.inputs, self.applied, running, self.held.confirmed, distrust
         )
-        self._track_held(target)
+        due = self.held.track(target.held, time.monotonic())
+        if due is not None:
+            self._retry_at = min(self._retry_at, due)
         self._report_problems(target)
         if plan.kind is PlanKind.NONE:
             self._applied_index = catalog_index(view.snapshot)
@@ -314,7 +316,7 @@ class Daemon:
         if result.ok:
             self._failed_config = None
             self.applied = target
-            self._confirmed = frozenset()
+            self.held.applied()
             if result.kind is PlanKind.RUNTIME:
                 st.runtime_changes += len(plan.commands)
             log.info(
@@ -338,52 +340,13 @@ class Daemon:
 
     # -- blast-radius guard --------------------------------------------------------------------
 
-    def _track_held(self, target: Rendered) -> None:
-        now = time.monotonic()
-        self._held_since = {k: self._held_since.get(k, now) for k in target.held}
-        if self._held_since:
-            first = min(self._held_since.values())
-            self._retry_at = min(self._retry_at, first + self.settings.apply.confirm_delay)
-
-    def _confirm_held(self, snapshot: object, distrust_absent: bool) -> None:
-        """A second, independent read confirms removals held back long enough."""
-        now = time.monotonic()
-        due = [
-            k for k, t in self._held_since.items() if now - t >= self.settings.apply.confirm_delay
-        ]
-        if not due:
-            return
-        confirmed = confirm_removals(
-            self.client, self.settings.consul, snapshot, due, distrust_absent
-        )
-        if confirmed:
-            log.warning("removal confirmed by a second read: %s", ", ".join(sorted(confirmed)))
-        self._confirmed = self._confirmed | confirmed
-
-    # -- drift ---------------------------------------------------------------------------------
-
     def repair_drift(self) -> None:
         applied = self.applied
         if applied is None or applied.desired is None or not self.status.ready:
             return
-        try:
-            actual = parse_servers_state(self.haproxy.servers_state())
-            drift = find_drift(actual, applied.desired)
-            if drift.needs_reload:
-                log.warning("drift: %s; reloading", drift.needs_reload)
-                self.applied = Rendered(applied.desired, "", None)  # forces a reload
-                self._retry_at = time.monotonic()
-                return
-            if drift.commands:
-                errors = self.haproxy.runtime(drift.commands)
-                log.warning(
-                    "drift repaired (%d servers): %s%s",
-                    len(drift.differences),
-                    "; ".join(drift.differences[:10]),
-                    f"; errors: {errors[:3]}" if errors else "",
-                )
-        except SidecarError as exc:
-            log.warning("drift check failed: %s", exc)
+        if repair_drift(self.haproxy, applied.desired):
+            self.applied = Rendered(applied.desired, "", None)  # forces a reload
+            self._retry_at = time.monotonic()
 
     # -- status --------------------------------------------------------------------------------
 

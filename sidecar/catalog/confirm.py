@@ -48,9 +48,37 @@ def confirm_removals(
             continue
         now = {i.key: i for i in parse.parse_health(name, answer.index, answer.body).instances}
         mine = [k for k, service in owner.items() if service == name]
-        for k in mine:
-            if k in now and now[k].health not in routable:
-                confirmed.add(k)
-            elif k not in now and not distrust_absent:
-                confirmed.add(k)
+        failing = {k for k in mine if k in now and now[k].health not in routable}
+        gone = {k for k in mine if k not in now and not distrust_absent}
+        confirmed |= failing | gone
     return frozenset(confirmed & wanted)
+
+
+class HeldRemovals:
+    """Bookkeeping of the instances the guard holds back: since when, and which are confirmed.
+
+    ``track`` records the held keys of a new target and returns when the first one is due for
+    its second read; ``confirm`` performs that read for the due ones.
+    """
+
+    def __init__(self, client: ConsulClient, settings: ConsulSettings, delay: float) -> None:
+        self.client, self.settings, self.delay = client, settings, delay
+        self.since: dict[str, float] = {}
+        self.confirmed: frozenset[str] = frozenset()
+
+    def track(self, held: tuple[str, ...], now: float) -> float | None:
+        self.since = {k: self.since.get(k, now) for k in held}
+        return min(self.since.values()) + self.delay if self.since else None
+
+    def confirm(self, snapshot: object, now: float, distrust_absent: bool) -> None:
+        due = [k for k, t in self.since.items() if now - t >= self.delay]
+        if not due:
+            return
+        confirmed = confirm_removals(self.client, self.settings, snapshot, due, distrust_absent)
+        if confirmed:
+            log.warning("removal confirmed by a second read: %s", ", ".join(sorted(confirmed)))
+        self.confirmed = self.confirmed | confirmed
+
+    def applied(self) -> None:
+        """The confirmed removals are now part of the applied state."""
+        self.confirmed = frozenset()
