@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any
 
 import click
 
 from sidecar import pipeline
+from sidecar.catalog.client import ConsulClient
+from sidecar.catalog.fetch import fetch_snapshot
 from sidecar.errors import SidecarError
 from sidecar.logs import setup_logging
-from sidecar.settings import Settings, load_settings
+from sidecar.model import Snapshot
+from sidecar.settings import Settings, load_settings, read_token
 
 CONFIG_HELP = "settings file (default $SIDECAR_CONFIG or /etc/dirac-sidecar/sidecar.toml)"
 
@@ -61,13 +63,12 @@ def run(ctx: click.Context, stop_haproxy: bool) -> None:
     _guard(go)
 
 
-def _snapshot(settings: Settings) -> Any:
-    from sidecar.catalog.client import ConsulClient
-    from sidecar.catalog.fetch import fetch_snapshot
-    from sidecar.settings import read_token
+def _client(settings: Settings) -> ConsulClient:
+    return ConsulClient(settings.consul, read_token(settings.consul))
 
-    client = ConsulClient(settings.consul, read_token(settings.consul))
-    return fetch_snapshot(client, settings.consul.tag)
+
+def _snapshot(settings: Settings) -> Snapshot:
+    return fetch_snapshot(_client(settings), settings.consul.tag)
 
 
 @main.command()
@@ -110,12 +111,23 @@ def once(ctx: click.Context) -> None:
         if config is not None:
             shape = render_config(inputs.template, skeleton(desired), settings) if desired else None
             applied = Rendered(desired, config, shape)
-        target, plan = pipeline.cycle(_snapshot(settings), inputs, applied, applier.running())
+        client = _client(settings)
+        target, plan = pipeline.cycle(
+            fetch_snapshot(client, settings.consul.tag), inputs, applied, applier.running()
+        )
         result = applier.apply(plan, target)
         for problem in target.desired.problems if target.desired else ():
             click.echo(f"skipped: {problem}", err=True)
         click.echo(f"{result.kind.value}: {'ok' if result.ok else 'FAILED'}: {result.message}")
-        return 0 if result.ok else 1
+        if not result.ok:
+            return 1
+        if settings.dirac_cs.enabled and target.desired is not None:
+            from sidecar.apply.cs_once import sync_with_lock
+
+            outcome = sync_with_lock(settings, client, target.desired, wait=30.0, who="once")
+            click.echo(f"cs: {outcome.status.value}{': ' + outcome.error if outcome.error else ''}")
+            return 0 if outcome.ok else 1
+        return 0
 
     _guard(go)
 

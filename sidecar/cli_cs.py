@@ -11,15 +11,14 @@ passing, 2 = error.
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 import click
 
 from sidecar import pipeline
-from sidecar.apply.cs_writer import CSWriter, CSWriteStatus
-from sidecar.apply.gateway_registry import fleet, lagging, local_node, names_provider
+from sidecar.apply.cs_once import sync_with_lock, writer
+from sidecar.apply.cs_writer import CSWriteStatus
+from sidecar.apply.gateway_registry import fleet, lagging
 from sidecar.apply.lock import CSLock
 from sidecar.catalog.client import ConsulClient
 from sidecar.catalog.fetch import fetch_snapshot
@@ -58,12 +57,6 @@ def _desired(settings: Settings, client: ConsulClient) -> DesiredState:
     return desired
 
 
-def _writer(settings: Settings, client: ConsulClient, lock: CSLock) -> CSWriter:
-    cs = settings.dirac_cs
-    names = names_provider(client, cs.discover_gateways, settings.gateway.names)
-    return CSWriter(cs, lock, names)
-
-
 @main.group("cs")
 def cs_group() -> None:
     """The DIRAC Configuration Service URL lists."""
@@ -78,22 +71,13 @@ def cs_diff(ctx: click.Context) -> None:
         settings = _settings(ctx)
         client = _client(settings)
         lock = CSLock.from_settings(client, settings.dirac_cs, "")  # never acquired
-        changes, problems, text = _writer(settings, client, lock).diff(_desired(settings, client))
+        changes, problems, text = writer(settings, client, lock).diff(_desired(settings, client))
         for problem in problems:
             click.echo(f"warning: {problem}", err=True)
         click.echo(text, nl=False)
         return 1 if changes else 0
 
     _exit_with(go)
-
-
-def _acquire(lock: CSLock, wait: float) -> None:
-    deadline = time.monotonic() + wait
-    while not lock.try_acquire():
-        if time.monotonic() >= deadline:
-            holder = lock.holder() or "nobody (lock-delay after a holder died)"
-            raise SidecarError(f"CS writer lock {lock.key} not obtained: held by {holder}")
-        time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
 
 
 @cs_group.command("sync")
@@ -108,13 +92,7 @@ def cs_sync(ctx: click.Context, wait: float) -> None:
             raise SidecarError("dirac_cs.enabled is false: nothing written")
         client = _client(settings)
         desired = _desired(settings, client)  # before the lock: fail early when Consul is down
-        name = settings.gateway.names[0]
-        lock = CSLock.from_settings(client, settings.dirac_cs, f"{local_node(client)}/{name} cli")
-        try:
-            _acquire(lock, wait)
-            outcome = _writer(settings, client, lock).sync(desired, True, datetime.now(UTC))
-        finally:
-            lock.release()
+        outcome = sync_with_lock(settings, client, desired, wait, "cli")
         for problem in outcome.problems:
             click.echo(f"warning: {problem}", err=True)
         if not outcome.ok or outcome.status is CSWriteStatus.NOT_HOLDER:
