@@ -392,6 +392,7 @@ class Daemon:
         )
         if outcome is not None:
             st.cs_status, st.cs_error = outcome.status.value, outcome.error
+        st.lock_holder = self.fleet.lock is not None and self.fleet.lock.held
         try:
             write_status(self.haproxy.dir, st)
         except OSError as exc:

@@ -41,6 +41,7 @@ class Status:
     bind: str = ""
     problems: list[str] = field(default_factory=list)
     generation: str = ""  # hash of the applied config
+    lock_holder: bool = False  # this gateway holds the fleet's CS writer lock
     cs_status: str = ""  # last CS writer outcome (written, unchanged, not_holder, ...)
     cs_error: str = ""
     old_workers: int = 0  # HAProxy workers of earlier configs still draining

@@ -94,6 +94,11 @@ class Applier:
             shutil.copyfile(hp.config, hp.last_good)
         self._save(target)
         if kind is PlanKind.START or not self.running():
+            if not hp.settings.haproxy.manage:
+                raise HAProxyError(
+                    f"no HAProxy master answers on {hp.master_socket} and haproxy.manage is "
+                    "false: start HAProxy with -W -S <that socket> -f " + str(hp.config)
+                )
             hp.start()
             self._verify(target)
             return ApplyResult(PlanKind.START, True, "haproxy started", time.monotonic() - started)
