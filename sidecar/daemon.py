@@ -12,7 +12,6 @@ applied state and repaired.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import math
 import os
@@ -29,13 +28,14 @@ from sidecar.apply.applier import Applier
 from sidecar.apply.drift_repair import repair_drift
 from sidecar.apply.fleet_member import Beat, FleetMember
 from sidecar.apply.gateway_registry import catalog_index
-from sidecar.apply.haproxy import HAProxy
+from sidecar.apply.haproxy import HAProxy, busy_ports
 from sidecar.catalog.client import ConsulClient
 from sidecar.catalog.confirm import HeldRemovals
 from sidecar.catalog.watcher import CatalogWatcher
 from sidecar.coalesce import Coalescer
 from sidecar.errors import SidecarError
 from sidecar.filewatch import FileWatcher
+from sidecar.model import Snapshot
 from sidecar.ops import Operations
 from sidecar.opsettings import parse_listen
 from sidecar.plan import Plan, PlanKind, Rendered, skeleton
@@ -81,7 +81,6 @@ class Daemon:
         self.status = Status(pid=os.getpid(), started=time.time(), bind=settings.gateway.bind)
         self.applied: Rendered | None = None
         self._failed_config: str | None = None
-        self._last_problems: tuple[str, ...] = ()
         self._retry_at = math.inf  # a deferred reload or a held-back removal to re-check
         self._next_drift = 0.0
         self._last_reload = -math.inf
@@ -273,14 +272,17 @@ class Daemon:
         target, plan = pipeline.cycle(
             view.snapshot, self.inputs, self.applied, running, self.held.confirmed, distrust
         )
+        if plan.kind in (PlanKind.RELOAD, PlanKind.START) or self.inputs.busy_ports:
+            target, plan = self._without_busy_ports(view.snapshot, target, plan, running, distrust)
         due = self.held.track(target.held, time.monotonic())
         if due is not None:
             self._retry_at = min(self._retry_at, due)
-        self._report_problems(target)
+        for problem in self.status.record_problems(target.desired):
+            log.warning("skipped: %s", problem)
         if plan.kind is PlanKind.NONE:
             self._applied_index = catalog_index(view.snapshot)
             self.applied = target
-            self._mark_ready(target)
+            self.status.record_ready(target.desired, target.config)
             self.ops.applied("none", 0.0, target.desired)
             return
         if target.config == self._failed_config and plan.kind is not PlanKind.START:
@@ -289,6 +291,28 @@ class Daemon:
             return
         if self._apply(plan, target):
             self._applied_index = catalog_index(view.snapshot)
+
+    def _without_busy_ports(
+        self, snapshot: Snapshot, target: Rendered, plan: Plan, running: bool, distrust: bool
+    ) -> tuple[Rendered, Plan]:
+        """A new public port held by another process: leave that service out, retry later."""
+        old = (
+            set(self.applied.desired.public_ports)
+            if self.applied and self.applied.desired
+            else set()
+        )
+        # ports the target adds, plus those left out last time (re-probed: they may be free now)
+        wanted = set(target.desired.public_ports if target.desired else ()) | self.inputs.busy_ports
+        new = wanted - old
+        busy = busy_ports(self.settings.gateway.bind, sorted(new)) if new else frozenset()
+        if busy == self.inputs.busy_ports:
+            return target, plan
+        self.inputs = dataclasses.replace(self.inputs, busy_ports=busy)
+        if busy:
+            self._retry_at = min(self._retry_at, time.monotonic() + 30.0)
+        return pipeline.cycle(
+            snapshot, self.inputs, self.applied, running, self.held.confirmed, distrust
+        )
 
     def _defer_reload(self) -> bool:
         """Pace reloads: a minimum interval, and not while too many old workers drain."""
@@ -306,11 +330,8 @@ class Daemon:
 
     def _apply(self, plan: Plan, target: Rendered) -> bool:
         result = self.applier.apply(plan, target)
-        st = self.status
-        st.last_apply_kind, st.last_apply_ok = result.kind.value, result.ok
-        st.last_apply_message, st.last_apply_at = result.message, time.time()
-        st.applies[result.kind.value] = st.applies.get(result.kind.value, 0) + 1
-        st.reloads += result.reloads
+        kind = result.kind.value
+        self.status.record_apply(kind, result.ok, result.message, result.reloads, time.time())
         if result.kind in (PlanKind.RELOAD, PlanKind.START):
             self._last_reload = time.monotonic()
         if result.ok:
@@ -318,24 +339,18 @@ class Daemon:
             self.applied = target
             self.held.applied()
             if result.kind is PlanKind.RUNTIME:
-                st.runtime_changes += len(plan.commands)
-            log.info(
-                "applied %s in %.0f ms: %s",
-                result.kind.value,
-                result.seconds * 1000,
-                ", ".join(plan.changes[:20]) or plan.reason,
-            )
-            self._mark_ready(target)
-            self.ops.applied(result.kind.value, result.seconds, target.desired)
+                self.status.runtime_changes += len(plan.commands)
+            changes = ", ".join(plan.changes[:20]) or plan.reason
+            log.info("applied %s in %.0f ms: %s", kind, result.seconds * 1000, changes)
+            self.status.record_ready(target.desired, target.config)
+            self.ops.applied(kind, result.seconds, target.desired)
             return True
-        st.reload_failures += 0 if result.kind is PlanKind.RUNTIME else 1
         self._failed_config = target.config
-        log.error("apply %s failed: %s", result.kind.value, result.message)
+        log.error("apply %s failed: %s", kind, result.message)
         if result.rolled_back:
             config, _ = self.applier.load_applied()
-            self.applied = Rendered(
-                self.applied.desired if self.applied else None, config or "", None
-            )
+            previous = self.applied.desired if self.applied else None
+            self.applied = Rendered(previous, config or "", None)
         return False
 
     # -- blast-radius guard --------------------------------------------------------------------
@@ -349,23 +364,6 @@ class Daemon:
             self._retry_at = time.monotonic()
 
     # -- status --------------------------------------------------------------------------------
-
-    def _mark_ready(self, target: Rendered) -> None:
-        st = self.status
-        st.ready = True
-        if target.desired is not None:
-            st.services = len(target.desired.backends)
-            st.servers_ready = sum(b.ready_count for b in target.desired.backends)
-            st.public_ports = list(target.desired.public_ports)
-        st.generation = hashlib.sha256(target.config.encode()).hexdigest()[:16]
-
-    def _report_problems(self, target: Rendered) -> None:
-        problems = tuple(str(p) for p in target.desired.problems) if target.desired else ()
-        if problems != self._last_problems:
-            for problem in sorted(set(problems) - set(self._last_problems)):
-                log.warning("skipped: %s", problem)
-            self._last_problems = problems
-        self.status.problems = list(problems)
 
     def _heartbeat(self) -> None:
         view = self.watcher.view()

@@ -211,7 +211,10 @@ def _candidates(
 
 
 def _resolve_conflicts(
-    candidates: list[Candidate], reserved: set[int], problems: list[Problem]
+    candidates: list[Candidate],
+    reserved: set[int],
+    problems: list[Problem],
+    busy: frozenset[int] = frozenset(),
 ) -> list[Candidate]:
     """One service per public port: the strongest port source wins, then the sorted name."""
     by_port: dict[int, list[Candidate]] = {}
@@ -219,6 +222,12 @@ def _resolve_conflicts(
         by_port.setdefault(cand.public_port, []).append(cand)
     winners: list[Candidate] = []
     for port, claims in sorted(by_port.items()):
+        if port in busy:
+            for cand in claims:
+                problems.append(
+                    Problem(cand.path, f"public port {port} is in use by another process")
+                )
+            continue
         if port in reserved:
             for cand in claims:
                 problems.append(
@@ -309,12 +318,13 @@ def desired_state(
     port_map: PortMap,
     previous: DesiredState | None = None,
     reserved_ports: frozenset[int] = frozenset(),
+    busy_ports: frozenset[int] = frozenset(),
 ) -> DesiredState:
     """The whole policy. Deterministic: the same inputs give an equal value."""
     problems: list[Problem] = []
     groups = _group(snapshot, settings, problems)
     candidates = _candidates(groups, settings, port_map, problems)
-    winners = _resolve_conflicts(candidates, set(reserved_ports), problems)
+    winners = _resolve_conflicts(candidates, set(reserved_ports), problems, busy_ports)
     prev_backends = {b.path: b for b in previous.backends} if previous else {}
     backends = [
         Backend(

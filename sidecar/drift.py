@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sidecar import validate
 from sidecar.model import DesiredState, Server, ServerState
 from sidecar.plan import NeedsReload, server_commands
 from sidecar.runtime_state import ActualServer
@@ -45,8 +46,8 @@ def find_drift(actual: tuple[ActualServer, ...], desired: DesiredState) -> Drift
             have = running.get(key)
             if have is None:
                 return Drift((), (f"{key[0]}/{key[1]} missing",), "servers missing in HAProxy")
-            if _same(have, wanted):
-                continue
+            if _same(have, wanted) or not validate.is_ip(wanted.address or "127.0.0.1"):
+                continue  # HAProxy shows the address it resolved a host name to: not drift
             differences.append(
                 f"{key[0]}/{wanted.name}: {have.address}:{have.port} {have.state.value} "
                 f"w{have.weight} -> {wanted.address}:{wanted.port} {wanted.state.value}"

@@ -28,6 +28,7 @@ class Inputs:
     port_map: PortMap
     template: jinja2.Template
     reserved_ports: frozenset[int] = frozenset()
+    busy_ports: frozenset[int] = frozenset()  # new public ports another process holds
     drained: frozenset[tuple[str, int]] = frozenset()  # (address, port): certificate fails
 
 
@@ -41,7 +42,12 @@ def render(
     """Desired state (slots sticky to ``previous``, mass removals guarded), config, skeleton."""
     before = previous.desired if previous else None
     desired = desired_state(
-        snapshot, inputs.settings, inputs.port_map, before, inputs.reserved_ports
+        snapshot,
+        inputs.settings,
+        inputs.port_map,
+        before,
+        inputs.reserved_ports,
+        inputs.busy_ports,
     )
     guarded = blast_guard(
         before,

@@ -6,12 +6,14 @@ possibly in another container) reads it together with what it can see of HAProxy
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sidecar.apply.files import atomic_write
+from sidecar.model import DesiredState
 
 STATUS_FILE = "status.json"
 
@@ -49,6 +51,29 @@ class Status:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True) + "\n"
+
+    def record_apply(self, kind: str, ok: bool, message: str, reloads: int, now: float) -> None:
+        self.last_apply_kind, self.last_apply_ok = kind, ok
+        self.last_apply_message, self.last_apply_at = message, now
+        self.applies[kind] = self.applies.get(kind, 0) + 1
+        self.reloads += reloads
+        if not ok and kind != "runtime":
+            self.reload_failures += 1
+
+    def record_ready(self, desired: DesiredState | None, config: str) -> None:
+        self.ready = True
+        if desired is not None:
+            self.services = len(desired.backends)
+            self.servers_ready = sum(b.ready_count for b in desired.backends)
+            self.public_ports = list(desired.public_ports)
+        self.generation = hashlib.sha256(config.encode()).hexdigest()[:16]
+
+    def record_problems(self, desired: DesiredState | None) -> list[str]:
+        """Store the current problems; returns the ones that are new (to log once)."""
+        problems = [str(p) for p in desired.problems] if desired else []
+        new = sorted(set(problems) - set(self.problems))
+        self.problems = problems
+        return new
 
 
 def write_status(runtime_dir: Path, status: Status) -> None:

@@ -13,6 +13,7 @@ after the master answers ``show proc`` again; a failed reload is detected throug
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -245,3 +246,22 @@ def unbound_ports(address: str, ports: Iterable[int], timeout: float = 1.0) -> l
         except OSError:
             missing.append(port)
     return missing
+
+
+def busy_ports(address: str, ports: Iterable[int]) -> frozenset[int]:
+    """Ports another process already listens on (a new frontend there would fail to bind).
+
+    Only for ports HAProxy does not hold yet: HAProxy binds with SO_REUSEPORT, so a port it
+    holds itself would look busy too.
+    """
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    busy: set[int] = set()
+    for port in ports:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((address, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    busy.add(port)
+    return frozenset(busy)

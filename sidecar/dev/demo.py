@@ -69,27 +69,53 @@ class Demo:
                 host = f"backend{n}"
                 paths = pki.host(host)
                 proc = BackendProcess(
-                    backend_args("127.0.0.1:0", paths.cert, paths.key, ca_dir=pki.ca_dir,
-                                 name=f"{system}/{service}", instance=f"{service}-{n}"),
+                    backend_args(
+                        "127.0.0.1:0",
+                        paths.cert,
+                        paths.key,
+                        ca_dir=pki.ca_dir,
+                        name=f"{system}/{service}",
+                        instance=f"{service}-{n}",
+                    ),
                     log=self.workdir / "backends.log",
                 ).start()
                 self.stack.append(proc.stop)
                 sid = f"{service.lower()}-{n}"
-                consul_agent.register(self.consul_addr, f"dirac-{service.lower()}", sid,
-                                      "127.0.0.1", proc.port,
-                                      meta={"dirac_system": system, "dirac_service": service,
-                                            "dirac_protocol": protocol})
+                consul_agent.register(
+                    self.consul_addr,
+                    f"dirac-{service.lower()}",
+                    sid,
+                    "127.0.0.1",
+                    proc.port,
+                    meta={
+                        "dirac_system": system,
+                        "dirac_service": service,
+                        "dirac_protocol": protocol,
+                    },
+                )
                 self.registered.append(sid)
-                print(f"  {system}/{service} instance {n}: TLS on 127.0.0.1:{proc.port} "
-                      f"(pid {proc.pid}), registered as {sid}")
+                print(
+                    f"  {system}/{service} instance {n}: TLS on 127.0.0.1:{proc.port} "
+                    f"(pid {proc.pid}), registered as {sid}"
+                )
 
     def start_sidecar(self) -> subprocess.Popen[bytes]:
         env = dict(os.environ, CONSUL_HTTP_ADDR=self.consul_addr)
         log = (self.workdir / "sidecar.log").open("ab")
         proc = subprocess.Popen(
-            [sys.executable, "-c", "from sidecar.cli import main; main()",
-             "--config", str(self.config), "run", "--stop-haproxy"],
-            env=env, stdout=log, stderr=log)
+            [
+                sys.executable,
+                "-c",
+                "from sidecar.cli import main; main()",
+                "--config",
+                str(self.config),
+                "run",
+                "--stop-haproxy",
+            ],
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
         log.close()
 
         def stop() -> None:
@@ -138,9 +164,11 @@ def show_calls(pki: DevPKI, gateway: str) -> bool:
                 break
             seen.add(str(answer.get("instance")))
         if answer:
-            print(f"  {protocol}://{gateway}:{port}/{system}/{service} -> instances "
-                  f"{sorted(seen)}; the backend saw identity {answer.get('identity')!r} "
-                  f"through proxy {answer.get('peer_subject')!r}")
+            print(
+                f"  {protocol}://{gateway}:{port}/{system}/{service} -> instances "
+                f"{sorted(seen)}; the backend saw identity {answer.get('identity')!r} "
+                f"through proxy {answer.get('peer_subject')!r}"
+            )
     return ok
 
 
@@ -158,8 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         pki = make_dev_pki(workdir / "pki", settings.gateway.names, ("backend1", "backend2"))
-        print(f"dev PKI in {pki.directory}: CA, host certificates with SANs "
-              f"{list(settings.gateway.names)}, user {pki.user.cert.name}, RFC 3820 proxy")
+        print(
+            f"dev PKI in {pki.directory}: CA, host certificates with SANs "
+            f"{list(settings.gateway.names)}, user {pki.user.cert.name}, RFC 3820 proxy"
+        )
         demo.start_consul()
         demo.start_services(pki)
         demo.start_sidecar()
@@ -188,8 +218,14 @@ def main(argv: list[str] | None = None) -> int:
 def show_calls_quiet(pki: DevPKI, gateway: str) -> bool:
     for system, service, *_ in SERVICES:
         try:
-            call("127.0.0.1", _gateway_port(system, service), pki.proxy, pki.ca_dir,
-                 server_hostname=gateway, timeout=2)
+            call(
+                "127.0.0.1",
+                _gateway_port(system, service),
+                pki.proxy,
+                pki.ca_dir,
+                server_hostname=gateway,
+                timeout=2,
+            )
         except CallError:
             return False
     return True

@@ -66,27 +66,58 @@ def test_failing_new_worker_is_rolled_back(gateway_unstarted: Gateway, backend_f
     gw.register_backend("alpha", alpha, "a1", ALPHA)
     gw.wait_routed(gw.ports[ALPHA], "a1")
     good = gw.haproxy_cfg.read_text()
-    # Another process holds Beta's public port: `haproxy -c` passes, the new worker cannot bind.
+    # An operator template with an extra frontend on a port another process holds:
+    # `haproxy -c` passes (it binds nothing), the new worker cannot bind.
     squatter = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    squatter.bind(("127.0.0.1", gw.ports[BETA]))
+    squatter.bind(("127.0.0.1", 0))
     squatter.listen(1)
+    template = gw.template_path.read_text()
+    extra = f"\nfrontend operator_extra\n    bind 127.0.0.1:{squatter.getsockname()[1]}\n"
     try:
-        beta = backend_factory(instance="b1")
-        gw.register_backend("beta", beta, "b1", BETA)
+        gw.template_path.write_text(template + extra)
+        gw.sighup()
         gw.wait_log("rolled back: last good config restored")
         assert gw.haproxy_cfg.read_text() == good
-        assert (gw.runtime_dir / "haproxy.cfg.failed").exists()
+        assert "operator_extra" in (gw.runtime_dir / "haproxy.cfg.failed").read_text()
         gw.wait_routed(gw.ports[ALPHA], "a1", timeout=5)  # still serving throughout
-        info = gw.proc_info()
-        assert info.current_worker is not None  # the rollback's worker
+        assert gw.proc_info().current_worker is not None  # the rollback's worker
         status = gw.status()
         assert status["last_apply_ok"] is False and status["reload_failures"] >= 1
     finally:
         squatter.close()
-    # The port is free again: the next catalog change retries and succeeds.
-    gw.register_backend("alpha", backend_factory(instance="a2"), "a2", ALPHA)
+        gw.template_path.write_text(template)
+    gw.sighup()  # the operator fixes the template: the next apply succeeds
+    gw.register_backend("beta", backend_factory(instance="b1"), "b1", BETA)
     gw.wait_routed(gw.ports[BETA], "b1")
     wait_until(lambda: gw.status()["last_apply_ok"], 10, 0.1, "a successful apply")
+
+
+def test_public_port_held_by_another_process_skips_only_that_service(
+    gateway_unstarted: Gateway, backend_factory
+) -> None:
+    gw = start_with(gateway_unstarted)
+    gw.register_backend("alpha", backend_factory(instance="a1"), "a1", ALPHA)
+    gw.wait_routed(gw.ports[ALPHA], "a1")
+    reloads = gw.reload_count()
+    squatter = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    squatter.bind(("127.0.0.1", gw.ports[BETA]))
+    squatter.listen(1)
+    try:
+        gw.register_backend("beta", backend_factory(instance="b1"), "b1", BETA)
+        wait_until(
+            lambda: any("in use by another process" in p for p in gw.status()["problems"]),
+            10,
+            0.1,
+            "the busy port reported",
+        )
+        gamma = "DataManagement/GwGamma"  # other new services are not blocked by it
+        gw.register_backend("gamma", backend_factory(instance="c1"), "c1", gamma)
+        gw.wait_routed(gw.ports[gamma], "c1")
+        assert gw.status()["reload_failures"] == 0 and gw.reload_count() == reloads + 1
+    finally:
+        squatter.close()
+    gw.register_backend("alpha", backend_factory(instance="a2"), "a2", ALPHA)  # any change
+    gw.wait_routed(gw.ports[BETA], "b1")
 
 
 def test_drift_is_repaired(gateway_unstarted: Gateway, backend_factory) -> None:
