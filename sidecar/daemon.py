@@ -26,6 +26,7 @@ from types import FrameType
 from sidecar import pipeline
 from sidecar.apply.applier import Applier
 from sidecar.apply.drift_repair import repair_drift
+from sidecar.apply.files import remove_stale_temps
 from sidecar.apply.fleet_member import Beat, FleetMember
 from sidecar.apply.gateway_registry import catalog_index
 from sidecar.apply.haproxy import HAProxy, busy_ports
@@ -137,6 +138,9 @@ class Daemon:
     def run(self) -> int:
         threading.stack_size(512 * 1024)  # one thread per watch: keep them small
         self.haproxy.prepare()
+        stale = remove_stale_temps(self.haproxy.dir)  # left by a SIGKILL between write/rename
+        if stale:
+            log.warning("removed stale temporary files: %s", ", ".join(stale))
         self.applied = self._load_applied()
         self.watcher.start()
         self.ops.start()
@@ -358,6 +362,10 @@ class Daemon:
     def repair_drift(self) -> None:
         applied = self.applied
         if applied is None or applied.desired is None or not self.status.ready:
+            return
+        if not self.applier.running():  # master gone (a killed worker takes it along in 2.6)
+            log.error("haproxy is not running; starting it again")
+            self._retry_at = time.monotonic()  # the next cycle plans START
             return
         if repair_drift(self.haproxy, applied.desired):
             self.applied = Rendered(applied.desired, "", None)  # forces a reload

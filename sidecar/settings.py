@@ -48,6 +48,7 @@ class ConsulSettings:
     rate_interval: float = 1.0  # seconds per token, per watch, once the burst is spent
     stale_after: float = 60.0  # catalog data older than this (Consul down) counts as stale
     reset_grace: float = 120.0  # after the index goes backwards, absent instances stay this long
+    canary_service: str = "consul"  # always in the catalog; its absence means ACL filtering
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,6 +80,10 @@ class Applier:
             return self._reload(target, started, plan.kind)
         except SidecarError as exc:
             return ApplyResult(plan.kind, False, str(exc), time.monotonic() - started)
+        except OSError as exc:  # runtime directory read-only or full: nothing was replaced
+            where = f" ({exc.filename})" if exc.filename else ""
+            message = f"cannot write the runtime directory{where}: {exc.strerror or exc}"
+            return ApplyResult(plan.kind, False, message, time.monotonic() - started)
 
     def _save(self, target: Rendered) -> None:
         atomic_write(self.haproxy.config, target.config)

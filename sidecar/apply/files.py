@@ -29,6 +29,16 @@ def atomic_write(path: Path, data: str | bytes, mode: int = 0o600) -> None:
     fsync_dir(directory)
 
 
+def remove_stale_temps(directory: Path) -> list[str]:
+    """Delete temp files a writer killed between write and rename left (call at startup only,
+    before any writer runs); returns their names."""
+    removed = []
+    for path in directory.glob(".*.tmp"):
+        path.unlink(missing_ok=True)
+        removed.append(path.name)
+    return sorted(removed)
+
+
 def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:

@@ -28,6 +28,10 @@ from sidecar.settings import ConsulSettings
 
 log = logging.getLogger(__name__)
 SERVICES_KEY = "/v1/catalog/services"
+CANARY_MISSING = (
+    "the catalog does not list the {!r} service: the ACL token lacks service:read (or the "
+    "answer is broken); keeping the last good state"
+)
 
 ClientFactory = Callable[[], ConsulClient]
 
@@ -127,15 +131,19 @@ class CatalogWatcher:
                 self._failed(key, error)
             self._notify()
             return
+        if not self._canary_visible(answer.body):
+            self._failed(key, CatalogError(CANARY_MISSING.format(self._settings.canary_service)))
+            self._notify()
+            return
         names = set(parse.tagged_services(answer.body, self._settings.tag))
         with self._lock:
             self._recovered(key)
             self._services_seen = True
+            known = {k for k in self._watches if k != SERVICES_KEY}
             if answer.index < self._index:  # Consul's data was wiped or restored
-                self._reset_at = time.monotonic()
-                log.warning(
-                    "Consul catalog index went backwards (%d -> %d)", self._index, answer.index
-                )
+                self._suspect(f"catalog index went backwards ({self._index} -> {answer.index})")
+            elif known and not names:
+                self._suspect(f"all {len(known)} DIRAC services vanished in one answer")
             self._index = answer.index
             current = {k for k in self._watches if k != SERVICES_KEY}
             for gone in current - names:
@@ -168,10 +176,43 @@ class CatalogWatcher:
         self._watches[name] = watch
         return watch
 
+    def _suspect(self, what: str) -> None:
+        """Called with the lock held: absent instances prove nothing for a while."""
+        self._reset_at = time.monotonic()
+        log.warning("%s: instances that are merely absent stay for consul.reset_grace", what)
+
+    def _canary_visible(self, body: object) -> bool:
+        """Consul servers always register the ``consul`` service: an answer without it is
+        filtered by ACLs (a token that lost service:read gets 200 and an empty catalog in
+        Consul 1.8, not 403) or broken, and must not empty the gateway."""
+        canary = self._settings.canary_service
+        return not canary or (isinstance(body, dict) and canary in body)
+
+    def _empties(self, key: str, answer: Answer) -> bool:
+        with self._lock:
+            before = self._entries.get(key)
+        return bool(before and before.instances) and answer.body == []
+
+    def _confirm_empty(self, key: str, answer: Answer) -> CatalogError | None:
+        """A service emptied at once: check that the catalog is still fully visible."""
+        try:
+            services = self._client_factory().services(0, 0)
+        except CatalogError as exc:
+            return exc
+        if not self._canary_visible(services.body):
+            return CatalogError(CANARY_MISSING.format(self._settings.canary_service))
+        return None
+
     def _on_health(self, key: str, answer: Answer | None, error: CatalogError | None) -> None:
+        if answer is not None and self._empties(key, answer):
+            error = self._confirm_empty(key, answer) or error
+            answer = None if error is not None else answer
         with self._lock:
             if key not in self._watches:
                 return  # the service left the catalog while this query was parked
+            previous = self._entries.get(key)
+            if answer is not None and previous is not None and answer.index < previous.index:
+                self._suspect(f"{key}: index went backwards ({previous.index} -> {answer.index})")
             if error is not None:
                 self._failing.setdefault(key, time.monotonic())
                 self._last_error = f"{key}: {error}"
