@@ -28,6 +28,7 @@ from sidecar.settings import ConsulSettings
 
 log = logging.getLogger(__name__)
 SERVICES_KEY = "/v1/catalog/services"
+MASS_VANISH = 3  # this many DIRAC services or more vanishing in one answer is suspicious
 CANARY_MISSING = (
     "the catalog does not list the {!r} service: the ACL token lacks service:read (or the "
     "answer is broken); keeping the last good state"
@@ -142,7 +143,7 @@ class CatalogWatcher:
             known = {k for k in self._watches if k != SERVICES_KEY}
             if answer.index < self._index:  # Consul's data was wiped or restored
                 self._suspect(f"catalog index went backwards ({self._index} -> {answer.index})")
-            elif known and not names:
+            elif len(known) >= MASS_VANISH and not names:  # a handful going is plausible
                 self._suspect(f"all {len(known)} DIRAC services vanished in one answer")
             self._index = answer.index
             current = {k for k in self._watches if k != SERVICES_KEY}
