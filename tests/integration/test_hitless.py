@@ -155,9 +155,9 @@ def test_blast_radius_guard_holds_then_confirms(
     for sid in ids:  # a Consul glitch: every instance critical at once
         gw.set_health(sid, "critical")
     gw.wait_log("blast-radius guard")
-    # At most half went on the suspicious read; the held ones still serve until confirmed.
-    status = gw.status()
-    assert any("blast-radius" in p for p in status["problems"])
+    # Not all went on the suspicious reads: some were held (and served) until confirmed.
+    held = {line.split("'")[1] for line in gw.log_text().splitlines() if "blast-radius" in line}
+    assert 1 <= len(held) < 4, held
     gw.wait_log("removal confirmed by a second read")
 
     def rejecting() -> bool:
