@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sidecar.errors import ConfigError
+
 
 @dataclass(frozen=True, slots=True)
 class CheckSettings:
@@ -70,3 +72,30 @@ def parse_listen(value: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"{value!r} is not host:port")
     return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def check_ops(k: CheckSettings, c: CertSettings, st: StatusSettings, src: str) -> None:
+    """The [check], [certs] and [status] checks (called by the settings loader)."""
+    if not 0 < k.heartbeat_warning <= k.heartbeat_critical:
+        raise ConfigError(
+            src, "check.heartbeat_warning", "must be positive and <= heartbeat_critical"
+        )
+    if not 0 < k.catalog_age_warning <= k.catalog_age_critical:
+        raise ConfigError(
+            src, "check.catalog_age_warning", "must be positive and <= catalog_age_critical"
+        )
+    if not 0 <= k.cert_days_critical <= k.cert_days_warning:
+        raise ConfigError(
+            src, "check.cert_days_critical", "must be between 0 and cert_days_warning"
+        )
+    if k.old_workers_warning < 0:
+        raise ConfigError(src, "check.old_workers_warning", "must not be negative")
+    for key in ("interval", "connect_timeout"):
+        if getattr(c, key) <= 0:
+            raise ConfigError(src, f"certs.{key}", "must be positive")
+    if c.client_key and not c.client_cert:
+        raise ConfigError(src, "certs.client_key", "needs certs.client_cert")
+    try:
+        parse_listen(st.listen)
+    except ValueError as exc:
+        raise ConfigError(src, "status.listen", str(exc)) from None

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from sidecar import validate
+from sidecar.cssettings import CSSettings, check_cs
 from sidecar.errors import ConfigError
-from sidecar.opsettings import CertSettings, CheckSettings, StatusSettings, parse_listen
+from sidecar.opsettings import CertSettings, CheckSettings, StatusSettings, check_ops
 
 DEFAULT_CONFIG = "/etc/dirac-sidecar/sidecar.toml"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -96,65 +97,6 @@ class ApplySettings:
     max_old_workers: int = 10  # reloads wait while more old workers than this still drain
     max_removal_share: float = 0.5  # share of a backend one catalog read may remove unconfirmed
     confirm_delay: float = 2.0  # seconds before a held-back removal is re-read and confirmed
-
-
-@dataclass(frozen=True, slots=True)
-class CSSettings:
-    enabled: bool = False
-    file: str = "/opt/dirac/etc/dirac.cfg"
-    layout: str = "v9"  # "v9": /Systems/<S>/URLs/<Svc>; "v8": /Systems/<S>/<Instance>/URLs/<Svc>
-    setup: str = ""  # v8 only: the setup to use; empty = /DIRAC/Setup read from the file
-    use_mainservers: bool = False  # write dips://$MAINSERVERS$:<port>/... plus MainServers
-    failover_names: tuple[str, ...] = ()  # hosts for .../FailoverURLs/<Svc>; empty: left alone
-    prune: bool = False  # drop gateway URLs of services that left the catalog (never by default)
-    backup_dir: str = ""  # where timestamped backups go; empty: next to the file
-    backups_keep: int = 10  # newest backups kept, older ones deleted
-    configuration_servers: bool = False  # keep /DIRAC/Configuration/Servers on the gateway
-    master_server: bool = False  # and /DIRAC/Configuration/MasterServer (first gateway name)
-    backend: str = "file"  # "file": edit ``file``; "csapi": commit through DIRAC's CSAPI
-    csapi_retries: int = 3  # CSAPI commits retried (after a re-download) on version conflicts
-    discover_gateways: bool = False  # URL lists follow the live (ready) gateways in Consul
-    lock_key: str = "dirac-sidecar/cs-writer/lock"  # Consul KV key of the one-writer lock
-    lock_ttl: str = "15s"  # session TTL (10s-24h); a dead holder is replaced within 2*TTL+delay
-    lock_delay: str = "5s"  # Consul lock-delay after the holder's session is invalidated (0-60s)
-
-
-def _check_cs(cs: CSSettings, src: str) -> None:
-    """The dirac_cs checks (called from ``_check``)."""
-    if cs.layout not in ("v8", "v9"):
-        raise ConfigError(src, "dirac_cs.layout", 'must be "v8" or "v9"')
-    if cs.setup:
-        if cs.layout != "v8":
-            raise ConfigError(src, "dirac_cs.setup", "only with layout v8 (v9 has no setups)")
-        try:
-            validate.consul_service_name(cs.setup)  # the same alphabet: no "/" and no spaces
-        except ValueError:
-            raise ConfigError(src, "dirac_cs.setup", f"{cs.setup!r} is not a setup name") from None
-    for i, name in enumerate(cs.failover_names):
-        try:
-            validate.host(name, "failover name")
-        except ValueError as exc:
-            raise ConfigError(src, f"dirac_cs.failover_names[{i}]", str(exc)) from None
-    if cs.backups_keep < 1:
-        raise ConfigError(src, "dirac_cs.backups_keep", "must be at least 1")
-    if cs.master_server and not cs.configuration_servers:
-        raise ConfigError(src, "dirac_cs.master_server", "needs configuration_servers = true")
-    if cs.backend not in ("file", "csapi"):
-        raise ConfigError(src, "dirac_cs.backend", 'must be "file" or "csapi"')
-    if cs.csapi_retries < 1:
-        raise ConfigError(src, "dirac_cs.csapi_retries", "must be at least 1")
-    key = cs.lock_key
-    if not key or key.startswith("/") or key.endswith("/") or " " in key:
-        raise ConfigError(src, "dirac_cs.lock_key", "must be a KV key such as a/b/lock")
-    from sidecar.durations import parse_duration  # local: keeps the imports of this module
-
-    for name, low, high in (("lock_ttl", 10.0, 86400.0), ("lock_delay", 0.0, 60.0)):
-        try:
-            seconds = parse_duration(getattr(cs, name))
-        except ValueError as exc:
-            raise ConfigError(src, f"dirac_cs.{name}", str(exc)) from None
-        if not low <= seconds <= high:
-            raise ConfigError(src, f"dirac_cs.{name}", f"must be between {low:g}s and {high:g}s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,37 +212,10 @@ def _overrides(raw: object, source: str, path: str) -> tuple[tuple[str, int], ..
     return tuple(sorted(result))
 
 
-def _check_ops(settings: Settings, src: str) -> None:
-    k, c, st = settings.check, settings.certs, settings.status
-    if not 0 < k.heartbeat_warning <= k.heartbeat_critical:
-        raise ConfigError(
-            src, "check.heartbeat_warning", "must be positive and <= heartbeat_critical"
-        )
-    if not 0 < k.catalog_age_warning <= k.catalog_age_critical:
-        raise ConfigError(
-            src, "check.catalog_age_warning", "must be positive and <= catalog_age_critical"
-        )
-    if not 0 <= k.cert_days_critical <= k.cert_days_warning:
-        raise ConfigError(
-            src, "check.cert_days_critical", "must be between 0 and cert_days_warning"
-        )
-    if k.old_workers_warning < 0:
-        raise ConfigError(src, "check.old_workers_warning", "must not be negative")
-    for key in ("interval", "connect_timeout"):
-        if getattr(c, key) <= 0:
-            raise ConfigError(src, f"certs.{key}", "must be positive")
-    if c.client_key and not c.client_cert:
-        raise ConfigError(src, "certs.client_key", "needs certs.client_cert")
-    try:
-        parse_listen(st.listen)
-    except ValueError as exc:
-        raise ConfigError(src, "status.listen", str(exc)) from None
-
-
 def _check(settings: Settings) -> None:
     """Cross-field and range checks; every failure names its key."""
     src = settings.source
-    _check_ops(settings, src)
+    check_ops(settings.check, settings.certs, settings.status, src)
     c, g, h, p = settings.consul, settings.gateway, settings.haproxy, settings.ports
     if not c.address.startswith(("http://", "https://")):
         raise ConfigError(src, "consul.address", "must start with http:// or https://")
@@ -328,7 +243,7 @@ def _check(settings: Settings) -> None:
         raise ConfigError(src, "haproxy.balance", "must be leastconn, roundrobin, first or random")
     if not 1 <= h.min_slots <= 1024:
         raise ConfigError(src, "haproxy.min_slots", "must be between 1 and 1024")
-    _check_cs(settings.dirac_cs, src)
+    check_cs(settings.dirac_cs, src)
     a = settings.apply
     for key in ("quiet", "max_delay", "drift_interval", "confirm_delay"):
         if getattr(a, key) <= 0:

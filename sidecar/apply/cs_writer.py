@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Protocol
 
 from sidecar.apply.dirac_cs import diff_cs_file, read_cs_file, sync_cs_file
+from sidecar.cssettings import CSSettings
 from sidecar.errors import SidecarError
 from sidecar.model import DesiredState, Problem
 from sidecar.render.dirac_cs import CSChange, CSOptions, plan_cs, render_cs
-from sidecar.settings import CSSettings
 
 log = logging.getLogger(__name__)
 RESYNC = 600.0  # seconds: re-read the CS even when nothing seems to have changed

@@ -29,9 +29,9 @@ from typing import Any
 from diraccfg import CFG
 
 from sidecar.apply.files import fsync_dir
+from sidecar.cssettings import CSSettings
 from sidecar.errors import CSError
 from sidecar.render.dirac_cs import CSChange, CSOptions, plan_cs, split_values
-from sidecar.settings import CSSettings
 
 log = logging.getLogger(__name__)
 

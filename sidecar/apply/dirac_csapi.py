@@ -24,10 +24,10 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from sidecar.apply.cs_writer import BackendResult, Renderer
+from sidecar.cssettings import CSSettings
 from sidecar.errors import CSError
 from sidecar.model import Problem
 from sidecar.render.dirac_cs import CSChange, plan_cs, split_values
-from sidecar.settings import CSSettings
 
 log = logging.getLogger(__name__)
 Result = Mapping[str, Any]  # DIRAC's S_OK / S_ERROR dictionaries

@@ -33,9 +33,9 @@ from typing import Any
 
 from sidecar.apply.consul_http import ConsulHTTP, expect_ok
 from sidecar.catalog.client import ConsulClient
+from sidecar.cssettings import CSSettings
 from sidecar.durations import consul_duration, parse_duration
 from sidecar.errors import CatalogError, CSError
-from sidecar.settings import CSSettings
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from sidecar import validate
+from sidecar.cssettings import CSSettings
 from sidecar.model import Backend, DesiredState, Problem
-from sidecar.settings import CSSettings
 
 MAINSERVERS = "$MAINSERVERS$"
 CS_SYSTEM = "Configuration"

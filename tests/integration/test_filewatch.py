@@ -11,8 +11,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 ALPHA = "Framework/GwAlpha"
 
 
-def test_settings_file_change_is_applied_and_a_bad_one_refused(gateway: Gateway,
-                                                               backend_factory) -> None:
+def test_settings_file_change_is_applied_and_a_bad_one_refused(
+    gateway: Gateway, backend_factory
+) -> None:
     gateway.register_backend("alpha", backend_factory(instance="a1"), "a1", ALPHA)
     old_port = gateway.ports[ALPHA]
     gateway.wait_routed(old_port, "a1")

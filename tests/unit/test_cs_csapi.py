@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from sidecar.apply.dirac_csapi import CSAPIBackend, commit_with_retry, is_conflict
+from sidecar.cssettings import CSSettings
 from sidecar.errors import CSError
 from sidecar.model import Backend, DesiredState, Protocol
 from sidecar.render.dirac_cs import render_cs
-from sidecar.settings import CSSettings
 
 GW = ("dirac-gw1.example.org", "dirac-gw2.example.org")
 DESIRED = DesiredState(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sidecar.cssettings import CSSettings
 from sidecar.model import Backend, DesiredState, Protocol, Server, ServerState
 from sidecar.render.dirac_cs import (
     CSChange,
@@ -12,7 +13,6 @@ from sidecar.render.dirac_cs import (
     split_values,
     url_host,
 )
-from sidecar.settings import CSSettings
 
 GW = ("dirac-gw2.example.org", "dirac-gw1.example.org")
 SA = "/Systems/Framework/URLs/SystemAdministrator"

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from sidecar.apply.cs_writer import RESYNC, CSWriter, CSWriteStatus, FileBackend
+from sidecar.cssettings import CSSettings
 from sidecar.errors import CatalogError
 from sidecar.model import Backend, DesiredState, Protocol
-from sidecar.settings import CSSettings
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "cs"
 GW = ("dirac-gw1.example.org", "dirac-gw2.example.org")

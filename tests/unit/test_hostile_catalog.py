@@ -34,11 +34,12 @@ from hypothesis import strategies as st
 
 from sidecar import pipeline
 from sidecar.catalog.parse import parse_health
+from sidecar.cssettings import CSSettings
 from sidecar.model import Health, ServerState, ServiceEntries, Snapshot
 from sidecar.portmap import load_port_map
 from sidecar.render.dirac_cs import render_cs
 from sidecar.render.haproxy import load_template, template_context
-from sidecar.settings import REPO_ROOT, CSSettings, parse_settings
+from sidecar.settings import REPO_ROOT, parse_settings
 from sidecar.validate import consul_service_name
 
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")

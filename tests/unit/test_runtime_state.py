@@ -16,12 +16,16 @@ HEADER = (
     "srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr "
     "srv_agent_addr srv_agent_port"
 )
-STATE = "1\n" + HEADER + """
+STATE = (
+    "1\n"
+    + HEADER
+    + """
 5 bk_F_S 1 s1 127.0.0.1 2 0 0 1 37 6 3 3 6 0 0 0 - 19001 - 0 0 - - 0
 5 bk_F_S 2 s2 127.0.0.1 2 4 1 1 3 6 3 3 6 0 0 0 - 19002 - 0 0 - - 0
 5 bk_F_S 3 s3 127.0.0.1 0 5 1 1 37 1 0 0 14 0 0 0 - 1 - 0 0 - - 0
 5 bk_F_S 4 s4 10.0.0.1 2 16 1 1 37 1 0 0 14 0 0 0 - 80 - 0 0 - - 0
 """
+)
 
 
 def test_show_proc() -> None:

@@ -20,8 +20,18 @@ def test_example_file_documents_exactly_the_defaults() -> None:
     example = load_settings(str(EXAMPLE), env={})
     assert strip(example) == strip(Settings())
     raw = tomllib.loads(EXAMPLE.read_text())
-    for section in ("consul", "gateway", "ports", "haproxy", "apply", "log", "dirac_cs", "check",
-                    "certs", "status"):
+    for section in (
+        "consul",
+        "gateway",
+        "ports",
+        "haproxy",
+        "apply",
+        "log",
+        "dirac_cs",
+        "check",
+        "certs",
+        "status",
+    ):
         fields = {f.name for f in dataclasses.fields(getattr(Settings(), section))}
         documented = set(raw.get(section, {}))
         if section == "ports":
