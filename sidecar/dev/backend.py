@@ -36,6 +36,7 @@ from typing import Any, Self
 
 from cryptography import x509
 
+from sidecar.dev.procs import stop_process
 from sidecar.dev.x509tools import dirac_dn, dirac_group, is_proxy
 
 DEFAULT_NAME = "Framework/Sample"
@@ -254,16 +255,10 @@ class BackendProcess:
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM by PID, then SIGKILL after ``timeout``."""
         proc = self._proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
+            stop_process(proc, timeout)
         finally:
-            if proc.stdout is not None:
+            if proc is not None and proc.stdout is not None:
                 proc.stdout.close()
 
     def kill(self) -> None:

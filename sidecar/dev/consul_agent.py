@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -22,6 +21,8 @@ from types import TracebackType
 from typing import Any, Self
 
 import requests
+
+from sidecar.dev.procs import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 HTTP_TIMEOUT = 5.0
@@ -130,15 +131,7 @@ class ConsulAgent:
         raise ConsulAgentError(f"consul agent did not become ready; see {self.log_path}")
 
     def _terminate(self, timeout: float = 10.0) -> None:
-        proc = self._proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
+        stop_process(self._proc, timeout)
 
     def stop(self, timeout: float = 10.0, keep_workdir: bool = False) -> None:
         """SIGTERM by PID, SIGKILL after ``timeout``; remove a temporary workdir."""

@@ -23,6 +23,7 @@ from sidecar.dev.backend import BackendProcess, BackendServer
 from sidecar.dev.client import CallError, call
 from sidecar.dev.consul_agent import ConsulAgent
 from sidecar.dev.pki import DevPKI
+from sidecar.dev.procs import stop_process
 from sidecar.runtime_state import ProcInfo
 from sidecar.settings import REPO_ROOT, Settings, load_settings
 from sidecar.status import read_status
@@ -156,17 +157,7 @@ class Gateway:
 
     def stop_daemon(self, timeout: float = STOP_TIMEOUT) -> int | None:
         """SIGTERM by PID, SIGKILL after ``timeout``; returns the exit code."""
-        proc = self.proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout)
-        return proc.returncode
+        return stop_process(self.proc, timeout)
 
     def log_text(self) -> str:
         try:

@@ -17,6 +17,8 @@ from typing import Any
 import requests
 from gatewaylib import sidecar_command
 
+from sidecar.dev.procs import stop_process
+
 STOP_TIMEOUT = 10.0
 
 
@@ -77,17 +79,7 @@ class RegisterProcess:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int | None:
         """Send ``sig`` by PID, SIGKILL after ``timeout``; returns the exit code."""
-        proc = self.proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout)
-        return proc.returncode
+        return stop_process(self.proc, timeout, sig)
 
     def output(self) -> str:
         try:
