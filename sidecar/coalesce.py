@@ -35,6 +35,10 @@ class Coalescer:
         self.pending_since = None
         self.last_fire = now
 
+    def forget(self) -> None:
+        """The last fire did nothing: the next event is a leading edge again."""
+        self.last_fire = -math.inf
+
     def wait(self, now: float) -> float:
         """Seconds until ``due`` may turn true (inf when nothing is pending)."""
         if self.pending_since is None:

@@ -29,7 +29,7 @@ from sidecar.apply.drift_repair import repair_drift
 from sidecar.apply.files import remove_stale_temps
 from sidecar.apply.fleet_member import Beat, FleetMember
 from sidecar.apply.gateway_registry import catalog_index
-from sidecar.apply.haproxy import HAProxy, busy_ports
+from sidecar.apply.haproxy import HAProxy, busy_ports, reload_deferred_until
 from sidecar.catalog.client import ConsulClient
 from sidecar.catalog.confirm import HeldRemovals
 from sidecar.catalog.watcher import CatalogWatcher
@@ -47,6 +47,7 @@ from sidecar.status import Status, write_status
 
 log = logging.getLogger(__name__)
 TICK = 1.0
+HEARTBEAT = 2.0  # seconds between status/metrics/notify rounds while nothing happens
 
 
 def build_inputs(settings: Settings) -> pipeline.Inputs:
@@ -84,6 +85,7 @@ class Daemon:
         self._failed_config: str | None = None
         self._retry_at = math.inf  # a deferred reload or a held-back removal to re-check
         self._next_drift = 0.0
+        self._next_heartbeat = 0.0
         self._last_reload = -math.inf
         self.held = HeldRemovals(self.client, settings.consul, settings.apply.confirm_delay)
         self.ops = Operations(settings, on_certs=lambda report: self.events.put("certs"))
@@ -189,14 +191,23 @@ class Daemon:
                 self._certs_changed()
             if event in ("hup", "catalog", "certs"):
                 self.coalescer.event(now)
+            acted = False
             if self.coalescer.due(now) or now >= self._retry_at:
                 self.coalescer.fire(now)
                 self._retry_at = math.inf
-                self.cycle()
+                acted = self.cycle()
+                if not acted:
+                    # nothing was applied (watches still answering, nothing changed): the
+                    # next change must not wait for a window this cycle opened
+                    self.coalescer.forget()
             if now >= self._next_drift:
                 self._next_drift = now + self.settings.apply.drift_interval
                 self.repair_drift()
-            self._heartbeat()
+            if acted or event == "hup" or now >= self._next_heartbeat:
+                # the status file, metrics, sd_notify and the fleet: after every apply, else
+                # every HEARTBEAT seconds (their cost grows with the number of services)
+                self._next_heartbeat = now + HEARTBEAT
+                self._heartbeat()
 
     def _certs_changed(self) -> None:
         drained = self.ops.drained()
@@ -223,19 +234,14 @@ class Daemon:
                 "keeping the running configuration"
             )
             return
-        if settings == self.settings:
-            # e.g. a file event for an unchanged file: only the template may have changed
-            self.inputs = dataclasses.replace(inputs, drained=self.inputs.drained)
-            log.info(
-                "configuration reloaded from %s (settings unchanged, template re-read)",
-                settings.source,
-            )
-            return
         consul_changed = settings.consul != self.settings.consul
-        self.settings, self.inputs = (
-            settings,
-            dataclasses.replace(inputs, drained=self.inputs.drained),
-        )
+        unchanged = settings == self.settings  # e.g. a file event: the template may differ
+        self.settings = settings
+        self.inputs = dataclasses.replace(inputs, drained=self.inputs.drained)
+        log.info("configuration reloaded from %s%s", settings.source,
+                 " (settings unchanged, template re-read)" if unchanged else "")  # fmt: skip
+        if unchanged:
+            return
         self.haproxy.settings = settings
         a = settings.apply
         self.coalescer.quiet, self.coalescer.max_delay = a.quiet, a.max_delay
@@ -249,24 +255,26 @@ class Daemon:
             self.fleet = FleetMember(settings, self._fleet_client(settings), min_interval=5.0)
         else:
             self.fleet.reconfigure(settings)
-        log.info("configuration reloaded from %s", settings.source)
 
     # -- one cycle -----------------------------------------------------------------------------
 
-    def cycle(self) -> None:
+    def cycle(self) -> bool:
+        """One cycle; whether it applied (or tried to apply) anything."""
         try:
-            self._cycle()
+            return self._cycle()
         except SidecarError as exc:
             log.error("cycle failed: %s", exc)
             self.status.last_apply_ok, self.status.last_apply_message = False, str(exc)
+            return True
         except Exception:  # a bug must not kill the daemon: report and go on
             log.exception("cycle failed unexpectedly")
+            return True
 
-    def _cycle(self) -> None:
+    def _cycle(self) -> bool:
         view = self.watcher.view()
         self.status.catalog_complete = view.complete
         if not view.complete:
-            return  # nothing renders until every watch has answered once
+            return False  # nothing renders until every watch has answered once
         grace = self.settings.consul.reset_grace
         distrust = view.reset_at is not None and time.monotonic() - view.reset_at < grace
         if distrust:
@@ -288,13 +296,14 @@ class Daemon:
             self.applied = target
             self.status.record_ready(target.desired, target.config)
             self.ops.applied("none", 0.0, target.desired)
-            return
+            return False
         if target.config == self._failed_config and plan.kind is not PlanKind.START:
-            return  # this exact config already failed: wait for the next change
+            return False  # this exact config already failed: wait for the next change
         if plan.kind is PlanKind.RELOAD and self._defer_reload():
-            return
+            return True
         if self._apply(plan, target):
             self._applied_index = catalog_index(view.snapshot)
+        return True
 
     def _without_busy_ports(
         self, snapshot: Snapshot, target: Rendered, plan: Plan, running: bool, distrust: bool
@@ -320,17 +329,10 @@ class Daemon:
 
     def _defer_reload(self) -> bool:
         """Pace reloads: a minimum interval, and not while too many old workers drain."""
-        now = time.monotonic()
-        a = self.settings.apply
-        if now - self._last_reload < a.min_reload_interval:
-            self._retry_at = min(self._retry_at, self._last_reload + a.min_reload_interval)
-            return True
-        info = self.haproxy.proc()
-        if info is not None and len(info.old_workers) > a.max_old_workers:
-            log.warning("reload deferred: %d old workers still draining", len(info.old_workers))
-            self._retry_at = min(self._retry_at, now + 5.0)
-            return True
-        return False
+        retry = reload_deferred_until(self.haproxy, self.settings.apply, self._last_reload)
+        if retry is not None:
+            self._retry_at = min(self._retry_at, retry)
+        return retry is not None
 
     def _apply(self, plan: Plan, target: Rendered) -> bool:
         result = self.applier.apply(plan, target)

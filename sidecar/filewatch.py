@@ -10,6 +10,7 @@ path. Only events are posted; the daemon's loop does the work.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -17,6 +18,31 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 log = logging.getLogger(__name__)
+
+
+SETTLE = 0.5  # seconds a file must be quiet before it is read: editors write in steps
+
+
+class _Debounced:
+    """Calls ``action`` once, ``delay`` seconds after the last of a burst of triggers."""
+
+    def __init__(self, action: Callable[[], None], delay: float) -> None:
+        self._action, self._delay = action, delay
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+
+    def __call__(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = threading.Timer(self._delay, self._action)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def cancel(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
 
 
 class _Handler(FileSystemEventHandler):
@@ -50,6 +76,8 @@ class FileWatcher:
     ) -> None:
         self._observer = Observer()
         self._observer.daemon = True
+        on_config, on_certs = _Debounced(on_config, SETTLE), _Debounced(on_certs, SETTLE)
+        self._debounced = (on_config, on_certs)
         configs = {Path(p).resolve() for p in config_files if p}
         certs = [Path(p).resolve() for p in cert_paths if p]
         cert_dirs = {p for p in certs if p.is_dir()}
@@ -70,5 +98,7 @@ class FileWatcher:
         self._observer.start()
 
     def stop(self) -> None:
+        for pending in self._debounced:
+            pending.cancel()
         self._observer.stop()
         self._observer.join(timeout=5.0)

@@ -16,6 +16,8 @@ it for a DIRAC service. The published index must not move with the registration 
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ SERVICE = "dirac-gateway"
 META_NAMES = "gateway_names"  # comma-separated, the names clients use
 META_GENERATION = "generation"
 META_INDEX = "catalog_index"
+REPUBLISH = 10.0  # seconds between two publications of changed metadata
 CHECK_TTL = "30s"  # the daemon passes it at least every 5 s while ready
 DEREGISTER_AFTER = "10m"  # Consul removes a gateway that stayed critical this long (SIGKILL)
 NamesFn = Callable[[], tuple[str, ...]]
@@ -59,7 +62,13 @@ class GatewayInfo:
 class GatewayRegistry:
     """Registers this gateway on the local agent; every call raises only ``CatalogError``."""
 
-    def __init__(self, client: ConsulClient, names: tuple[str, ...], ttl: str = CHECK_TTL) -> None:
+    def __init__(
+        self,
+        client: ConsulClient,
+        names: tuple[str, ...],
+        ttl: str = CHECK_TTL,
+        republish: float = REPUBLISH,
+    ) -> None:
         if not names:
             raise ValueError("a gateway needs at least one name")
         self._http = ConsulHTTP(client)
@@ -69,6 +78,8 @@ class GatewayRegistry:
         self.check_id = f"service:{self.service_id}"
         self._published: tuple[str, int] | None = None
         self._passing = False
+        self._registered_at = -math.inf
+        self._republish = republish
 
     def register(self, generation: str = "", index: int = 0) -> None:
         """(Re-)register with this metadata; the check keeps its current state."""
@@ -91,10 +102,15 @@ class GatewayRegistry:
         }
         expect_ok(self._http.put("/v1/agent/service/register", body), "register dirac-gateway")
         self._published = (generation, index)
+        self._registered_at = time.monotonic()
 
     def pass_ttl(self, generation: str, index: int) -> None:
         """Heartbeat while ready: publish what is applied (only when it changed), pass the TTL."""
-        if self._published != (generation, index):
+        # Every registration moves the catalog index and wakes every gateway's services watch:
+        # new metadata is published at most every REPUBLISH seconds (the fleet view lags that
+        # much at most), the first time at once.
+        due = self._published is None or time.monotonic() - self._registered_at >= self._republish
+        if self._published != (generation, index) and due:
             self._passing = True
             self.register(generation, index)
         self._ttl("pass", "ready")

@@ -28,7 +28,7 @@ from sidecar.apply.sockets import send_command
 from sidecar.errors import HAProxyError, ValidationFailed
 from sidecar.render.haproxy import ADMIN_SOCKET, CONFIG_FILE, MASTER_SOCKET, STATE_FILE
 from sidecar.runtime_state import ProcInfo, parse_show_proc
-from sidecar.settings import Settings
+from sidecar.settings import ApplySettings, Settings
 
 log = logging.getLogger(__name__)
 # Answers of the runtime API that mean a command did not take effect.
@@ -236,13 +236,19 @@ def _is_haproxy(pid: int) -> bool:
 
 
 def unbound_ports(address: str, ports: Iterable[int], timeout: float = 1.0) -> list[int]:
-    """Ports on which nothing accepts a TCP connection (frontends that failed to bind)."""
+    """Ports on which nothing accepts a TCP connection (frontends that failed to bind).
+
+    A frontend whose backend has no usable server accepts and resets at once, and the reset
+    may even beat connect(): only a refused connection or a timeout means "not listening".
+    """
     host = "127.0.0.1" if address in ("0.0.0.0", "") else ("::1" if address == "::" else address)
     missing: list[int] = []
     for port in ports:
         try:
             with socket.create_connection((host, port), timeout=timeout):
                 pass
+        except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError):
+            continue
         except OSError:
             missing.append(port)
     return missing
@@ -265,3 +271,18 @@ def busy_ports(address: str, ports: Iterable[int]) -> frozenset[int]:
                 if exc.errno == errno.EADDRINUSE:
                     busy.add(port)
     return frozenset(busy)
+
+
+def reload_deferred_until(
+    haproxy: HAProxy, apply: ApplySettings, last_reload: float
+) -> float | None:
+    """When a reload may go, if not now: after ``min_reload_interval``, and not while more
+    than ``max_old_workers`` old workers still drain their connections."""
+    now = time.monotonic()
+    if now - last_reload < apply.min_reload_interval:
+        return last_reload + apply.min_reload_interval
+    info = haproxy.proc()
+    if info is not None and len(info.old_workers) > apply.max_old_workers:
+        log.warning("reload deferred: %d old workers still draining", len(info.old_workers))
+        return now + 5.0
+    return None

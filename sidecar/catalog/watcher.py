@@ -28,6 +28,7 @@ from sidecar.settings import ConsulSettings
 
 log = logging.getLogger(__name__)
 SERVICES_KEY = "/v1/catalog/services"
+SHARED_POOL = 4096  # parked health queries one gateway may hold (one per DIRAC service)
 MASS_VANISH = 3  # this many DIRAC services or more vanishing in one answer is suspicious
 CANARY_MISSING = (
     "the catalog does not list the {!r} service: the ACL token lacks service:read (or the "
@@ -69,6 +70,7 @@ class CatalogWatcher:
         self._last_error = ""
         self._index = 0
         self._reset_at: float | None = None
+        self._health_client: ConsulClient | None = None
         self._timing = WatchTiming(
             settings.wait,
             settings.retry_min,
@@ -138,6 +140,7 @@ class CatalogWatcher:
             return
         names = set(parse.tagged_services(answer.body, self._settings.tag))
         with self._lock:
+            first, recovered = not self._services_seen, key in self._failing
             self._recovered(key)
             self._services_seen = True
             known = {k for k in self._watches if k != SERVICES_KEY}
@@ -153,11 +156,13 @@ class CatalogWatcher:
                 self._failing.pop(gone, None)
             new = sorted(names - current)
             started = [self._add_watch(name) for name in new]
+            changed = first or recovered or bool(new) or bool(current - names)
         for watch in started:
             if watch is not None:
                 watch.start()
         log.debug("catalog services: %d tagged %r", len(names), self._settings.tag)
-        self._notify()
+        if changed:  # an unrelated write (another service, a gateway's own entry) is no event
+            self._notify()
 
     def _add_watch(self, name: str) -> Watch | None:
         """Called with the lock held; a name Consul cannot be asked about is reported only."""
@@ -167,7 +172,7 @@ class CatalogWatcher:
             self._entries[name] = ServiceEntries(name, 0, (), error=str(exc))
             self._watches[name] = _NullWatch(name)  # type: ignore[assignment]
             return None
-        client = self._client_factory()
+        client = self._shared_client()
         tag = self._settings.tag
 
         def query(index: int, wait: float) -> Answer:
@@ -176,6 +181,13 @@ class CatalogWatcher:
         watch = Watch(name, query, self._on_health, self._timing, random.Random(self._rng.random()))
         self._watches[name] = watch
         return watch
+
+    def _shared_client(self) -> ConsulClient:
+        """One client (one HTTP session, a large connection pool) for every health watch."""
+        if self._health_client is None:
+            self._health_client = self._client_factory()
+            self._health_client.pool_for(SHARED_POOL)
+        return self._health_client
 
     def _suspect(self, what: str) -> None:
         """Called with the lock held: absent instances prove nothing for a while."""
