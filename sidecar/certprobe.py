@@ -285,6 +285,7 @@ class CertMonitor:
         self._on_report = on_report
         self._clock = clock
         self._targets: frozenset[ProbeTarget] = frozenset()
+        self._full = True  # next run probes every server (interval, rerun, settings)
         self._thread: threading.Thread | None = None
         self.report: CertReport | None = None
         self.configure(certs, thresholds, gateway_names, local_files)
@@ -299,6 +300,7 @@ class CertMonitor:
         """New settings (SIGHUP): taken at the next run, which happens soon."""
         with self._lock:
             self._config = (certs, thresholds, tuple(gateway_names), tuple(local_files))
+            self._full = True
         self._wake.set()
 
     def set_targets(self, desired: DesiredState | None) -> None:
@@ -309,6 +311,8 @@ class CertMonitor:
             self._wake.set()
 
     def rerun(self) -> None:
+        with self._lock:
+            self._full = True
         self._wake.set()
 
     def start(self) -> None:
@@ -322,11 +326,22 @@ class CertMonitor:
             self._thread.join(timeout)
 
     def run_once(self) -> CertReport:
+        """Probe the servers: all of them on a full run; after a change of the set of servers
+        only the new ones (catalog churn must not cost a handshake with every backend)."""
         with self._lock:
             (certs, thresholds, names, files), wanted = self._config, self._targets
+            full, self._full = self._full or self.report is None, False
         now = self._clock()
+        kept: tuple[CertFinding, ...] = ()
+        if not full and self.report is not None:
+            where = {(t.backend, t.server, t.address, t.port): t for t in wanted}
+            kept = tuple(f for f in self.report.findings
+                         if (f.backend, f.server, f.address, f.port) in where)  # fmt: skip
+            done = {(f.backend, f.server, f.address, f.port) for f in kept}
+            wanted = frozenset(t for key, t in where.items() if key not in done)
         try:
             report = probe_all(Prober.build(certs, names, thresholds), wanted, now)
+            report = CertReport(kept + report.findings, now)
         except ProbeError as exc:  # the client certificate or the CAs cannot be loaded
             report = CertReport((CertFinding(Severity.WARNING, (str(exc),), server="certs"),), now)
         local = check_local_files(files, now, thresholds)
@@ -353,4 +368,6 @@ class CertMonitor:
                 log.exception("certificate check failed unexpectedly")
             with self._lock:
                 interval = self._config[0].interval
-            self._wake.wait(interval)
+            if not self._wake.wait(interval):
+                with self._lock:
+                    self._full = True  # the periodic run re-checks everything

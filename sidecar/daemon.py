@@ -203,7 +203,9 @@ class Daemon:
             if now >= self._next_drift:
                 self._next_drift = now + self.settings.apply.drift_interval
                 self.repair_drift()
-            if acted or event == "hup" or now >= self._next_heartbeat:
+            wanted = acted or event == "hup" or now >= self._next_heartbeat
+            overdue = now >= self._next_heartbeat + HEARTBEAT
+            if wanted and (self.events.empty() or overdue):  # a pending change goes first
                 # the status file, metrics, sd_notify and the fleet: after every apply, else
                 # every HEARTBEAT seconds (their cost grows with the number of services)
                 self._next_heartbeat = now + HEARTBEAT
