@@ -12,6 +12,7 @@ applied state and repaired.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
 import os
@@ -58,8 +59,13 @@ def build_inputs(settings: Settings) -> pipeline.Inputs:
     reserved: frozenset[int] = frozenset()
     if settings.status.enabled:  # the metrics endpoint's port is never a DIRAC service's
         reserved = frozenset({parse_listen(settings.status.listen)[1]}) - {0}
+    template = load_template(settings.template_path)
+    try:
+        digest = hashlib.sha256(settings.template_path.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise SidecarError(f"{settings.template_path}: {exc.strerror}") from None
     return pipeline.Inputs(
-        settings, port_map, load_template(settings.template_path), reserved_ports=reserved
+        settings, port_map, template, reserved_ports=reserved, template_digest=digest
     )
 
 

@@ -9,6 +9,7 @@ possible and can be applied through the runtime API without a reload.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass
 
@@ -74,6 +75,7 @@ def _state(health: Health, include_warning: bool) -> ServerState | None:
     return None
 
 
+@functools.lru_cache(maxsize=16384)  # catalogs repeat: the same registration, the same verdict
 def validate_instance(inst: Instance) -> tuple[str, str, Member]:
     """Check one instance's metadata and address; raises ValueError with the reason.
 

@@ -30,6 +30,13 @@ class Inputs:
     reserved_ports: frozenset[int] = frozenset()
     busy_ports: frozenset[int] = frozenset()  # new public ports another process holds
     drained: frozenset[tuple[str, int]] = frozenset()  # (address, port): certificate fails
+    template_digest: str = ""  # of the template's source (daemon); "" in tests
+
+    @property
+    def render_key(self) -> int:
+        """What, besides the desired state, the rendered bytes depend on."""
+        template = self.template_digest or str(id(self.template))
+        return hash((self.settings, template))
 
 
 def render(
@@ -61,8 +68,13 @@ def render(
     desired = guarded.desired
     desired = exclude_failing(desired, inputs.drained)
     config = render_config(inputs.template, desired, inputs.settings)
-    shape = render_config(inputs.template, skeleton(desired), inputs.settings)
-    return Rendered(desired, config, shape, guarded.held)
+    shape = skeleton(desired)
+    key = inputs.render_key
+    if previous and previous.skeleton and previous.shape == shape and previous.inputs_key == key:
+        text = previous.skeleton  # same structure, same inputs: the same skeleton bytes
+    else:
+        text = render_config(inputs.template, shape, inputs.settings)
+    return Rendered(desired, config, text, guarded.held, shape, key)
 
 
 def cycle(

@@ -31,6 +31,8 @@ class Rendered:
     config: str
     skeleton: str | None
     held: tuple[str, ...] = ()  # instances the blast-radius guard kept in rotation
+    shape: DesiredState | None = None  # skeleton(desired), to reuse ``skeleton`` text
+    inputs_key: int = 0  # which inputs (settings, template) rendered it
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ gateway computes the same one.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 from dataclasses import dataclass
@@ -34,13 +35,15 @@ class PortMap:
     entries: tuple[PortEntry, ...]
 
     def lookup(self, system: str, service: str) -> PortEntry | None:
-        for entry in self.entries:
-            if entry.system == system and entry.service == service:
-                return entry
-        return None
+        return _index(self.entries).get((system, service))
 
     def as_dict(self) -> dict[str, PortEntry]:
         return {f"{e.system}/{e.service}": e for e in self.entries}
+
+
+@functools.lru_cache(maxsize=8)
+def _index(entries: tuple[PortEntry, ...]) -> dict[tuple[str, str], PortEntry]:
+    return {(e.system, e.service): e for e in entries}
 
 
 def parse_port_map(text: str, source: str) -> PortMap:

@@ -95,3 +95,19 @@ def test_desired_problems_do_not_change_the_config() -> None:
     assert dataclasses.replace(
         desired_state(snap(("x", [inst("a")])), S, port_map()), problems=()
     ) == dataclasses.replace(b.desired, problems=())  # type: ignore[type-var]
+
+
+def test_template_change_with_the_same_settings_needs_a_reload(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    a = rendered(snap(("x", [inst("a")])))
+    changed = tmp_path / "t.j2"
+    changed.write_text(S.template_path.read_text().replace("retries 2", "retries 3"))
+    other = Inputs(S, INPUTS.port_map, load_template(changed), template_digest="other")
+    b = render(snap(("x", [inst("a"), inst("b", port=2)])), other, a)
+    assert plan(a, b, running=True).kind is PlanKind.RELOAD
+
+
+def test_skeleton_text_is_reused_when_nothing_structural_changed() -> None:
+    a = rendered(snap(("x", [inst("a")])))
+    b = rendered(snap(("x", [inst("b", address="10.9.9.9")])), a)
+    assert b.skeleton is a.skeleton  # not rendered again
+    assert plan(a, b, running=True).kind is PlanKind.RUNTIME
