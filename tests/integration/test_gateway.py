@@ -190,6 +190,8 @@ def test_identical_bytes_no_reload_membership_runtime_new_service_one_reload(
     a1 = backend_factory(host="backend1", name=ALPHA, instance="a1")
     gateway.register_backend("alpha", a1, "a1", meta={"owner": "ops"})
     gateway.wait_routed(port, "a1")
+    # The route works as soon as HAProxy has it; the apply's file writes and log line follow.
+    wait_until(lambda: gateway.status().get("servers_ready", 0) >= 1, 10, 0.05, "status")
     reloads = gateway.reload_count()
     config = gateway.haproxy_cfg.read_bytes()
     mtime = gateway.haproxy_cfg.stat().st_mtime_ns
