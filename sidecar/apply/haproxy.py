@@ -80,13 +80,23 @@ class HAProxy:
 
     # -- process -------------------------------------------------------------------------------
 
-    def proc(self, timeout: float = 2.0) -> ProcInfo | None:
-        """``show proc`` from the master, or None when no master answers."""
-        try:
-            info = parse_show_proc(send_command(self.master_socket, "show proc", timeout))
-        except HAProxyError:
-            return None
-        return info if info.master_pid else None
+    def proc(self, timeout: float = 2.0, attempts: int = 3) -> ProcInfo | None:
+        """``show proc`` from the master, or None when no master answers.
+
+        Right after a reload the master re-executes itself and its socket is briefly gone
+        (connection refused, or an empty answer): a few quick retries tell that apart from a
+        master that is really not there.
+        """
+        for attempt in range(attempts):
+            if attempt:
+                time.sleep(0.05 * attempt)
+            try:
+                info = parse_show_proc(send_command(self.master_socket, "show proc", timeout))
+            except HAProxyError:
+                continue
+            if info.master_pid:
+                return info
+        return None
 
     def start(self) -> ProcInfo:
         stray = self._pid_from_file()
@@ -143,7 +153,7 @@ class HAProxy:
     def _wait(self, done: object, what: str) -> ProcInfo:
         deadline = time.monotonic() + self.settings.haproxy.reload_timeout
         while time.monotonic() < deadline:
-            info = self.proc(timeout=1.0)
+            info = self.proc(timeout=1.0, attempts=1)
             if info is not None and done(info):  # type: ignore[operator]
                 return info
             time.sleep(0.01)
