@@ -25,6 +25,7 @@ from typing import Any
 from diraccfg import CFG
 
 from sidecar import validate
+from sidecar.cfgtree import flatten_into as _flatten
 from sidecar.errors import ConfigError
 
 TORNADO_DEFAULT_PORT = 8443
@@ -99,18 +100,6 @@ class Registration:
 
 
 # --- reading the DIRAC config -------------------------------------------------------------
-
-
-def _flatten(
-    tree: Mapping[str, Any], prefix: str, options: dict[str, str], sections: set[str]
-) -> None:
-    for key, value in tree.items():
-        path = f"{prefix}/{key}"
-        if isinstance(value, Mapping):
-            sections.add(path)
-            _flatten(value, path, options, sections)
-        else:
-            options[path] = str(value)
 
 
 def parse_dirac_cfg(texts: Sequence[tuple[str, str]]) -> DiracConfig:

@@ -24,11 +24,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from diraccfg import CFG
 
 from sidecar.apply.files import fsync_dir
+from sidecar.cfgtree import flatten_into as _flatten
 from sidecar.cssettings import CSSettings
 from sidecar.errors import CSError
 from sidecar.render.dirac_cs import CSChange, CSOptions, plan_cs, split_values
@@ -58,18 +58,6 @@ class CSSyncResult:
     @property
     def changed_paths(self) -> tuple[str, ...]:
         return tuple(change.path for change in self.changes)
-
-
-def _flatten(
-    tree: Mapping[str, Any], prefix: str, options: dict[str, str], sections: set[str]
-) -> None:
-    for name, value in tree.items():
-        path = f"{prefix}/{name}"
-        if isinstance(value, Mapping):
-            sections.add(path)
-            _flatten(value, path, options, sections)
-        else:
-            options[path] = str(value)
 
 
 def _parse(text: str, where: object) -> tuple[dict[str, str], frozenset[str]]:

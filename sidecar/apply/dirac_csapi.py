@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from sidecar.apply.cs_writer import BackendResult, Renderer
+from sidecar.cfgtree import flatten_into as _flatten
 from sidecar.cssettings import CSSettings
 from sidecar.errors import CSError
 from sidecar.model import Problem
@@ -69,16 +70,6 @@ def _check(result: Result, what: str) -> Any:
     if not result.get("OK"):
         raise CSError(f"CSAPI {what}: {result.get('Message', 'failed')}")
     return result.get("Value")
-
-
-def _flatten(tree: Mapping[str, Any], prefix: str, out: dict[str, str], sections: set[str]) -> None:
-    for name, value in tree.items():
-        path = f"{prefix}/{name}"
-        if isinstance(value, Mapping):
-            sections.add(path)
-            _flatten(value, path, out, sections)
-        else:
-            out[path] = str(value)
 
 
 def current_options(api: CSAPILike) -> tuple[dict[str, str], set[str]]:
