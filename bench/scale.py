@@ -54,8 +54,8 @@ from common import (
 
 from sidecar import pipeline
 from sidecar.apply.haproxy import HAProxy
-from sidecar.daemon import build_inputs
 from sidecar.dev.consul_agent import ConsulAgent, find_consul
+from sidecar.inputs import build_inputs
 from sidecar.model import Health, Instance, ServiceEntries, Snapshot
 from sidecar.settings import parse_settings
 

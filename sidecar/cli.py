@@ -37,12 +37,14 @@ def main(ctx: click.Context, config_path: str | None) -> None:
     ctx.obj = {"settings": settings, "config_path": config_path}
 
 
-def _guard(func: Callable[[], int]) -> None:
+def guarded(func: Callable[[], int], error_code: int = 1) -> None:
+    """Run a command body: its return value is the exit code; a SidecarError is printed and
+    exits with ``error_code``."""
     try:
         code = func()
     except SidecarError as exc:
         click.echo(f"error: {exc}", err=True)
-        code = 1
+        code = error_code
     sys.exit(code)
 
 
@@ -60,7 +62,7 @@ def run(ctx: click.Context, stop_haproxy: bool) -> None:
         daemon.install_signals()
         return daemon.run()
 
-    _guard(go)
+    guarded(go)
 
 
 def _client(settings: Settings) -> ConsulClient:
@@ -75,7 +77,7 @@ def _snapshot(settings: Settings) -> Snapshot:
 @click.pass_context
 def render(ctx: click.Context) -> None:
     """Print the HAProxy config for the current catalog; changes nothing."""
-    from sidecar.daemon import build_inputs
+    from sidecar.inputs import build_inputs
 
     def go() -> int:
         settings = _settings(ctx)
@@ -87,7 +89,7 @@ def render(ctx: click.Context) -> None:
             click.echo(f"skipped: {problem}", err=True)
         return 0
 
-    _guard(go)
+    guarded(go)
 
 
 @main.command()
@@ -96,7 +98,7 @@ def once(ctx: click.Context) -> None:
     """One full sync (render, validate, apply), then exit non-zero on failure."""
     from sidecar.apply.applier import Applier
     from sidecar.apply.haproxy import HAProxy
-    from sidecar.daemon import build_inputs
+    from sidecar.inputs import build_inputs
     from sidecar.plan import Rendered, skeleton
     from sidecar.render.haproxy import render_config
 
@@ -129,7 +131,7 @@ def once(ctx: click.Context) -> None:
             return 0 if outcome.ok else 1
         return 0
 
-    _guard(go)
+    guarded(go)
 
 
 def _register_extra_commands() -> None:

@@ -10,7 +10,6 @@ passing, 2 = error.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 
 import click
@@ -22,7 +21,7 @@ from sidecar.apply.gateway_registry import fleet, lagging
 from sidecar.apply.lock import CSLock
 from sidecar.catalog.client import ConsulClient
 from sidecar.catalog.fetch import fetch_snapshot
-from sidecar.cli import main
+from sidecar.cli import guarded, main
 from sidecar.errors import SidecarError
 from sidecar.model import DesiredState
 from sidecar.settings import Settings, read_token
@@ -30,12 +29,7 @@ from sidecar.status import read_status
 
 
 def _exit_with(func: Callable[[], int]) -> None:
-    try:
-        code = func()
-    except SidecarError as exc:
-        click.echo(f"error: {exc}", err=True)
-        code = 2
-    sys.exit(code)
+    guarded(func, error_code=2)
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -48,7 +42,7 @@ def _client(settings: Settings) -> ConsulClient:
 
 
 def _desired(settings: Settings, client: ConsulClient) -> DesiredState:
-    from sidecar.daemon import build_inputs
+    from sidecar.inputs import build_inputs
 
     snapshot = fetch_snapshot(client, settings.consul.tag)
     desired = pipeline.render(snapshot, build_inputs(settings), None).desired

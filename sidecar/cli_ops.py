@@ -57,7 +57,7 @@ def _catalog_targets(settings: Settings) -> list[ProbeTarget]:
     from sidecar.catalog.client import ConsulClient
     from sidecar.catalog.fetch import fetch_snapshot
     from sidecar.certprobe import targets
-    from sidecar.daemon import build_inputs
+    from sidecar.inputs import build_inputs
     from sidecar.settings import read_token
 
     client = ConsulClient(settings.consul, read_token(settings.consul))

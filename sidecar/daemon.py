@@ -12,7 +12,6 @@ applied state and repaired.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import math
 import os
@@ -37,36 +36,17 @@ from sidecar.catalog.watcher import CatalogWatcher
 from sidecar.coalesce import Coalescer
 from sidecar.errors import SidecarError
 from sidecar.filewatch import FileWatcher
+from sidecar.inputs import build_inputs
 from sidecar.model import Snapshot
 from sidecar.ops import Operations
-from sidecar.opsettings import parse_listen
 from sidecar.plan import Plan, PlanKind, Rendered, skeleton
-from sidecar.portmap import load_port_map
-from sidecar.render.haproxy import load_template, render_config
+from sidecar.render.haproxy import render_config
 from sidecar.settings import Settings, read_token
 from sidecar.status import Status, write_status
 
 log = logging.getLogger(__name__)
 TICK = 1.0
 HEARTBEAT = 2.0  # seconds between status/metrics/notify rounds while nothing happens
-
-
-def build_inputs(settings: Settings) -> pipeline.Inputs:
-    try:
-        port_map = load_port_map(settings.port_map_path)
-    except (OSError, ValueError) as exc:
-        raise SidecarError(f"port map: {exc}") from None
-    reserved: frozenset[int] = frozenset()
-    if settings.status.enabled:  # the metrics endpoint's port is never a DIRAC service's
-        reserved = frozenset({parse_listen(settings.status.listen)[1]}) - {0}
-    template = load_template(settings.template_path)
-    try:
-        digest = hashlib.sha256(settings.template_path.read_bytes()).hexdigest()
-    except OSError as exc:
-        raise SidecarError(f"{settings.template_path}: {exc.strerror}") from None
-    return pipeline.Inputs(
-        settings, port_map, template, reserved_ports=reserved, template_digest=digest
-    )
 
 
 class Daemon:
