@@ -43,10 +43,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from sidecar.apply.haproxy import HAProxy  # noqa: E402
+from sidecar.config.loader import load_settings  # noqa: E402
+from sidecar.config.schema import Settings  # noqa: E402
 from sidecar.dev.client import client_context  # noqa: E402
 from sidecar.dev.consul_agent import ConsulAgent, find_consul  # noqa: E402
 from sidecar.dev.pki import DevPKI, make_dev_pki  # noqa: E402
-from sidecar.settings import Settings, load_settings  # noqa: E402
 from sidecar.status import read_status  # noqa: E402
 
 GATEWAY_NAMES = ("dirac-gw.bench", "localhost")

@@ -54,10 +54,10 @@ from common import (
 
 from sidecar import pipeline
 from sidecar.apply.haproxy import HAProxy
+from sidecar.config.loader import parse_settings
 from sidecar.dev.consul_agent import ConsulAgent, find_consul
 from sidecar.inputs import build_inputs
 from sidecar.model import Health, Instance, ServiceEntries, Snapshot
-from sidecar.settings import parse_settings
 
 
 def synthetic(services: int, instances: int, port0: int) -> Snapshot:

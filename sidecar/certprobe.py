@@ -31,9 +31,9 @@ from OpenSSL import SSL, crypto
 
 from sidecar.certs import CertFinding, CertReport, cert_info_from_der, evaluate, expiry_verdict
 from sidecar.certs import unreachable as unreachable_finding
+from sidecar.config.ops import CertSettings, CheckSettings
 from sidecar.errors import SidecarError
 from sidecar.model import DesiredState, ServerState
-from sidecar.opsettings import CertSettings, CheckSettings
 from sidecar.severity import Severity
 
 log = logging.getLogger(__name__)

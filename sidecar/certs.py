@@ -23,8 +23,8 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from sidecar.config.ops import CheckSettings
 from sidecar.model import DesiredState, Problem, ServerState
-from sidecar.opsettings import CheckSettings
 from sidecar.severity import Severity, worst
 
 DAY = 86400.0

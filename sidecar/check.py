@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sidecar.opsettings import CheckSettings
+from sidecar.config.ops import CheckSettings
 from sidecar.severity import Severity, worst
 
 DEAD_AFTER = 3.0  # seconds without a heartbeat after which a vanished daemon PID means dead

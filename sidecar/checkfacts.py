@@ -17,8 +17,9 @@ import psutil
 
 from sidecar.apply.haproxy import HAProxy, unbound_ports
 from sidecar.check import Facts, HAProxyFacts
+from sidecar.config.loader import read_token
+from sidecar.config.schema import Settings
 from sidecar.errors import SidecarError
-from sidecar.settings import Settings, read_token
 from sidecar.status import STATUS_FILE, read_status
 
 CONSUL_TIMEOUT = 5.0  # seconds at most for the leader probe

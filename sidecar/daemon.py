@@ -34,14 +34,14 @@ from sidecar.catalog.client import ConsulClient
 from sidecar.catalog.confirm import HeldRemovals
 from sidecar.catalog.watcher import CatalogWatcher
 from sidecar.coalesce import Coalescer
+from sidecar.config.loader import read_token
+from sidecar.config.schema import Settings
 from sidecar.errors import SidecarError
 from sidecar.filewatch import FileWatcher
 from sidecar.inputs import build_inputs
 from sidecar.model import Snapshot
 from sidecar.ops import Operations
-from sidecar.plan import Plan, PlanKind, Rendered, skeleton
-from sidecar.render.haproxy import render_config
-from sidecar.settings import Settings, read_token
+from sidecar.plan import Plan, PlanKind, Rendered
 from sidecar.status import Status, write_status
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ class Daemon:
         stale = remove_stale_temps(self.haproxy.dir)  # left by a SIGKILL between write/rename
         if stale:
             log.warning("removed stale temporary files: %s", ", ".join(stale))
-        self.applied = self._load_applied()
+        self.applied = self.applier.load_rendered(self.inputs)
         self.watcher.start()
         self.ops.start()
         self.files.start()
@@ -150,15 +150,6 @@ class Daemon:
                 self.haproxy.stop()
             log.info("stopped")
         return 0
-
-    def _load_applied(self) -> Rendered | None:
-        config, desired = self.applier.load_applied()
-        if config is None:
-            return None
-        shape = None
-        if desired is not None:
-            shape = render_config(self.inputs.template, skeleton(desired), self.settings)
-        return Rendered(desired, config, shape)
 
     def _loop(self) -> None:
         while True:

@@ -9,11 +9,12 @@ possible and can be applied through the runtime API without a reload.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from collections import Counter
 from dataclasses import dataclass
 
 from sidecar import validate
+from sidecar.config.schema import Settings
 from sidecar.model import (
     Backend,
     DesiredState,
@@ -26,10 +27,10 @@ from sidecar.model import (
     Snapshot,
 )
 from sidecar.portmap import PortMap, hashed_port
-from sidecar.settings import Settings
 
-# Where a public port came from, strongest first: the operator's config beats the shipped map,
-# which beats what a registration claims, which beats the hashed fallback.
+# Where a public port came from. For one service the contract's precedence is config >
+# dirac_port (meta) > map > auto; when two services claim one port, the port's owner is decided
+# in this order (strongest first): the operator's config, the shipped map, a claim, a hash.
 PORT_SOURCES = ("config", "map", "meta", "auto")
 FREE_SLOT_ADDRESS = "127.0.0.1"
 FREE_SLOT_PORT = 1
@@ -45,6 +46,7 @@ class Member:
     state: ServerState
     protocol: Protocol
     public_port: int | None
+    created: int = 0  # Consul's CreateIndex of the registration
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,14 +94,10 @@ def validate_instance(inst: Instance) -> tuple[str, str, Member]:
     port = validate.port(inst.port, "port")
     public = inst.meta_value("dirac_port")
     public_port = None if public is None else validate.port(public, "dirac_port")
-    member = Member(inst.key, address, port, ServerState.READY, protocol, public_port)
+    member = Member(
+        inst.key, address, port, ServerState.READY, protocol, public_port, inst.create_index
+    )
     return system, service, member
-
-
-def _majority(values: list[str]) -> str:
-    """Most common value; ties broken by the sorted order, so every gateway agrees."""
-    counts = Counter(values)
-    return min(counts, key=lambda v: (-counts[v], v))
 
 
 def _group(
@@ -127,51 +125,53 @@ def _group(
             state = _state(inst.health, include_warning)
             if state is not None:
                 groups[(system, service)].append(
-                    Member(
-                        member.key,
-                        member.address,
-                        member.port,
-                        state,
-                        member.protocol,
-                        member.public_port,
-                    )
+                    dataclasses.replace(member, state=state)
                 )
             else:
                 # Keep the service known (its port stays bound) even with no usable instance.
                 groups[(system, service)].append(
-                    Member(
-                        member.key, "", 0, ServerState.MAINT, member.protocol, member.public_port
-                    )
+                    dataclasses.replace(member, address="", port=0, state=ServerState.MAINT)
                 )
     return groups
+
+
+def _first(members: list[Member]) -> Member:
+    """The earliest registration (Consul's CreateIndex, then the key): its claims stand."""
+    return min(members, key=lambda m: (m.created, m.key))
 
 
 def _agree(
     path: str, members: list[Member], problems: list[Problem]
 ) -> tuple[Protocol, list[Member]]:
-    """Instances of one DIRAC service must agree on protocol and claimed public port."""
-    protocol = Protocol(_majority([m.protocol.value for m in members]))
-    claimed = [str(m.public_port) for m in members if m.public_port is not None]
-    public = _majority(claimed) if claimed else None
+    """Instances of one DIRAC service must agree on protocol and claimed public port.
+
+    The earliest registration decides (the same on every gateway, whatever order they saw the
+    instances in): a later instance cannot move a running service to another port or protocol;
+    one that disagrees is left out and reported.
+    """
+    first = _first(members)
+    claimants = [m for m in members if m.public_port is not None]
+    claim = _first(claimants).public_port if claimants else None
     kept: list[Member] = []
     for m in members:
-        if m.protocol is not protocol:
+        if m.protocol is not first.protocol:
             problems.append(
                 Problem(
                     f"{path} instance {m.key!r}",
-                    f"protocol {m.protocol.value} disagrees with {protocol.value}",
+                    f"protocol {m.protocol.value} disagrees with {first.protocol.value} "
+                    f"(of the first registration, {first.key!r})",
                 )
             )
-        elif m.public_port is not None and str(m.public_port) != public:
+        elif m.public_port is not None and m.public_port != claim:
             problems.append(
                 Problem(
                     f"{path} instance {m.key!r}",
-                    f"dirac_port {m.public_port} disagrees with {public}",
+                    f"dirac_port {m.public_port} disagrees with {claim} (of the first claim)",
                 )
             )
         else:
             kept.append(m)
-    return protocol, kept
+    return first.protocol, kept
 
 
 def _public_port(
@@ -181,12 +181,12 @@ def _public_port(
     overrides = dict(settings.ports.overrides)
     if path in overrides:
         return overrides[path], "config"
+    claimed = [m.public_port for m in members if m.public_port is not None]
+    if claimed:  # _agree left only instances that agree with the first claim
+        return claimed[0], "meta"
     entry = port_map.lookup(system, service)
     if entry is not None:
         return entry.gateway_port, "map"
-    claimed = [m.public_port for m in members if m.public_port is not None]
-    if claimed:
-        return claimed[0], "meta"
     if settings.ports.auto_low:
         return hashed_port(
             system, service, settings.ports.auto_low, settings.ports.auto_high

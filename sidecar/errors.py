@@ -13,14 +13,28 @@ class SidecarError(Exception):
 
 
 class ConfigError(SidecarError):
-    """An invalid settings file: names the file, the key path and the reason."""
+    """An invalid settings file: names the file, the key path and the reason.
 
-    def __init__(self, source: str, key: str, reason: str) -> None:
+    ``errors`` holds every problem found as (key path, reason); ``key`` and ``reason`` are the
+    first. ``str()`` is one line per problem, each ``<file>: <key>: <reason>``.
+    """
+
+    def __init__(
+        self, source: str, key: str, reason: str, more: tuple[tuple[str, str], ...] = ()
+    ) -> None:
         self.source = source
         self.key = key
         self.reason = reason
-        where = f"{source}: {key}" if key else source
-        super().__init__(f"{where}: {reason}")
+        self.errors = ((key, reason), *more)
+        super().__init__("\n".join(self.lines()))
+
+    @classmethod
+    def many(cls, source: str, errors: list[tuple[str, str]]) -> ConfigError:
+        (key, reason), *more = errors
+        return cls(source, key, reason, tuple(more))
+
+    def lines(self) -> list[str]:
+        return [f"{self.source}: {k}: {r}" if k else f"{self.source}: {r}" for k, r in self.errors]
 
 
 class CatalogError(SidecarError):

@@ -8,11 +8,11 @@ from __future__ import annotations
 import hashlib
 
 from sidecar import pipeline
+from sidecar.config.schema import Settings
 from sidecar.errors import SidecarError
-from sidecar.opsettings import parse_listen
 from sidecar.portmap import load_port_map
 from sidecar.render.haproxy import load_template
-from sidecar.settings import Settings
+from sidecar.validate import parse_listen
 
 
 def build_inputs(settings: Settings) -> pipeline.Inputs:

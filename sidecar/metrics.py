@@ -30,7 +30,8 @@ from prometheus_client import (
 )
 
 from sidecar.check import liveness, readiness
-from sidecar.opsettings import CheckSettings, StatusSettings, parse_listen
+from sidecar.config.ops import CheckSettings, StatusSettings
+from sidecar.validate import parse_listen
 
 log = logging.getLogger(__name__)
 NS = "sidecar"

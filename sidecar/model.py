@@ -55,6 +55,7 @@ class Instance:
     tags: tuple[str, ...]
     meta: tuple[tuple[str, str], ...]
     health: Health
+    create_index: int = 0  # Consul's CreateIndex: which registration came first
 
     @property
     def key(self) -> str:

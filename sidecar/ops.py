@@ -23,7 +23,6 @@ from sidecar.certs import CertReport, failing_servers
 from sidecar.metrics import Metrics, StatusServer, update_from_status
 from sidecar.model import DesiredState
 from sidecar.notify import Notifier
-from sidecar.opsettings import ops_settings
 from sidecar.status import Status
 
 log = logging.getLogger(__name__)
@@ -32,7 +31,7 @@ PROC_EVERY = 5.0  # seconds between two ``show proc`` for the old-workers count
 
 def local_cert_files(settings: Any) -> tuple[str, ...]:
     """The sidecar's own certificate files whose expiry is watched."""
-    certs = ops_settings(settings).certs
+    certs = settings.certs
     consul = settings.consul
     files = (consul.cert_file, consul.ca_file, certs.ca_file, certs.client_cert)
     return tuple(f for f in files if f)
@@ -51,7 +50,7 @@ class Operations:
 
     def __init__(self, settings: Any, on_certs: Callable[[CertReport], None] | None = None,
                  notifier: Notifier | None = None) -> None:  # fmt: skip
-        ops = ops_settings(settings)
+        ops = settings
         self.notifier = notifier or Notifier()
         self.metrics = Metrics()
         self.server = (
@@ -87,7 +86,7 @@ class Operations:
 
     def reloaded(self, settings: Any) -> None:
         """After SIGHUP (applied or not): new certificate settings, then READY=1 again."""
-        ops = ops_settings(settings)
+        ops = settings
         self._exclude = ops.certs.exclude_failing
         self.certs.configure(ops.certs, ops.check, settings.gateway.names,
                              local_cert_files(settings))  # fmt: skip

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 import jinja2
 
 from sidecar.certs import exclude_failing
+from sidecar.config.schema import Settings
 from sidecar.desired import desired_state
 from sidecar.guard import blast_guard
 from sidecar.model import Snapshot
 from sidecar.plan import Plan, Rendered, plan, skeleton
 from sidecar.portmap import PortMap
 from sidecar.render.haproxy import render_config
-from sidecar.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """The public port map: DIRAC service -> fixed gateway port (pure parsing, one file read).
 
-The shipped map (``configs/dirac-port-map.csv``) is part of the public contract: the URLs in
+The shipped map (``sidecar/data/dirac-port-map.csv``) is part of the public contract: the URLs in
 the DIRAC Configuration Service point at these ports, so lines are only ever appended.
 Services missing from the map get a port hashed from their name into a configured range, which
 depends on nothing but the name: it never shifts when another service appears, and every
@@ -18,8 +18,6 @@ from pathlib import Path
 
 from sidecar import validate
 from sidecar.model import Protocol
-
-DEFAULT_PORT_MAP = Path(__file__).resolve().parent.parent / "configs" / "dirac-port-map.csv"
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,3 +88,28 @@ def hostport(address: str, port_number: int) -> str:
     if ":" in address:
         return f"[{address}]:{port_number}"
     return f"{address}:{port_number}"
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``"127.0.0.1:9901"`` -> ``("127.0.0.1", 9901)``; ``"[::1]:9901"`` -> ``("::1", 9901)``.
+
+    The one parser of ``host:port`` settings; an empty host means 127.0.0.1 (never "all").
+    """
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not _DECIMAL.fullmatch(port_text) or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"{value!r} is not host:port")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if host and ip_address(host) is None:
+        raise ValueError(f"{value!r}: {host!r} is not an IP address")
+    return host or "127.0.0.1", int(port_text)
+
+
+def haproxy_word(value: str) -> bool:
+    """One word HAProxy's config parser reads as-is: printable ASCII, no space, quote, ``#``
+    or backslash (so a setting can never open a new line or a comment)."""
+    return (
+        bool(value)
+        and value.isascii()
+        and value.isprintable()
+        and not any(c in value for c in " \t\"'#\\")
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -30,3 +31,7 @@ def wait_until(
         time.sleep(interval)
         last = predicate()
     return last
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout (tests only: the package
+# itself never looks at its source tree)

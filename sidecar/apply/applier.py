@@ -20,7 +20,9 @@ from sidecar.apply.files import atomic_write, read_text
 from sidecar.apply.haproxy import HAProxy, unbound_ports
 from sidecar.errors import HAProxyError, SidecarError
 from sidecar.model import DesiredState
-from sidecar.plan import Plan, PlanKind, Rendered
+from sidecar.pipeline import Inputs
+from sidecar.plan import Plan, PlanKind, Rendered, skeleton
+from sidecar.render.haproxy import render_config
 
 log = logging.getLogger(__name__)
 APPLIED_FILE = "applied.json"
@@ -55,6 +57,16 @@ class Applier:
             except ValueError as exc:
                 log.warning("%s: %s; starting from the catalog alone", self.applied_path, exc)
         return config, desired
+
+    def load_rendered(self, inputs: Inputs) -> Rendered | None:
+        """What HAProxy runs, as the planner compares it (None when nothing was applied)."""
+        config, desired = self.load_applied()
+        if config is None:
+            return None
+        shape = None
+        if desired is not None:
+            shape = render_config(inputs.template, skeleton(desired), inputs.settings)
+        return Rendered(desired, config, shape)
 
     def apply(self, plan: Plan, target: Rendered) -> ApplyResult:
         started = time.monotonic()

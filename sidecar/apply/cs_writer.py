@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sidecar.apply.dirac_cs import diff_cs_file, read_cs_file, sync_cs_file
-from sidecar.cssettings import CSSettings
+from sidecar.config.cs import CSSettings
 from sidecar.errors import SidecarError
 from sidecar.model import DesiredState, Problem
 from sidecar.render.dirac_cs import CSChange, CSOptions, plan_cs, render_cs

@@ -29,7 +29,7 @@ from diraccfg import CFG
 
 from sidecar.apply.files import fsync_dir
 from sidecar.cfgtree import flatten_into as _flatten
-from sidecar.cssettings import CSSettings
+from sidecar.config.cs import CSSettings
 from sidecar.errors import CSError
 from sidecar.render.dirac_cs import CSChange, CSOptions, plan_cs, split_values
 

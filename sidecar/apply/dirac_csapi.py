@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from sidecar.apply.cs_writer import BackendResult, Renderer
 from sidecar.cfgtree import flatten_into as _flatten
-from sidecar.cssettings import CSSettings
+from sidecar.config.cs import CSSettings
 from sidecar.errors import CSError
 from sidecar.model import Problem
 from sidecar.render.dirac_cs import CSChange, plan_cs, split_values

@@ -28,9 +28,9 @@ from sidecar.apply.cs_writer import CSWriteOutcome, CSWriter
 from sidecar.apply.gateway_registry import GatewayRegistry, names_provider
 from sidecar.apply.lock import CSLock
 from sidecar.catalog.client import ConsulClient
+from sidecar.config.schema import Settings
 from sidecar.errors import SidecarError
 from sidecar.model import DesiredState
-from sidecar.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ from pathlib import Path
 
 from sidecar.apply.files import atomic_write, ensure_private_dir
 from sidecar.apply.sockets import send_command
+from sidecar.config.schema import ApplySettings, Settings
 from sidecar.errors import HAProxyError, ValidationFailed
 from sidecar.render.haproxy import ADMIN_SOCKET, CONFIG_FILE, MASTER_SOCKET, STATE_FILE
 from sidecar.runtime_state import ProcInfo, parse_show_proc
-from sidecar.settings import ApplySettings, Settings
 
 log = logging.getLogger(__name__)
 # Answers of the runtime API that mean a command did not take effect.

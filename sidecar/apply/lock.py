@@ -33,8 +33,8 @@ from typing import Any
 
 from sidecar.apply.consul_http import ConsulHTTP, expect_ok
 from sidecar.catalog.client import ConsulClient
-from sidecar.cssettings import CSSettings
-from sidecar.durations import consul_duration, parse_duration
+from sidecar.config.cs import CSSettings
+from sidecar.config.durations import consul_duration
 from sidecar.errors import CatalogError, CSError
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,7 @@ class CSLock:
 
     @classmethod
     def from_settings(cls, client: ConsulClient, cs: CSSettings, holder: str) -> CSLock:
-        ttl, delay = parse_duration(cs.lock_ttl), parse_duration(cs.lock_delay)
-        return cls(client, cs.lock_key, holder, ttl, delay)
+        return cls(client, cs.lock_key, holder, cs.lock_ttl, cs.lock_delay)
 
     @property
     def session(self) -> str | None:

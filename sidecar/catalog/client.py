@@ -18,8 +18,8 @@ from typing import Any
 import consul
 import requests
 
+from sidecar.config.schema import ConsulSettings
 from sidecar.errors import CatalogError
-from sidecar.settings import ConsulSettings
 
 log = logging.getLogger(__name__)
 

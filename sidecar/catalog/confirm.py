@@ -12,9 +12,9 @@ import logging
 
 from sidecar.catalog import parse
 from sidecar.catalog.client import ConsulClient
+from sidecar.config.schema import ConsulSettings
 from sidecar.errors import CatalogError
 from sidecar.model import Health, Snapshot
-from sidecar.settings import ConsulSettings
 
 log = logging.getLogger(__name__)
 

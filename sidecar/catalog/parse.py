@@ -63,6 +63,7 @@ def parse_entry(name: str, entry: object) -> Instance:
         raise ValueError("Service.Tags is not a list")
     address = service.get("Address") or node.get("Address") or ""
     port = service.get("Port")
+    created = service.get("CreateIndex")
     return Instance(
         consul_service=name,
         node=str(node.get("Node", "")),
@@ -72,6 +73,7 @@ def parse_entry(name: str, entry: object) -> Instance:
         tags=tuple(str(tag) for tag in tags),
         meta=_meta(service.get("Meta")),
         health=aggregate_health(checks),
+        create_index=created if isinstance(created, int) and not isinstance(created, bool) else 0,
     )
 
 

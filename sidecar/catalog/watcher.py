@@ -22,9 +22,9 @@ from sidecar import validate
 from sidecar.catalog import parse
 from sidecar.catalog.client import Answer, ConsulClient
 from sidecar.catalog.watch import Watch, WatchTiming
+from sidecar.config.schema import ConsulSettings
 from sidecar.errors import CatalogError
 from sidecar.model import ServiceEntries, Snapshot
-from sidecar.settings import ConsulSettings
 
 log = logging.getLogger(__name__)
 SERVICES_KEY = "/v1/catalog/services"

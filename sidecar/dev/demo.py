@@ -20,11 +20,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sidecar.config.loader import load_settings
 from sidecar.dev import consul_agent
 from sidecar.dev.backend import BackendProcess, backend_args
 from sidecar.dev.client import CallError, call
 from sidecar.dev.pki import DevPKI, make_dev_pki
-from sidecar.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 # (System, Service, protocol, gateway port from the shipped map, instances)
@@ -141,8 +141,8 @@ class Demo:
 
 
 def _gateway_port(system: str, service: str) -> int:
+    from sidecar.config.schema import Settings
     from sidecar.portmap import load_port_map
-    from sidecar.settings import Settings
 
     entry = load_port_map(Settings().port_map_path).lookup(system, service)
     assert entry is not None

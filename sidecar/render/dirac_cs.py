@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from sidecar import validate
-from sidecar.cssettings import CSSettings
+from sidecar.config.cs import CSSettings
 from sidecar.model import Backend, DesiredState, Problem
 
 MAINSERVERS = "$MAINSERVERS$"

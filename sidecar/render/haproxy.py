@@ -8,7 +8,6 @@ the same bytes), which is what lets the planner skip a reload when nothing chang
 
 from __future__ import annotations
 
-import dataclasses
 import stat
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,10 @@ from typing import Any
 import jinja2
 
 from sidecar import validate
+from sidecar.config.durations import haproxy_time
+from sidecar.config.schema import Settings
 from sidecar.errors import TemplateError
 from sidecar.model import DesiredState, ServerState
-from sidecar.settings import Settings
 
 ADMIN_SOCKET = "admin.sock"
 MASTER_SOCKET = "master.sock"
@@ -47,6 +47,17 @@ def load_template(path: Path) -> jinja2.Template:
         raise TemplateError(f"{path}:{exc.lineno}: template syntax error: {exc.message}") from None
 
 
+def haproxy_settings(settings: Settings) -> dict[str, Any]:
+    """The ``[haproxy]`` settings as the template sees them: durations as HAProxy time values
+    ("660s", "500ms"), enums as their words, everything else as validated."""
+    values: dict[str, Any] = {}
+    for key, value in settings.haproxy.model_dump().items():
+        annotation = type(settings.haproxy).model_fields[key].annotation
+        values[key] = haproxy_time(value) if annotation is float else value
+    values["balance"] = settings.haproxy.balance.value
+    return values
+
+
 def template_context(desired: DesiredState, settings: Settings) -> dict[str, Any]:
     runtime = settings.runtime_dir
     backends = []
@@ -73,7 +84,7 @@ def template_context(desired: DesiredState, settings: Settings) -> dict[str, Any
             }
         )
     return {
-        "settings": dataclasses.asdict(settings.haproxy),
+        "settings": haproxy_settings(settings),
         "bind": settings.gateway.bind
         if ":" not in settings.gateway.bind
         else f"[{settings.gateway.bind}]",

@@ -17,7 +17,10 @@ from typing import Any
 import psutil
 from helpers import free_port, wait_until
 
+from sidecar import data
 from sidecar.apply.haproxy import HAProxy
+from sidecar.config.loader import load_settings
+from sidecar.config.schema import Settings
 from sidecar.dev import consul_agent as consul
 from sidecar.dev.backend import BackendProcess, BackendServer
 from sidecar.dev.client import CallError, call
@@ -25,7 +28,6 @@ from sidecar.dev.consul_agent import ConsulAgent
 from sidecar.dev.pki import DevPKI
 from sidecar.dev.procs import stop_process
 from sidecar.runtime_state import ProcInfo
-from sidecar.settings import REPO_ROOT, Settings, load_settings
 from sidecar.status import read_status
 
 # DIRAC services the tests may register; each gets a free public port in [ports.overrides].
@@ -64,7 +66,7 @@ class Gateway:
         self.ports = {path: free_port() for path in SERVICES}
         self.registered: dict[str, str] = {}  # service ID -> Consul service name
         self.proc: subprocess.Popen[bytes] | None = None
-        shutil.copyfile(REPO_ROOT / "haproxy" / "haproxy.cfg.j2", self.template_path)
+        shutil.copyfile(data.path(data.TEMPLATE), self.template_path)
         self.write_config()
 
     # -- settings --------------------------------------------------------------------------

@@ -12,9 +12,9 @@ from helpers import free_port, wait_until
 from sidecar.certprobe import CertMonitor, Prober, ProbeTarget, probe_all, targets
 from sidecar.certs import CertReport
 from sidecar.cli import main
+from sidecar.config.ops import CertSettings, CheckSettings
 from sidecar.dev.pki import DevPKI, make_dev_pki
 from sidecar.model import Backend, DesiredState, Protocol, Server, ServerState
-from sidecar.opsettings import CertSettings, CheckSettings
 from sidecar.severity import Severity
 
 GATEWAY_NAMES = ("dirac-gw.test", "localhost")  # as tests/conftest.py makes the PKI

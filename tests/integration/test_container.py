@@ -17,9 +17,7 @@ from pathlib import Path
 
 import pytest
 from gatewaylib import Gateway
-from helpers import wait_until
-
-from sidecar.settings import REPO_ROOT
+from helpers import REPO_ROOT, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 ALPHA = "Framework/GwAlpha"

@@ -19,8 +19,8 @@ from helpers import free_port, wait_until
 
 from sidecar.apply.lock import CSLock, takeover_bound
 from sidecar.catalog.client import ConsulClient
+from sidecar.config.schema import ConsulSettings
 from sidecar.dev.consul_agent import ConsulAgent
-from sidecar.settings import ConsulSettings
 
 REPO = Path(__file__).resolve().parents[2]
 TTL = 10.0  # Consul's minimum session TTL
@@ -31,7 +31,7 @@ HOLDER_SCRIPT = textwrap.dedent(
     import sys, time
     from sidecar.apply.lock import CSLock
     from sidecar.catalog.client import ConsulClient
-    from sidecar.settings import ConsulSettings
+    from sidecar.config.schema import ConsulSettings
 
     address, key, ttl, delay = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
     lock = CSLock(ConsulClient(ConsulSettings(address=address, timeout=2.0), ""), key,

@@ -21,10 +21,10 @@ from sidecar.apply.gateway_registry import GatewayRegistry, fleet, lagging, live
 from sidecar.apply.lock import CSLock
 from sidecar.catalog.client import ConsulClient
 from sidecar.cli import main
-from sidecar.cssettings import CSSettings
+from sidecar.config.cs import CSSettings
+from sidecar.config.schema import ConsulSettings, GatewaySettings, Settings
 from sidecar.dev.consul_agent import ConsulAgent, deregister, health, register
 from sidecar.model import Backend, DesiredState, Protocol
-from sidecar.settings import ConsulSettings, GatewaySettings, Settings
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "cs"
 GW = ("dirac-gw1.example.org", "dirac-gw2.example.org")

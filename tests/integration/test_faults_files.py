@@ -25,7 +25,7 @@ from gatewaylib import SERVICES, Gateway
 from helpers import wait_until
 
 from sidecar.apply.dirac_cs import read_cs_file, sync_cs_file
-from sidecar.cssettings import CSSettings
+from sidecar.config.cs import CSSettings
 from sidecar.errors import CSError
 from sidecar.model import Backend, DesiredState, Protocol
 from sidecar.render.dirac_cs import render_cs

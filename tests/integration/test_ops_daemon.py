@@ -16,7 +16,7 @@ import pytest
 from gatewaylib import Gateway
 from helpers import free_port, wait_until
 
-from sidecar.settings import Settings
+from sidecar.config.schema import Settings
 
 ALPHA = "Framework/GwAlpha"
 pytestmark = pytest.mark.skipif(

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
-
+from sidecar.config.schema import GatewaySettings, HAProxySettings, Settings
 from sidecar.model import Health, Instance, ServiceEntries, Snapshot
 from sidecar.portmap import PortMap, load_port_map
-from sidecar.settings import GatewaySettings, HAProxySettings, Settings
 
 
 def inst(
@@ -18,6 +16,7 @@ def inst(
     service: str | None = "SystemAdministrator",
     node: str = "node1",
     consul: str = "sysadmin",
+    created: int = 0,
     **meta: str,
 ) -> Instance:
     values = dict(meta)
@@ -26,7 +25,15 @@ def inst(
     if service is not None:
         values["dirac_service"] = service
     return Instance(
-        consul, node, sid, address, port, ("dirac",), tuple(sorted(values.items())), health
+        consul,
+        node,
+        sid,
+        address,
+        port,
+        ("dirac",),
+        tuple(sorted(values.items())),
+        health,
+        created,
     )
 
 
@@ -42,7 +49,7 @@ def snap(*groups: tuple[str, list[Instance]]) -> Snapshot:
 def settings(**haproxy: object) -> Settings:
     return Settings(
         gateway=GatewaySettings(names=("dirac-gw.example.org",), bind="127.0.0.1"),
-        haproxy=dataclasses.replace(HAProxySettings(runtime_dir="/run/dirac-sidecar"), **haproxy),
+        haproxy=HAProxySettings.model_validate({"runtime_dir": "/run/dirac-sidecar", **haproxy}),
     )
 
 

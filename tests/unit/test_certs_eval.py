@@ -25,10 +25,10 @@ from sidecar.certs import (
     name_covered,
     unreachable,
 )
+from sidecar.config.ops import CertSettings, CheckSettings
 from sidecar.dev.pki import DevPKI
 from sidecar.dev.x509tools import load_certs
 from sidecar.model import Backend, DesiredState, Protocol, Server, ServerState
-from sidecar.opsettings import CertSettings, CheckSettings
 from sidecar.severity import Severity
 
 NOW = dt.datetime(2030, 6, 1, tzinfo=dt.UTC)

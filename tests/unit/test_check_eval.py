@@ -13,7 +13,7 @@ from sidecar.check import (
     liveness,
     readiness,
 )
-from sidecar.opsettings import CheckSettings
+from sidecar.config.ops import CheckSettings
 from sidecar.severity import Severity
 
 NOW = 1_900_000_000.0

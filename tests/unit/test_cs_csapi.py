@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from sidecar.apply.dirac_csapi import CSAPIBackend, commit_with_retry, is_conflict
-from sidecar.cssettings import CSSettings
+from sidecar.config.cs import CSSettings
 from sidecar.errors import CSError
 from sidecar.model import Backend, DesiredState, Protocol
 from sidecar.render.dirac_cs import render_cs

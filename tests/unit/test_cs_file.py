@@ -15,7 +15,7 @@ import pytest
 from diraccfg import CFG
 
 from sidecar.apply.dirac_cs import diff_cs_file, read_cs_file, sync_cs_file
-from sidecar.cssettings import CSSettings
+from sidecar.config.cs import CSSettings
 from sidecar.errors import CSError
 from sidecar.model import Backend, DesiredState, Protocol
 from sidecar.render.dirac_cs import CSOptions, render_cs

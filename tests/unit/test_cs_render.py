@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sidecar.cssettings import CSSettings
+from sidecar.config.cs import CSSettings
 from sidecar.model import Backend, DesiredState, Protocol, Server, ServerState
 from sidecar.render.dirac_cs import (
     CSChange,

@@ -3,7 +3,6 @@ raises. A fake lock is passed in; the CS file is a real copy in tmp_path."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 from datetime import UTC, datetime, timedelta
@@ -13,7 +12,7 @@ from typing import Any
 import pytest
 
 from sidecar.apply.cs_writer import RESYNC, CSWriter, CSWriteStatus, FileBackend
-from sidecar.cssettings import CSSettings
+from sidecar.config.cs import CSSettings
 from sidecar.errors import CatalogError
 from sidecar.model import Backend, DesiredState, Protocol
 
@@ -45,7 +44,7 @@ def cs_file(tmp_path: Path) -> Path:
 
 
 def writer(path: Path, lock: FakeLock, **cs: Any) -> CSWriter:
-    settings = dataclasses.replace(CSSettings(enabled=True, file=str(path)), **cs)
+    settings = CSSettings.model_validate({"enabled": True, "file": str(path), **cs})
     return CSWriter(settings, lock, lambda: GW)
 
 
@@ -134,7 +133,7 @@ def test_no_gateway_never_writes_an_empty_list(cs_file: Path) -> None:
 def test_new_settings_reset_the_memo(cs_file: Path) -> None:
     w = writer(cs_file, FakeLock())
     assert w.sync(DESIRED, True, NOW).status is CSWriteStatus.WRITTEN
-    w.settings = dataclasses.replace(w.settings, failover_names=("dirac-fo.example.org",))
+    w.settings = w.settings.model_copy(update={"failover_names": ("dirac-fo.example.org",)})
     outcome = w.sync(DESIRED, True, NOW)
     assert outcome.status is CSWriteStatus.WRITTEN
     assert outcome.changes[0].startswith("/Systems/Framework/FailoverURLs/SystemAdministrator")

@@ -1,6 +1,6 @@
+from sidecar.config.schema import PortSettings, Settings
 from sidecar.desired import assign_slots, desired_state
 from sidecar.model import DesiredState, Health, Protocol, ServerState, ServiceEntries, Snapshot
-from sidecar.settings import PortSettings, Settings
 from tests.unit.factories import inst, port_map, settings, snap
 
 
@@ -106,7 +106,8 @@ def test_duplicate_instance_ids_keep_the_first() -> None:
     assert "duplicate" in d.problems[0].reason
 
 
-def test_port_precedence_config_map_meta_auto() -> None:
+def test_port_precedence_config_meta_map_auto() -> None:
+    """The contract: [ports.overrides] > dirac_port > port map > hashed."""
     base = settings()
     s = Settings(
         gateway=base.gateway,
@@ -114,7 +115,9 @@ def test_port_precedence_config_map_meta_auto() -> None:
         ports=PortSettings(overrides=(("Framework/SystemAdministrator", 7000),)),
     )
     assert desired(snap(("x", [inst("a", dirac_port="9999")])), s=s).backends[0].public_port == 7000
-    assert desired(snap(("x", [inst("a", dirac_port="9999")]))).backends[0].public_port == 9162
+    claimed = desired(snap(("x", [inst("a", dirac_port="9999")]))).backends[0]
+    assert (claimed.public_port, claimed.port_source) == (9999, "meta")
+    assert desired(snap(("x", [inst("a")]))).backends[0].public_port == 9162
     meta = desired(snap(("x", [inst("a", system="Foo", service="Bar", dirac_port="9999")])))
     assert (meta.backends[0].public_port, meta.backends[0].port_source) == (9999, "meta")
     auto = desired(snap(("x", [inst("a", system="Foo", service="Bar")])))
@@ -166,10 +169,31 @@ def test_reserved_ports_are_refused() -> None:
     assert d.backends == () and "reserved" in d.problems[0].reason
 
 
-def test_instances_disagreeing_on_protocol_lose_to_the_majority() -> None:
+def test_instances_disagreeing_on_protocol_lose_to_the_first_registration() -> None:
     d = desired(snap(("x", [inst("a"), inst("b"), inst("c", dirac_protocol="https")])))
     assert d.backends[0].protocol is Protocol.DIPS and d.backends[0].ready_count == 2
     assert "protocol" in d.problems[0].reason
+    # three newcomers cannot outvote the service's first registration
+    first = inst("z", created=5, dirac_protocol="https")
+    crowd = [inst(n, created=10 + i) for i, n in enumerate("abc")]
+    d = desired(snap(("x", [*crowd, first])))
+    assert d.backends[0].protocol is Protocol.HTTPS and d.backends[0].ready_count == 1
+    assert len(d.problems) == 3
+
+
+def test_instances_disagreeing_on_dirac_port_follow_the_first_claim() -> None:
+    """Deterministic whatever the order of the answer, and reported."""
+    old = inst("old", created=7, dirac_port="20001")
+    new = [inst(n, created=20 + i, dirac_port="20002") for i, n in enumerate("ab")]
+    for order in ([old, *new], [*new, old]):
+        d = desired(snap(("x", order)))
+        (backend,) = d.backends
+        assert (backend.public_port, backend.ready_count) == (20001, 1)
+        assert {p.subject for p in d.problems} == {
+            "Framework/SystemAdministrator instance 'node1/a'",
+            "Framework/SystemAdministrator instance 'node1/b'",
+        }
+        assert all("dirac_port 20002 disagrees with 20001" in p.reason for p in d.problems)
 
 
 def test_slots_are_sticky_and_newcomers_take_the_lowest_free() -> None:

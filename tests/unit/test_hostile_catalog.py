@@ -32,14 +32,14 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sidecar import pipeline
+from sidecar import data, pipeline
 from sidecar.catalog.parse import parse_health
-from sidecar.cssettings import CSSettings
+from sidecar.config.cs import CSSettings
+from sidecar.config.loader import parse_settings
 from sidecar.model import Health, ServerState, ServiceEntries, Snapshot
 from sidecar.portmap import load_port_map
 from sidecar.render.dirac_cs import render_cs
 from sidecar.render.haproxy import load_template, template_context
-from sidecar.settings import REPO_ROOT, parse_settings
 from sidecar.validate import consul_service_name
 
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
@@ -264,7 +264,7 @@ def make_inputs(tmp: Path) -> pipeline.Inputs:
     return pipeline.Inputs(
         settings,
         load_port_map(settings.port_map_path),
-        load_template(REPO_ROOT / "haproxy" / "haproxy.cfg.j2"),
+        load_template(data.path(data.TEMPLATE)),
     )
 
 
@@ -275,7 +275,7 @@ INPUTS = make_inputs(Path("/nonexistent/hostile"))
 def prelude_of(inputs: pipeline.Inputs) -> frozenset[str]:
     return frozenset(pipeline.render(Snapshot(()), inputs, None).config.split("\n")) | {
         line
-        for line in (REPO_ROOT / "haproxy" / "haproxy.cfg.j2").read_text().split("\n")
+        for line in (data.path(data.TEMPLATE)).read_text().split("\n")
         if "{" not in line and "}" not in line
     }
 

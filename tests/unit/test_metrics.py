@@ -11,8 +11,8 @@ import pytest
 from helpers import free_port
 from prometheus_client import REGISTRY
 
+from sidecar.config.ops import StatusSettings
 from sidecar.metrics import Metrics, StatusServer, update_from_status
-from sidecar.opsettings import StatusSettings
 
 NOW = 1_900_000_000.0
 

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from sidecar.config.schema import HAProxySettings
 from sidecar.model import Health
 from sidecar.pipeline import Inputs, render
 from sidecar.render.haproxy import load_template
-from sidecar.settings import HAProxySettings
 from tests.unit.factories import inst, port_map, settings, snap
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
@@ -127,4 +127,5 @@ def test_strict_undefined(tmp_path: Path) -> None:
 
 def test_haproxy_settings_defaults_are_sane() -> None:
     h = HAProxySettings()
-    assert h.timeout_client == "660s" and h.balance == "leastconn"
+    assert h.timeout_client == 660.0 and h.balance == "leastconn"
+    assert h.timeout_client >= 600.0, "DIRAC RPCs may be silent for 600 s (dirac.md)"

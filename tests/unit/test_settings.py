@@ -1,18 +1,19 @@
-import dataclasses
 import tomllib
 from pathlib import Path
 
 import pytest
 
+from sidecar import data
+from sidecar.config.loader import load_settings, parse_settings
+from sidecar.config.schema import Settings
 from sidecar.errors import ConfigError
-from sidecar.settings import Settings, load_settings, parse_settings
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "configs" / "sidecar.example.toml"
+EXAMPLE = data.path(data.EXAMPLE_SETTINGS)
 
 
 def strip(settings: Settings) -> Settings:
-    return dataclasses.replace(settings, source="", consul_configured=False)
+    return settings.model_copy(update={"source": "", "consul_configured": False})
 
 
 def test_example_file_documents_exactly_the_defaults() -> None:
@@ -32,7 +33,7 @@ def test_example_file_documents_exactly_the_defaults() -> None:
         "certs",
         "status",
     ):
-        fields = {f.name for f in dataclasses.fields(getattr(Settings(), section))}
+        fields = set(type(getattr(Settings(), section)).model_fields)
         documented = set(raw.get(section, {}))
         if section == "ports":
             documented.add("overrides")
@@ -55,7 +56,7 @@ def write(tmp_path: Path, text: str) -> str:
 @pytest.mark.parametrize(
     ("text", "key", "reason"),
     [
-        ("[consul]\nwait = 900\n", "consul.wait", "between 1 and 600"),
+        ("[consul]\nwait = 900\n", "consul.wait", "must be <= 600"),
         ("[consul]\nadress = 'x'\n", "consul.adress", "unknown key"),
         ("[consul]\naddress = 'tcp://x'\n", "consul.address", "http"),
         ("[gateway]\nnames = []\n", "gateway.names", "at least one"),

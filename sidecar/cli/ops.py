@@ -1,8 +1,8 @@
-"""Operations commands of the ``sidecar`` CLI: ``check`` and ``certs`` (CLI wiring, no logic).
+"""Operations commands: ``check``, ``certs`` and ``files`` (CLI wiring, no logic).
 
-Imported by ``sidecar.cli`` (which registers every ``sidecar.cli_*`` module it finds); the
-judgement lives in ``sidecar.check`` and ``sidecar.certs``, the probing in
-``sidecar.checkfacts`` and ``sidecar.certprobe``.
+Added to the group in ``sidecar.cli.app``; the judgement lives in ``sidecar.check`` and
+``sidecar.certs``, the probing in ``sidecar.checkfacts`` and ``sidecar.certprobe``, the shipped
+files in ``sidecar.data``.
 """
 
 from __future__ import annotations
@@ -15,22 +15,17 @@ from typing import TYPE_CHECKING
 
 import click
 
-from sidecar.cli import main
+from sidecar import data
+from sidecar.cli.common import client_of, settings_of
+from sidecar.config.schema import Settings
 from sidecar.errors import SidecarError
-from sidecar.opsettings import ops_settings
-from sidecar.settings import Settings
 from sidecar.severity import Severity
 
 if TYPE_CHECKING:
     from sidecar.certprobe import ProbeTarget
 
 
-def _settings(ctx: click.Context) -> Settings:
-    settings: Settings = ctx.obj["settings"]
-    return settings
-
-
-@main.command()
+@click.command()
 @click.option("--json", "as_json", is_flag=True, help="one JSON object instead of one line")
 @click.option("--no-consul", is_flag=True, help="do not ask Consul for its leader")
 @click.pass_context
@@ -39,10 +34,10 @@ def check(ctx: click.Context, as_json: bool, no_consul: bool) -> None:
     from sidecar.check import CheckResult, evaluate_check
     from sidecar.checkfacts import gather
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx, error_code=int(Severity.UNKNOWN))
     try:
         facts = gather(settings, consul=not no_consul)
-        result = evaluate_check(facts, ops_settings(settings).check, time.time())
+        result = evaluate_check(facts, settings.check, time.time())
     except Exception as exc:  # the probe itself broke: that is UNKNOWN, never a traceback
         result = CheckResult(Severity.UNKNOWN, f"SIDECAR UNKNOWN - check failed: {exc}")
     if as_json:
@@ -54,13 +49,11 @@ def check(ctx: click.Context, as_json: bool, no_consul: bool) -> None:
 
 def _catalog_targets(settings: Settings) -> list[ProbeTarget]:
     from sidecar import pipeline
-    from sidecar.catalog.client import ConsulClient
     from sidecar.catalog.fetch import fetch_snapshot
     from sidecar.certprobe import targets
     from sidecar.inputs import build_inputs
-    from sidecar.settings import read_token
 
-    client = ConsulClient(settings.consul, read_token(settings.consul))
+    client = client_of(settings)
     snapshot = fetch_snapshot(client, settings.consul.tag)
     rendered = pipeline.render(snapshot, build_inputs(settings), None)
     return list(targets(rendered.desired)) if rendered.desired else []
@@ -79,7 +72,7 @@ def _explicit_targets(values: Sequence[str]) -> list[ProbeTarget]:
     return found
 
 
-@main.command()
+@click.command()
 @click.option("--json", "as_json", is_flag=True, help="the whole report as JSON")
 @click.option(
     "--target",
@@ -94,8 +87,8 @@ def certs(ctx: click.Context, as_json: bool, explicit: tuple[str, ...]) -> None:
     from sidecar.certprobe import Prober, check_local_files, probe_all
     from sidecar.certs import CertReport
 
-    settings = _settings(ctx)
-    ops = ops_settings(settings)
+    settings = settings_of(ctx)
+    ops = settings
     now = time.time()
     try:
         wanted = _explicit_targets(explicit) if explicit else _catalog_targets(settings)
@@ -120,3 +113,16 @@ def certs(ctx: click.Context, as_json: bool, explicit: tuple[str, ...]) -> None:
             click.echo(f"{finding.status.label:<8} {finding.where}: {why}")
         click.echo(report.summary)
     sys.exit(int(report.status))
+
+
+@click.command()
+@click.argument("name", required=False, type=click.Choice(data.SHIPPED))
+@click.option("--path", "show_path", is_flag=True, help="print where the file is, not its content")
+def files(name: str | None, show_path: bool) -> None:
+    """List the files shipped in the package, or print one (template, port map, example
+    settings, systemd unit): `sidecar files sidecar.example.toml > /etc/dirac-sidecar/...`."""
+    if name is None:
+        for shipped in data.SHIPPED:
+            click.echo(f"{shipped:<24} {data.path(shipped)}")
+        return
+    click.echo(str(data.path(name)) if show_path else data.read(name), nl=show_path)

@@ -1,11 +1,10 @@
 """``sidecar cs diff``, ``sidecar cs sync`` and ``sidecar status [--fleet]`` (command line).
 
-Registered on the ``main`` group of ``sidecar.cli`` (which imports this module when it
-exists). Parse options, load settings, call in; the work is done by the pipeline, the CS
-writer, the lock and the gateway registry. Exit codes: ``cs diff`` / ``cs sync`` 0 = nothing
-to change, 1 = a change (shown, or written), 2 = error (Consul unreachable, CS unreadable, lock
-not obtained: nothing written). ``status`` 0 = fine, 1 = not ready / a gateway lags or is not
-passing, 2 = error.
+Added to the group in ``sidecar.cli.app``. Parse options, load settings, call in; the work is done
+by the pipeline, the CS writer, the lock and the gateway registry. Exit codes: ``cs diff`` / ``cs
+sync`` 0 = nothing to change, 1 = a change (shown, or written), 2 = error (Consul unreachable, CS
+unreadable, lock not obtained: nothing written). ``status`` 0 = fine, 1 = not ready / a gateway lags
+or is not passing, 2 = error.
 """
 
 from __future__ import annotations
@@ -21,24 +20,15 @@ from sidecar.apply.gateway_registry import fleet, lagging
 from sidecar.apply.lock import CSLock
 from sidecar.catalog.client import ConsulClient
 from sidecar.catalog.fetch import fetch_snapshot
-from sidecar.cli import guarded, main
+from sidecar.cli.common import client_of, guarded, settings_of
+from sidecar.config.schema import Settings
 from sidecar.errors import SidecarError
 from sidecar.model import DesiredState
-from sidecar.settings import Settings, read_token
 from sidecar.status import read_status
 
 
 def _exit_with(func: Callable[[], int]) -> None:
     guarded(func, error_code=2)
-
-
-def _settings(ctx: click.Context) -> Settings:
-    settings: Settings = ctx.obj["settings"]
-    return settings
-
-
-def _client(settings: Settings) -> ConsulClient:
-    return ConsulClient(settings.consul, read_token(settings.consul))
 
 
 def _desired(settings: Settings, client: ConsulClient) -> DesiredState:
@@ -51,7 +41,7 @@ def _desired(settings: Settings, client: ConsulClient) -> DesiredState:
     return desired
 
 
-@main.group("cs")
+@click.group("cs")
 def cs_group() -> None:
     """The DIRAC Configuration Service URL lists."""
 
@@ -62,8 +52,8 @@ def cs_diff(ctx: click.Context) -> None:
     """Print the CS change a sync would make; exit 0 none, 1 some, 2 error."""
 
     def go() -> int:
-        settings = _settings(ctx)
-        client = _client(settings)
+        settings = settings_of(ctx)
+        client = client_of(settings)
         lock = CSLock.from_settings(client, settings.dirac_cs, "")  # never acquired
         changes, problems, text = writer(settings, client, lock).diff(_desired(settings, client))
         for problem in problems:
@@ -81,10 +71,10 @@ def cs_sync(ctx: click.Context, wait: float) -> None:
     """Write the CS changes (holding the one-writer lock); exit 0 none, 1 written, 2 error."""
 
     def go() -> int:
-        settings = _settings(ctx)
+        settings = settings_of(ctx)
         if not settings.dirac_cs.enabled:
             raise SidecarError("dirac_cs.enabled is false: nothing written")
-        client = _client(settings)
+        client = client_of(settings)
         desired = _desired(settings, client)  # before the lock: fail early when Consul is down
         outcome = sync_with_lock(settings, client, desired, wait, "cli")
         for problem in outcome.problems:
@@ -99,7 +89,7 @@ def cs_sync(ctx: click.Context, wait: float) -> None:
 
 
 def _fleet(settings: Settings) -> int:
-    client = _client(settings)
+    client = client_of(settings)
     gateways = fleet(client)
     behind = set(lagging(gateways))
     holder = CSLock.from_settings(client, settings.dirac_cs, "").holder()
@@ -117,14 +107,14 @@ def _fleet(settings: Settings) -> int:
     return 1 if behind or any(gw.status != "passing" for gw in gateways) else 0
 
 
-@main.command("status")
+@click.command("status")
 @click.option("--fleet", "show_fleet", is_flag=True, help="every gateway and which ones lag")
 @click.pass_context
 def status(ctx: click.Context, show_fleet: bool) -> None:
     """This gateway's state, or with --fleet every gateway's; exit 0 fine, 1 not, 2 error."""
 
     def go() -> int:
-        settings = _settings(ctx)
+        settings = settings_of(ctx)
         if show_fleet:
             return _fleet(settings)
         data = read_status(settings.runtime_dir)

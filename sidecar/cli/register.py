@@ -1,10 +1,9 @@
 """``sidecar register`` (command line): register the local DIRAC services in Consul.
 
-Registered on the ``main`` group of ``sidecar.cli`` (which imports this module when it exists).
-Parse options, call in; the plan is ``sidecar.register_plan`` (pure), the work
-``sidecar.register``. Exit codes: 0 = stopped cleanly (SIGTERM/SIGINT, all deregistered);
-1 = Consul unreachable past ``--retry-for`` (nothing left registered) or deregistration
-errors; 2 = bad DIRAC config or options (nothing registered).
+Added to the group in ``sidecar.cli.app``. Parse options, call in; the plan is
+``sidecar.register_plan`` (pure), the work ``sidecar.register``. Exit codes: 0 = stopped cleanly
+(SIGTERM/SIGINT, all deregistered); 1 = Consul unreachable past ``--retry-for`` (nothing left
+registered) or deregistration errors; 2 = bad DIRAC config or options (nothing registered).
 """
 
 from __future__ import annotations
@@ -18,10 +17,8 @@ import click
 
 from sidecar import register as reg
 from sidecar import register_plan as rp
-from sidecar.catalog.client import ConsulClient
-from sidecar.cli import main
+from sidecar.cli.common import client_of, settings_of
 from sidecar.errors import ConfigError, SidecarError
-from sidecar.settings import Settings, read_token
 
 
 def _install_signals(stop: threading.Event) -> None:
@@ -32,7 +29,7 @@ def _install_signals(stop: threading.Event) -> None:
         signal.signal(sig, handler)
 
 
-@main.command("register")
+@click.command("register")
 @click.option(
     "--dirac-cfg",
     default=None,
@@ -125,7 +122,7 @@ def register_cmd(
 ) -> None:
     """Register the local DIRAC services in the local Consul agent and feed their TLS checks
     until SIGTERM/SIGINT, then deregister them."""
-    settings: Settings = ctx.obj["settings"]
+    settings = settings_of(ctx)
     env = reg.environment()
     stop = threading.Event()
     _install_signals(stop)
@@ -153,7 +150,7 @@ def register_cmd(
         click.echo(f"error: {exc}; nothing registered", err=True)
         sys.exit(2)
     registrar = reg.Registrar(
-        ConsulClient(settings.consul, read_token(settings.consul)),
+        client_of(settings),
         plan,
         creds,
         check_host=check_host,

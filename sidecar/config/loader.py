@@ -1,0 +1,247 @@
+"""Loading the settings: TOML file + consul CLI environment -> ``Settings`` (adapter at the edge).
+
+Reads one file (``--config``, ``$SIDECAR_CONFIG`` or the default path) and the environment
+mapping passed in; everything else is pure. Every problem is collected, not only the first:
+unknown keys (with the nearest known key), wrong types, values out of range, cross-field
+rules. ``ConfigError.errors`` holds them all as (key path, reason); ``sidecar validate``
+prints each, ``run`` and SIGHUP refuse the file the same way.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import stat
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
+
+from sidecar.config.base import Section
+from sidecar.config.durations import show_duration, to_seconds
+from sidecar.config.schema import DEFAULT_CONFIG, SECTIONS, Settings
+from sidecar.errors import ConfigError
+
+# Relative paths in a settings file are relative to the file, not to the working directory.
+PATH_KEYS = {
+    "consul": ("token_file", "ca_file", "cert_file", "key_file"),
+    "haproxy": ("runtime_dir", "template"),
+    "ports": ("map_file",),
+    "dirac_cs": ("file", "backup_dir"),
+    "certs": ("ca_dir", "ca_file", "client_cert", "client_key"),
+}
+# The consul CLI's variables, used where the file is silent.
+ENVIRONMENT = {
+    "CONSUL_HTTP_ADDR": "address",
+    "CONSUL_CACERT": "ca_file",
+    "CONSUL_CLIENT_CERT": "cert_file",
+    "CONSUL_CLIENT_KEY": "key_file",
+}
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    """('gateway', 'names', 0) -> 'gateway.names[0]'; keys with odd characters are quoted."""
+    out = ""
+    for position, part in enumerate(loc):
+        if part == "[key]":
+            continue
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.isidentifier() and "overrides" not in loc[:position]:
+            out += f".{part}" if out else part
+        else:
+            out += f'."{part}"'
+    return out
+
+
+def _known(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """The key names valid at ``loc`` (for "did you mean")."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return [name for name in model.model_fields if name not in ("source", "consul_configured")]
+
+
+def _num(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _field(model: type[BaseModel], loc: tuple[int | str, ...]) -> FieldInfo | None:
+    for position, part in enumerate(loc):
+        info = model.model_fields.get(str(part))
+        if info is None:
+            return None
+        if position == len(loc) - 1:
+            return info
+        if not (isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)):
+            return None
+        model = info.annotation
+    return None
+
+
+def _is_duration(model: type[BaseModel], loc: tuple[int | str, ...]) -> bool:
+    info = _field(model, loc)
+    validators = [getattr(m, "func", None) for m in info.metadata] if info else []
+    return to_seconds in validators
+
+
+def _reason(error: ErrorDetails, model: type[BaseModel], section: str) -> str:
+    kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
+    if kind.startswith(("greater_than", "less_than")) and _is_duration(model, error["loc"]):
+        ctx = {k: show_duration(float(v)) for k, v in ctx.items()}
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    if kind == "extra_forbidden":
+        key = str(error["loc"][-1])
+        near = difflib.get_close_matches(key, _known(model, error["loc"]), n=1, cutoff=0.6)
+        hint = f"; did you mean `{_path((section, *error['loc'][:-1], near[0]))}`?" if near else ""
+        return "unknown key" + hint
+    simple = {
+        "greater_than_equal": f"must be >= {_num(ctx.get('ge'))}, got {shown}",
+        "greater_than": f"must be > {_num(ctx.get('gt'))}, got {shown}",
+        "less_than_equal": f"must be <= {_num(ctx.get('le'))}, got {shown}",
+        "less_than": f"must be < {_num(ctx.get('lt'))}, got {shown}",
+        "int_type": f"expected an integer, got {shown}",
+        "bool_type": f"expected true or false, got {shown}",
+        "string_type": f"expected a string, got {shown}",
+        "float_type": f"expected a number, got {shown}",
+        "model_type": "expected a table",
+        "tuple_type": "expected a list",
+        "dict_type": "expected a table",
+        "too_short": "needs at least one entry",
+        "enum": f"must be one of {ctx.get('expected', '')}, got {shown}",
+    }
+    if kind in simple:
+        return simple[kind]
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ")
+
+
+def _validate(section: type[Section], raw: object, name: str) -> tuple[Any, list[tuple[str, str]]]:
+    try:
+        value = section.model_validate(raw)
+    except ValidationError as exc:
+        problems = [(_path((name, *e["loc"])), _reason(e, section, name)) for e in exc.errors()]
+        return None, problems
+    return value, [(f"{name}.{key}", reason) for key, reason in value.cross_checks()]
+
+
+def _environment(consul: dict[str, Any], env: Mapping[str, str]) -> bool:
+    """Fill ``[consul]`` keys from the consul CLI's variables where the file is silent.
+
+    The token's precedence is the contract's: ``token`` in the file, then ``token_file``, then
+    ``CONSUL_HTTP_TOKEN``, then ``CONSUL_HTTP_TOKEN_FILE``. Returns whether an address was
+    configured (by the file or the environment).
+    """
+    configured = "address" in consul
+    for var, key in ENVIRONMENT.items():
+        value = env.get(var)
+        if value and key not in consul:
+            if key == "address":
+                configured = True
+                if "://" not in value:
+                    ssl = env.get("CONSUL_HTTP_SSL", "").lower() in ("true", "1")
+                    value = f"{'https' if ssl else 'http'}://{value}"
+            consul[key] = value
+    if not consul.get("token") and not consul.get("token_file"):
+        if env.get("CONSUL_HTTP_TOKEN"):
+            consul["token"] = env["CONSUL_HTTP_TOKEN"]
+        elif env.get("CONSUL_HTTP_TOKEN_FILE"):
+            consul["token_file"] = env["CONSUL_HTTP_TOKEN_FILE"]
+    return configured
+
+
+def _resolve(data: dict[str, Any], base: Path | None) -> None:
+    if base is None:
+        return
+    for section, keys in PATH_KEYS.items():
+        table = data.get(section)
+        if not isinstance(table, dict):
+            continue
+        for key in keys:
+            value = table.get(key)
+            if isinstance(value, str) and value and not Path(value).is_absolute():
+                table[key] = str(base / value)
+
+
+def parse_settings(
+    raw: Mapping[str, Any], source: str, env: Mapping[str, str], base: Path | None = None
+) -> Settings:
+    """Validate a parsed TOML document; raises ``ConfigError`` listing every problem."""
+    data = {k: dict(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
+    consul = data.setdefault("consul", {})
+    configured = _environment(consul, env) if isinstance(consul, dict) else False
+    _resolve(data, base)
+    problems: list[tuple[str, str]] = []
+    sections: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in SECTIONS:
+            near = difflib.get_close_matches(key, list(SECTIONS), n=1, cutoff=0.6)
+            hint = f"; did you mean `[{near[0]}]`?" if near else ""
+            problems.append((key, "unknown section" + hint))
+            continue
+        if not isinstance(value, dict):
+            problems.append((key, "expected a table"))
+            continue
+        sections[key], found = _validate(SECTIONS[key], value, key)
+        problems.extend(found)
+    if problems:
+        raise ConfigError.many(source, problems)
+    return Settings(**sections, source=source, consul_configured=configured)
+
+
+def refuse_unsafe(fd: int, source: str, key: str = "") -> None:
+    """A settings file or template another account can change would let it reconfigure the
+    gateway (a template can run code, ``haproxy.binary`` names a program): refuse it."""
+    info = os.fstat(fd)
+    if info.st_mode & stat.S_IWOTH:
+        mode = info.st_mode & 0o777
+        raise ConfigError(source, key, f"refused: writable by others (mode {mode:o})")
+
+
+def load_settings(path: str | None, env: Mapping[str, str] | None = None) -> Settings:
+    """Load the TOML file at ``path`` (or ``$SIDECAR_CONFIG``, or the default path).
+
+    A missing file at the *default* location gives the defaults; a missing file that was asked
+    for explicitly is an error.
+    """
+    env = os.environ if env is None else env
+    explicit = path or env.get("SIDECAR_CONFIG")
+    chosen = explicit or DEFAULT_CONFIG
+    try:
+        with Path(chosen).open("rb") as handle:
+            refuse_unsafe(handle.fileno(), chosen)
+            raw = tomllib.load(handle)
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(chosen, "", "file not found") from None
+        raw = {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(chosen, "", f"not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(chosen, "", f"cannot read: {exc.strerror}") from None
+    return parse_settings(raw, chosen, env, Path(chosen).resolve().parent)
+
+
+def read_token(settings: Any) -> str:
+    """The ACL token of ``[consul]``: ``token``, else the content of ``token_file``.
+
+    (The environment was folded in by the loader, below both.) Never logged.
+    """
+    token = settings.token.get_secret_value()
+    if token:
+        return str(token)
+    if settings.token_file:
+        try:
+            return Path(settings.token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                settings.token_file, "consul.token_file", exc.strerror or "unreadable"
+            ) from None
+    return ""

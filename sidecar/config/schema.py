@@ -1,0 +1,226 @@
+"""The settings schema: every section, key, type, bound and default in one place (pure).
+
+Sits beside the pipeline, not in it: ``config.loader`` builds one ``Settings`` value from the
+TOML file and the environment (again on SIGHUP) and hands it to every stage. Every key and its
+default is documented in the shipped ``sidecar.example.toml``; ``tests/unit/test_settings.py``
+keeps that file and these defaults in agreement. Durations are floats of seconds (see
+``config.durations``); closed sets are enums; the Consul token is a ``SecretStr`` so that no
+``repr``, log line or exception shows it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, TypeAdapter, WrapValidator
+from pydantic import ValidatorFunctionWrapHandler as Handler
+
+from sidecar import data, validate
+from sidecar.config.base import Issue, Section
+from sidecar.config.cs import CSSettings
+from sidecar.config.ops import CertSettings, CheckSettings, StatusSettings
+from sidecar.config.types import (
+    Count,
+    FilePath,
+    Flag,
+    HostName,
+    IPAddress,
+    Number,
+    Port,
+    PortOrZero,
+    PositiveCount,
+    PositiveSeconds,
+    Seconds,
+    Text,
+    Word,
+)
+
+DEFAULT_CONFIG = "/etc/dirac-sidecar/sidecar.toml"
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return value
+
+
+def _non_empty(value: str) -> str:
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+def _consul_name(value: str) -> str:
+    return validate.consul_service_name(value) if value else value
+
+
+class ConsulSettings(Section):
+    address: Annotated[Text, AfterValidator(_http_url)] = "http://127.0.0.1:8500"
+    tag: Annotated[Word, AfterValidator(_non_empty)] = "dirac"
+    datacenter: Word = ""
+    token: SecretStr = SecretStr("")  # never shown by repr, logs or status
+    token_file: FilePath = ""
+    ca_file: FilePath = ""
+    cert_file: FilePath = ""
+    key_file: FilePath = ""
+    verify: Flag = True
+    timeout: PositiveSeconds = 10.0  # every plain request; added to blocking ones
+    wait: Annotated[Seconds, Field(ge=1.0, le=600.0)] = 300.0  # a blocking query parks this long
+    include_warning: Flag = False
+    stale: Flag = False
+    max_stale: PositiveSeconds = 30.0  # X-Consul-LastContact accepted on stale reads
+    retry_min: PositiveSeconds = 0.25
+    retry_max: PositiveSeconds = 60.0
+    rate_burst: PositiveCount = 2
+    rate_interval: PositiveSeconds = 1.0  # per token, per watch, once the burst is spent
+    stale_after: PositiveSeconds = 60.0  # catalog data older than this counts as stale
+    reset_grace: Seconds = 120.0  # after the index goes backwards, absent instances stay
+    canary_service: Annotated[Text, AfterValidator(_consul_name)] = "consul"
+
+    def cross_checks(self) -> list[Issue]:
+        if self.retry_min > self.retry_max:
+            return [("retry_min", "must be <= retry_max")]
+        return []
+
+
+class GatewaySettings(Section):
+    names: Annotated[tuple[HostName, ...], Field(min_length=1)] = ("dirac-gw.example.org",)
+    bind: IPAddress = "0.0.0.0"
+    keep_vanished_services: Flag = True
+
+
+def _service_path(value: str) -> str:
+    parts = value.split("/")
+    if len(parts) != 2:
+        raise ValueError('expected "System/Service"')
+    validate.dirac_name(parts[0], "system")
+    validate.dirac_name(parts[1], "service")
+    return value
+
+
+_OVERRIDES = TypeAdapter(dict[Annotated[str, AfterValidator(_service_path)], Port])
+
+
+def _pairs(value: object, handler: Handler) -> tuple[tuple[str, int], ...]:
+    """A TOML table ``"System/Service" = port`` -> sorted pairs (hashable, deterministic)."""
+    if isinstance(value, tuple):
+        value = dict(value)
+    return tuple(sorted(_OVERRIDES.validate_python(value).items()))
+
+
+class PortSettings(Section):
+    map_file: FilePath = ""  # empty: the port map shipped in the package
+    overrides: Annotated[tuple[tuple[str, int], ...], WrapValidator(_pairs)] = ()
+    auto_low: PortOrZero = 20000  # hashed ports for services in no map; 0 rejects them
+    auto_high: Port = 29999
+
+    def cross_checks(self) -> list[Issue]:
+        if self.auto_low and self.auto_low > self.auto_high:
+            return [("auto_low", "auto_low..auto_high must be a range in 1-65535")]
+        return []
+
+
+class Balance(StrEnum):
+    """HAProxy algorithms that work with dynamic servers (management.txt, ``add server``)."""
+
+    LEASTCONN = "leastconn"
+    ROUNDROBIN = "roundrobin"
+    FIRST = "first"
+    RANDOM = "random"
+
+
+def _log_target(value: str) -> str:
+    """``address [len <n>] [format <f>] facility [level]`` words, nothing that opens a line."""
+    if value and not all(validate.haproxy_word(word) for word in value.split(" ")):
+        raise ValueError(f"{value[:40]!r} is not an HAProxy log target such as /dev/log local0")
+    return value
+
+
+class HAProxySettings(Section):
+    binary: FilePath = "haproxy"
+    runtime_dir: FilePath = "/run/dirac-sidecar"
+    template: FilePath = ""  # empty: the template shipped in the package
+    manage: Flag = True  # start HAProxy when it is not running
+    hard_stop_after: PositiveSeconds = 3600.0
+    maxconn: Annotated[PositiveCount, Field(le=10_000_000)] = 8000
+    balance: Balance = Balance.LEASTCONN
+    timeout_connect: PositiveSeconds = 5.0
+    timeout_client: PositiveSeconds = 660.0
+    timeout_server: PositiveSeconds = 660.0
+    check_inter: PositiveSeconds = 2.0
+    check_fall: PositiveCount = 2
+    check_rise: PositiveCount = 2
+    min_slots: Annotated[PositiveCount, Field(le=1024)] = 4
+    log_target: Annotated[Text, AfterValidator(_log_target)] = ""
+    validate_timeout: PositiveSeconds = 30.0
+    reload_timeout: PositiveSeconds = 15.0
+
+
+class ApplySettings(Section):
+    quiet: PositiveSeconds = 0.2
+    max_delay: PositiveSeconds = 2.0
+    min_reload_interval: Seconds = 1.0
+    drift_interval: PositiveSeconds = 30.0
+    max_old_workers: Count = 10
+    max_removal_share: Annotated[Number, Field(gt=0.0, le=1.0)] = 0.5
+    confirm_delay: PositiveSeconds = 2.0
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
+
+
+class LogFormat(StrEnum):
+    PLAIN = "plain"
+    JSON = "json"
+
+
+def _upper(value: object) -> object:
+    return value.upper() if isinstance(value, str) else value
+
+
+class LogSettings(Section):
+    level: Annotated[LogLevel, BeforeValidator(_upper)] = LogLevel.INFO
+    format: LogFormat = LogFormat.PLAIN
+
+
+class Settings(Section):
+    consul: ConsulSettings = ConsulSettings()
+    gateway: GatewaySettings = GatewaySettings()
+    ports: PortSettings = PortSettings()
+    haproxy: HAProxySettings = HAProxySettings()
+    apply: ApplySettings = ApplySettings()
+    dirac_cs: CSSettings = CSSettings()
+    log: LogSettings = LogSettings()
+    check: CheckSettings = CheckSettings()
+    certs: CertSettings = CertSettings()
+    status: StatusSettings = StatusSettings()
+    # Set by the loader, not by the file:
+    source: str = "<defaults>"
+    consul_configured: bool = False  # an address came from the file or CONSUL_HTTP_ADDR
+
+    @property
+    def runtime_dir(self) -> Path:
+        return Path(self.haproxy.runtime_dir)
+
+    @property
+    def template_path(self) -> Path:
+        return Path(self.haproxy.template) if self.haproxy.template else data.path(data.TEMPLATE)
+
+    @property
+    def port_map_path(self) -> Path:
+        return Path(self.ports.map_file) if self.ports.map_file else data.path(data.PORT_MAP)
+
+
+# The sections a settings file may have, in the order the example documents them.
+SECTIONS: dict[str, type[Section]] = {
+    name: info.annotation
+    for name, info in Settings.model_fields.items()
+    if isinstance(info.annotation, type) and issubclass(info.annotation, Section)
+}

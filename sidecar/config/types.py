@@ -1,0 +1,76 @@
+"""The value types of the settings schema (pure): what a TOML value may be, and its bounds.
+
+TOML already knows strings, integers, floats and booleans; these types add what a gateway
+operator means: durations, ports, host names, IP addresses, plain file paths and HAProxy
+tokens. Each rejects anything else with a short reason that ``config.loader`` prefixes with the
+key path. Values that end up in the HAProxy configuration are checked here so that no setting
+can inject a line into it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, StrictInt, StrictStr
+
+from sidecar import validate
+from sidecar.config.durations import to_seconds
+
+# Printable text without control characters: a newline in a setting must never become a
+# line of its own in the HAProxy config, the CS file or the log.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _plain(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters (newline, tab, escape, ...)")
+    return value
+
+
+def _host(value: str) -> str:
+    return validate.host(value, "host name")
+
+
+def _ip(value: str) -> str:
+    canonical = validate.ip_address(value)
+    if canonical is None:
+        raise ValueError(f"{value!r} is not an IP address")
+    return canonical
+
+
+def _port(value: int) -> int:
+    return validate.port(value)
+
+
+def _tokenish(value: str) -> str:
+    """One HAProxy/Consul word: letters, digits and ``_.-/:@`` (no spaces, no quotes)."""
+    if not re.fullmatch(r"[A-Za-z0-9_.:/@-]*", value, re.ASCII):
+        raise ValueError(f"{value[:40]!r} may only contain letters, digits and _.:/@-")
+    return value
+
+
+Text = Annotated[StrictStr, AfterValidator(_plain)]
+Word = Annotated[StrictStr, AfterValidator(_tokenish)]
+FilePath = Annotated[StrictStr, AfterValidator(_plain)]  # "" = unset; relative to the file
+HostName = Annotated[StrictStr, AfterValidator(_host)]
+IPAddress = Annotated[StrictStr, AfterValidator(_ip)]
+Port = Annotated[StrictInt, AfterValidator(_port)]
+PortOrZero = Annotated[StrictInt, Field(ge=0, le=65535)]
+Count = Annotated[StrictInt, Field(ge=0)]
+PositiveCount = Annotated[StrictInt, Field(ge=1)]
+Flag = StrictBool
+
+
+def _number(value: object) -> object:
+    """TOML numbers for a ratio or a float setting: an integer is fine, a bool is not."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number, got {value!r}")
+    return float(value)
+
+
+Number = Annotated[float, BeforeValidator(_number)]
+# Every time setting: "15s", "500ms", "1m30s" or a number of seconds; a float inside.
+Seconds = Annotated[float, BeforeValidator(to_seconds)]
+
+PositiveSeconds = Annotated[float, BeforeValidator(to_seconds), Field(gt=0.0)]
