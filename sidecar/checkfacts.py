@@ -7,7 +7,6 @@ leader. Every probe has a short timeout, so ``check`` answers quickly even when 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -65,8 +64,8 @@ def consul_error(settings: Settings) -> str:
     """ "" when Consul answers with a leader, else why not."""
     from sidecar.catalog.client import ConsulClient
 
-    consul = dataclasses.replace(
-        settings.consul, timeout=min(settings.consul.timeout, CONSUL_TIMEOUT)
+    consul = settings.consul.model_copy(
+        update={"timeout": min(settings.consul.timeout, CONSUL_TIMEOUT)}
     )
     try:
         leader = ConsulClient(consul, read_token(settings.consul)).leader()

@@ -124,9 +124,7 @@ def _group(
             groups.setdefault((system, service), [])
             state = _state(inst.health, include_warning)
             if state is not None:
-                groups[(system, service)].append(
-                    dataclasses.replace(member, state=state)
-                )
+                groups[(system, service)].append(dataclasses.replace(member, state=state))
             else:
                 # Keep the service known (its port stays bound) even with no usable instance.
                 groups[(system, service)].append(

@@ -77,7 +77,10 @@ def haproxy_check(settings: Settings, config: str) -> str | None:
 
 def preflight(settings: Settings, run_haproxy: bool = True) -> list[Finding]:
     """Every check ``sidecar validate`` makes, in order; a failed stage stops the rest."""
-    findings = [Finding("settings", True, settings.source)]
+    source = settings.source
+    if not Path(source).exists():
+        source = f"defaults (no file at {source})"
+    findings = [Finding("settings", True, source)]
     try:
         inputs = build_inputs(settings)
     except SidecarError as exc:

@@ -224,6 +224,8 @@ def load_settings(path: str | None, env: Mapping[str, str] | None = None) -> Set
         raw = {}
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(chosen, "", f"not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(chosen, "", f"not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
         raise ConfigError(chosen, "", f"cannot read: {exc.strerror}") from None
     return parse_settings(raw, chosen, env, Path(chosen).resolve().parent)

@@ -66,6 +66,8 @@ class Gateway:
         self.ports = {path: free_port() for path in SERVICES}
         self.registered: dict[str, str] = {}  # service ID -> Consul service name
         self.proc: subprocess.Popen[bytes] | None = None
+        self.command = sidecar_command()  # e.g. the ``sidecar`` of a venv with only the wheel
+        self.config_first = True  # ``sidecar --config X run`` (else ``sidecar run --config X``)
         shutil.copyfile(data.path(data.TEMPLATE), self.template_path)
         self.write_config()
 
@@ -110,7 +112,12 @@ class Gateway:
             for k, v in os.environ.items()
             if not k.startswith("CONSUL_") and k != "SIDECAR_CONFIG"
         }
-        cmd = [*sidecar_command(), "--config", str(self.config_path), "run"]
+        config = ["--config", str(self.config_path)]
+        cmd = (
+            [*self.command, *config, "run"]
+            if self.config_first
+            else [*self.command, "run", *config]
+        )
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 cmd,

@@ -79,3 +79,15 @@ def test_entrypoint_command_runs_the_daemon(gateway_unstarted: Gateway) -> None:
     gw.proc = proc  # the fixture stops it by PID
     wait_until(gw.ready, 30, 0.1, "the daemon to apply its first config")
     assert shlex.join(command) == "sidecar run"
+
+
+def test_the_image_holds_the_wheel_not_the_source_tree() -> None:
+    """Only the package sources reach the build stage; the runtime stage gets the wheel."""
+    copies = re.findall(r"^COPY (.+)$", dockerfile(), re.MULTILINE)
+    sources = [c for c in copies if not c.startswith("--from=")]
+    assert sources == ["pyproject.toml README.md ./", "sidecar ./sidecar"]
+    assert any(c.startswith("--from=wheel /dist/") for c in copies)
+    assert "pip wheel" in dockerfile() and "install-deps.sh" not in dockerfile()
+    ignored = (REPO_ROOT / ".dockerignore").read_text().split()
+    assert ignored[ignored.index("*") + 1 :][:3] == ["!pyproject.toml", "!README.md", "!sidecar/"]
+    assert re.search(r"^USER dirac-sidecar$", dockerfile(), re.MULTILINE), "runs as non-root"
