@@ -38,7 +38,7 @@ def documents(draw: st.DrawFn) -> dict[str, Any]:
     names = draw(st.lists(st.sampled_from([*KNOWN, "bogus", "consull"]), max_size=5, unique=True))
     doc: dict[str, Any] = {}
     for name in names:
-        keys = KNOWN.get(name, []) + ["adress", "unknown_key"]
+        keys = [*KNOWN.get(name, []), "adress", "unknown_key"]
         chosen = draw(st.lists(st.sampled_from(keys), max_size=5, unique=True))
         doc[name] = {key: draw(values) for key in chosen}
     if draw(st.booleans()):
