@@ -2,7 +2,7 @@
 
 Each is given to the real click group with ``--help`` appended: click parses every option
 and argument before it acts on ``--help``, so a misspelt option, a missing value or an unknown
-command fails here. ``tests/integration/test_docs_commands.py`` runs the cheap ones for real.
+command fails here. ``tests/integration/test_docs_run.py`` runs the cheap ones for real.
 """
 
 from __future__ import annotations

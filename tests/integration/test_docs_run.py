@@ -6,7 +6,7 @@ Each command from ``tests/docs_commands.py`` whose effect is harmless here (``--
 ``--config`` pointed at a gateway's settings file, against the module's Consul agent and a
 running gateway. ``run``, ``once`` and ``register`` without ``--dry-run`` start long-lived
 processes or write: they run in ``test_installed.py`` and the gateway tests instead; here they
-are parsed only (``tests/unit/test_docs_commands.py``).
+are parsed only (``tests/unit/test_docs_parse.py``).
 """
 
 from __future__ import annotations
