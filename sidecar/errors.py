@@ -64,3 +64,8 @@ class HAProxyError(SidecarError):
 
 class CSError(SidecarError):
     """The DIRAC Configuration Service could not be read or written."""
+
+
+class UnsafePathError(SidecarError):
+    """A file or directory another account controls (a symlink, a foreign owner, a swapped
+    temporary file) where the sidecar would write: refused rather than written through."""

@@ -11,12 +11,11 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 
 from sidecar import statefile
-from sidecar.apply.files import atomic_write, read_text
+from sidecar.apply.files import atomic_copy, atomic_write, read_text
 from sidecar.apply.haproxy import HAProxy, unbound_ports
 from sidecar.errors import HAProxyError, SidecarError
 from sidecar.model import DesiredState
@@ -107,7 +106,7 @@ class Applier:
         hp.prepare()
         hp.validate(target.config)  # raises ValidationFailed: nothing replaced
         if hp.config.exists() and self.running():
-            shutil.copyfile(hp.config, hp.last_good)
+            atomic_copy(hp.config, hp.last_good)  # 0600, never half a file
         self._save(target)
         if kind is PlanKind.START or not self.running():
             if not hp.settings.haproxy.manage:
@@ -151,8 +150,8 @@ class Applier:
         hp = self.haproxy
         if not hp.last_good.exists():
             return "no last good config"
-        shutil.copyfile(hp.config, hp.dir / "haproxy.cfg.failed")
-        shutil.copyfile(hp.last_good, hp.config)
+        atomic_copy(hp.config, hp.dir / "haproxy.cfg.failed")
+        atomic_copy(hp.last_good, hp.config)
         self.applied_path.unlink(missing_ok=True)  # the next cycle re-plans from the file
         try:
             hp.reload()

@@ -14,12 +14,12 @@ option unchanged; otherwise nothing is written and ``CSError`` is raised.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
+import errno
 import logging
 import os
 import re
-import tempfile
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,10 +27,10 @@ from pathlib import Path
 
 from diraccfg import CFG
 
-from sidecar.apply.files import fsync_dir
+from sidecar.apply.files import atomic_write
 from sidecar.cfgtree import flatten_into as _flatten
 from sidecar.config.cs import CSSettings
-from sidecar.errors import CSError
+from sidecar.errors import CSError, UnsafePathError
 from sidecar.render.dirac_cs import CSChange, CSOptions, plan_cs, split_values
 
 log = logging.getLogger(__name__)
@@ -327,26 +327,15 @@ def diff_cs_file(path: str | Path, desired: CSOptions, settings: CSSettings) -> 
 
 
 def _write_atomic(target: Path, data: bytes, like: os.stat_result) -> None:
-    """Write ``data`` to a temp file beside ``target``, fsync, rename over it, fsync the dir."""
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.chmod(like.st_mode & 0o7777)
-        if (like.st_uid, like.st_gid) != (os.geteuid(), os.getegid()):
-            try:
-                os.chown(tmp, like.st_uid, like.st_gid)
-            except PermissionError:
-                log.warning("%s: cannot keep owner %d:%d", target, like.st_uid, like.st_gid)
-        tmp.replace(target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    fsync_dir(target.parent)
+    """Replace ``target`` with ``data`` keeping the mode and owner of ``like`` (the CS file).
+
+    Through ``atomic_write``: the directory may be writable by an account that would swap the
+    temporary file for a symlink, so the temp file is created O_EXCL|O_NOFOLLOW and its mode
+    and owner are set on the open descriptor, never by name. Unprivileged, the owner may not be
+    kept: logged, as before.
+    """
+    owner = (like.st_uid, like.st_gid)
+    atomic_write(target, data, like.st_mode & 0o7777, owner, lenient_owner=True)
 
 
 def _backup(cs: CSFile, like: os.stat_result, settings: CSSettings, now: datetime) -> Path:
@@ -358,7 +347,9 @@ def _backup(cs: CSFile, like: os.stat_result, settings: CSSettings, now: datetim
     while target.exists():
         n += 1
         target = folder / f"{cs.path.name}.{stamp}-{n}.bak"
-    _write_atomic(target, cs.text.encode("utf-8"), like)
+    # 0600 whatever the CS file's mode: a copy for restoring by hand, not for DIRAC to read; it
+    # keeps the file's owner, who may read the file itself anyway
+    atomic_write(target, cs.text, 0o600, (like.st_uid, like.st_gid), lenient_owner=True)
     pattern = re.compile(re.escape(cs.path.name) + r"\.(\d{8}T\d{6}\.\d{6}Z)(?:-(\d+))?\.bak")
     found = [
         (m.group(1), int(m.group(2) or 0), p)
@@ -373,6 +364,23 @@ def _backup(cs: CSFile, like: os.stat_result, settings: CSSettings, now: datetim
     return target
 
 
+def _reread(real: Path, path: str | Path) -> tuple[os.stat_result, bytes]:
+    """The CS file's status and bytes now, from one descriptor that follows no symlink: ``real``
+    was resolved when it was read, so a symlink there now was planted since (and would lend its
+    target's mode and owner to the new file). O_NONBLOCK: a planted FIFO must not hang us."""
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise CSError(f"{path}: changed while being edited; nothing written") from None
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise CSError(f"{path}: changed while being edited; nothing written")
+        return info, handle.read()
+
+
 def sync_cs_file(
     path: str | Path, desired: CSOptions, settings: CSSettings, now: datetime
 ) -> CSSyncResult:
@@ -385,15 +393,17 @@ def sync_cs_file(
     if not changes:
         return CSSyncResult(before.path)
     try:
-        like = before.path.stat()
+        like, current = _reread(before.path, path)
         if not os.access(before.path, os.W_OK):
             raise CSError(f"{path}: not writable")
-        if before.path.read_bytes() != before.text.encode("utf-8"):
+        if current != before.text.encode("utf-8"):
             raise CSError(f"{path}: changed while being edited; nothing written")
         backup = _backup(before, like, settings, now)
         _write_atomic(before.path, text.encode("utf-8"), like)
     except OSError as exc:
         raise CSError(f"{path}: cannot write: {exc.strerror or exc}") from None
+    except UnsafePathError as exc:
+        raise CSError(f"{path}: cannot write: {exc}") from None
     for change in changes:
         log.info("CS %s: %s", before.path, change)
     log.info("CS %s: %d option(s) written, backup %s", before.path, len(changes), backup)

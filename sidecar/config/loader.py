@@ -198,11 +198,22 @@ def parse_settings(
 
 def refuse_unsafe(fd: int, source: str, key: str = "") -> None:
     """A settings file or template another account can change would let it reconfigure the
-    gateway (a template can run code, ``haproxy.binary`` names a program): refuse it."""
+    gateway (a template can run code, ``haproxy.binary`` names a program): refuse it.
+
+    Checked on the open descriptor, so the file judged is the file read. Trusted writers are
+    this account and root: the owner must be one of them, "others" may never write, and a
+    group may write only when it is root's group or this account's own.
+    """
     info = os.fstat(fd)
+    mode, me = info.st_mode & 0o777, os.geteuid()
     if info.st_mode & stat.S_IWOTH:
-        mode = info.st_mode & 0o777
         raise ConfigError(source, key, f"refused: writable by others (mode {mode:o})")
+    if info.st_mode & stat.S_IWGRP and info.st_gid not in (0, os.getegid()):
+        reason = f"refused: writable by group {info.st_gid} (mode {mode:o})"
+        raise ConfigError(source, key, reason)
+    if info.st_uid not in (0, me):
+        reason = f"refused: owned by uid {info.st_uid} (only root or uid {me} may own it)"
+        raise ConfigError(source, key, reason)
 
 
 def load_settings(path: str | None, env: Mapping[str, str] | None = None) -> Settings:
@@ -241,9 +252,11 @@ def read_token(settings: Any) -> str:
         return str(token)
     if settings.token_file:
         try:
-            return Path(settings.token_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(
-                settings.token_file, "consul.token_file", exc.strerror or "unreadable"
-            ) from None
+            with Path(settings.token_file).open("rb") as handle:
+                # whoever can change the token file chooses the ACL identity of the gateway
+                refuse_unsafe(handle.fileno(), settings.token_file, "consul.token_file")
+                return handle.read().decode("utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "unreadable"
+            raise ConfigError(settings.token_file, "consul.token_file", reason) from None
     return ""

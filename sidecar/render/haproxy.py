@@ -8,7 +8,6 @@ the same bytes), which is what lets the planner skip a reload when nothing chang
 
 from __future__ import annotations
 
-import stat
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +15,9 @@ import jinja2
 
 from sidecar import validate
 from sidecar.config.durations import haproxy_time
+from sidecar.config.loader import refuse_unsafe
 from sidecar.config.schema import Settings
-from sidecar.errors import TemplateError
+from sidecar.errors import ConfigError, TemplateError
 from sidecar.model import DesiredState, ServerState
 
 ADMIN_SOCKET = "admin.sock"
@@ -27,13 +27,22 @@ CONFIG_FILE = "haproxy.cfg"
 
 
 def load_template(path: Path) -> jinja2.Template:
-    """Compile the template at ``path``; errors name the file and the line."""
+    """Compile the template at ``path``; errors name the file and the line.
+
+    A template runs code in the sidecar (jinja2 is not sandboxed), so one another account may
+    change is refused, by the same rule as the settings file. The file is opened once and the
+    open descriptor is checked: a name swapped after the check cannot feed in another file.
+    """
     try:
-        if path.stat().st_mode & stat.S_IWOTH:
-            raise TemplateError(f"{path}: refused: the template is writable by others")
-        source = path.read_text(encoding="utf-8")
+        with path.open(encoding="utf-8") as handle:  # text mode, as read_text: "\r\n" -> "\n"
+            refuse_unsafe(handle.fileno(), str(path))
+            source = handle.read()
+    except ConfigError as exc:
+        raise TemplateError(f"{path}: {exc.reason}") from None
     except OSError as exc:
         raise TemplateError(f"{path}: cannot read template: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise TemplateError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     env = jinja2.Environment(
         undefined=jinja2.StrictUndefined,
         autoescape=False,  # HAProxy config, not HTML  # noqa: S701
