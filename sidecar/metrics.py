@@ -8,6 +8,11 @@ process-global default), so tests and restarts do not collide.
 
 Counters mirror the daemon's cumulative counts in the status record: they advance by the
 difference between two records, so they never go backwards.
+
+The server trusts no client: a connection must deliver its request within
+``status.idle_timeout`` seconds (each read, and the request as a whole: see
+``sidecar.deadline_io``) or it is closed, and a failed connection is logged at DEBUG rather than
+printed, so neither an idle nor a trickling client holds a thread or floods stderr.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from prometheus_client import (
 
 from sidecar.check import liveness, readiness
 from sidecar.config.ops import CheckSettings, StatusSettings
+from sidecar.deadline_io import deadline_rfile
 from sidecar.validate import parse_listen
 
 log = logging.getLogger(__name__)
@@ -166,10 +172,22 @@ def _update_certs(m: Metrics, certs: object) -> None:
 
 
 def _handler(
-    metrics: Metrics, thresholds: CheckSettings, clock: Callable[[], float]
+    metrics: Metrics, thresholds: CheckSettings, clock: Callable[[], float], idle_timeout: float
 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "dirac-sidecar"
+        # The socket timeout of every read and write: a client that connects and sends
+        # nothing is dropped after it instead of holding its thread for ever. HTTP/1.0 (the
+        # default protocol_version): one request per connection, so no keep-alive to idle in.
+        timeout = idle_timeout
+
+        def setup(self) -> None:
+            super().setup()
+            self.rfile.close()  # else its reference keeps the socket open after close()
+            # ... and the whole request (line and headers; BaseHTTPRequestHandler caps them at
+            # 64 KiB a line and 100 headers) must arrive within the same time, so a client
+            # trickling a byte at a time cannot keep resetting the per-read timeout.
+            self.rfile = deadline_rfile(self.connection, idle_timeout)
 
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
@@ -208,7 +226,9 @@ class StatusServer:
     ) -> None:
         self.metrics = metrics
         self.address = parse_listen(settings.listen)
-        self._handler = _handler(metrics, thresholds or CheckSettings(), clock)
+        self._handler = _handler(
+            metrics, thresholds or CheckSettings(), clock, settings.idle_timeout
+        )
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -220,7 +240,7 @@ class StatusServer:
     def start(self) -> None:
         """Bind and serve; raises OSError when the address cannot be bound."""
         host, port = self.address
-        server_class = _v6_server if ":" in host else ThreadingHTTPServer
+        server_class = _v6_server if ":" in host else _Server
         self._httpd = server_class((host, port), self._handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
@@ -242,7 +262,14 @@ class StatusServer:
             self._thread.join(timeout)
 
 
-class _V6Server(ThreadingHTTPServer):
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver prints the traceback of a reset or broken connection to stderr, past
+        # the log's formatting and repeat limit: a client can cause as many as it likes.
+        log.debug("status endpoint: connection from %s failed", client_address, exc_info=True)
+
+
+class _V6Server(_Server):
     address_family = socket.AF_INET6
 
 

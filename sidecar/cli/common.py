@@ -17,6 +17,7 @@ from sidecar.catalog.client import ConsulClient
 from sidecar.config.loader import load_settings, read_token
 from sidecar.config.schema import DEFAULT_CONFIG, Settings
 from sidecar.errors import ConfigError, SidecarError
+from sidecar.inert import inert
 from sidecar.logs import setup_logging
 
 CONFIG_HELP = f"settings file (default $SIDECAR_CONFIG, else {DEFAULT_CONFIG})"
@@ -70,7 +71,8 @@ def settings_of(ctx: click.Context, error_code: int = 2) -> Settings:
     except SidecarError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(error_code)
-    setup_logging(settings.log.level.value, settings.log.format.value)
+    log = settings.log
+    setup_logging(log.level.value, log.format.value, log.repeat_limit, log.repeat_window)
     root.meta["settings"] = settings
     return settings
 
@@ -86,8 +88,8 @@ def guarded(func: Callable[[], int], error_code: int = 1) -> None:
     exits with ``error_code``."""
     try:
         code = func()
-    except SidecarError as exc:
-        click.echo(f"error: {exc}", err=True)
+    except SidecarError as exc:  # may quote the catalog or Consul: escaped
+        click.echo(f"error: {inert(str(exc), 2000)}", err=True)
         code = error_code
     sys.exit(code)
 

@@ -16,13 +16,14 @@ import click
 from sidecar import pipeline
 from sidecar.apply.cs_once import sync_with_lock, writer
 from sidecar.apply.cs_writer import CSWriteStatus
-from sidecar.apply.gateway_registry import fleet, lagging
+from sidecar.apply.gateway_registry import GatewayInfo, fleet, lagging
 from sidecar.apply.lock import CSLock
 from sidecar.catalog.client import ConsulClient
 from sidecar.catalog.fetch import fetch_snapshot
 from sidecar.cli.common import client_of, guarded, settings_of
 from sidecar.config.schema import Settings
 from sidecar.errors import SidecarError
+from sidecar.inert import inert
 from sidecar.model import DesiredState
 from sidecar.status import read_status
 
@@ -33,9 +34,10 @@ def _exit_with(func: Callable[[], int]) -> None:
 
 def _desired(settings: Settings, client: ConsulClient) -> DesiredState:
     from sidecar.inputs import build_inputs
+    from sidecar.netfacts import fenced
 
     snapshot = fetch_snapshot(client, settings.consul.tag)
-    desired = pipeline.render(snapshot, build_inputs(settings), None).desired
+    desired = pipeline.render(snapshot, fenced(build_inputs(settings), snapshot), None).desired
     if desired is None:
         raise SidecarError("no desired state could be computed")
     return desired
@@ -88,19 +90,39 @@ def cs_sync(ctx: click.Context, wait: float) -> None:
     _exit_with(go)
 
 
+FIELD_LIMIT = 64  # characters of one catalog value in the fleet table, escapes included
+HOLDER_LIMIT = 128  # of the CS writer lock's value (``<node>/<gateway>``)
+
+
+def fleet_table(gateways: list[GatewayInfo], behind: set[str], holder: str) -> list[str]:
+    """The lines of ``status --fleet``; every value from Consul is made inert first.
+
+    Names, nodes, check status, generation and the lock value are whatever was registered: an
+    ESC sequence would reach the terminal, a newline would forge a row. ``inert`` escapes them
+    and caps their length (a 1 MB node name must not scroll the table away).
+    """
+
+    def cell(value: str) -> str:
+        return inert(value, limit=FIELD_LIMIT)
+
+    lines = [f"{'GATEWAY':<32} {'NODE':<20} {'STATUS':<9} {'INDEX':>10} GENERATION"]
+    for gw in gateways:
+        mark = "  LAGGING" if gw.name in behind else ""
+        lines.append(
+            f"{cell(gw.name):<32} {cell(gw.node):<20} {cell(gw.status):<9} "
+            f"{gw.catalog_index:>10} {cell(gw.generation) or '-'}{mark}"
+        )
+    lines.append(f"CS writer: {inert(holder, limit=HOLDER_LIMIT) or '(nobody)'}")
+    return lines
+
+
 def _fleet(settings: Settings) -> int:
     client = client_of(settings)
     gateways = fleet(client)
     behind = set(lagging(gateways))
     holder = CSLock.from_settings(client, settings.dirac_cs, "").holder()
-    click.echo(f"{'GATEWAY':<32} {'NODE':<20} {'STATUS':<9} {'INDEX':>10} GENERATION")
-    for gw in gateways:
-        mark = "  LAGGING" if gw.name in behind else ""
-        click.echo(
-            f"{gw.name:<32} {gw.node:<20} {gw.status:<9} {gw.catalog_index:>10} "
-            f"{gw.generation or '-'}{mark}"
-        )
-    click.echo(f"CS writer: {holder or '(nobody)'}")
+    for line in fleet_table(gateways, behind, holder):
+        click.echo(line)
     if not gateways:
         click.echo("no gateway registered", err=True)
         return 1

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from helpers import free_port
+from helpers import free_port, wait_until
 from prometheus_client import REGISTRY
 
 from sidecar.config.ops import StatusSettings
@@ -135,3 +138,62 @@ def test_stop_closes_the_socket() -> None:
     again.stop()
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
+
+
+# --- clients that do not play along: closed after status.idle_timeout ------------------------
+
+IDLE = 0.5
+
+
+@pytest.fixture
+def impatient() -> Iterator[StatusServer]:
+    srv = StatusServer(Metrics(), StatusSettings(listen="127.0.0.1:0", idle_timeout=IDLE))
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def request_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if "process_request_thread" in t.name}
+
+
+def until_closed(sock: socket.socket, trickle: bytes = b"", bound: float = 5.0) -> bytes:
+    """What the server sent before closing ``sock``; sends ``trickle`` a byte every 50 ms."""
+    sock.settimeout(0.05)
+    received = b""
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        try:
+            if trickle:
+                sock.send(trickle[:1])
+                trickle = trickle[1:]
+            chunk = sock.recv(4096)
+        except TimeoutError:
+            continue
+        except (BrokenPipeError, ConnectionResetError):
+            return received
+        if not chunk:
+            return received
+        received += chunk
+    raise AssertionError(f"the server kept the connection open for {bound}s")
+
+
+@pytest.mark.parametrize(
+    "trickle",
+    [b"", b"GET /metrics HTTP/1.0\r\nX-Slow: " + b"a" * 1000],
+    ids=["silent", "slow-loris"],
+)
+def test_a_client_that_does_not_send_its_request_is_dropped(
+    impatient: StatusServer, trickle: bytes
+) -> None:
+    before = request_threads()
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", impatient.port), timeout=5) as sock:
+        received = until_closed(sock, trickle)
+    elapsed = time.monotonic() - started
+    assert received == b""  # dropped, not answered
+    assert IDLE * 0.8 <= elapsed < IDLE + 1.5, elapsed
+    wait_until(lambda: not (request_threads() - before), timeout=2, what="the handler thread")
+    assert get(impatient, "/healthz")[0] == 503  # and the server still serves others
