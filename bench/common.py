@@ -472,7 +472,11 @@ class Sidecar:
         assert len(str(self.runtime_dir / "master.sock")) < 100, "runtime_dir too long"
         data: dict[str, dict[str, Any]] = {
             "consul": {"address": consul_addr},
-            "gateway": {"names": list(GATEWAY_NAMES), "bind": "127.0.0.1"},
+            "gateway": {
+                "names": list(GATEWAY_NAMES),
+                "bind": "127.0.0.1",
+                "backend_networks": ["127.0.0.0/8"],  # the bench's backends
+            },
             "haproxy": {"runtime_dir": str(self.runtime_dir), "hard_stop_after": "30s"},
             "apply": {},
             "status": {"listen": f"127.0.0.1:{_free_ephemeral_port()}"},

@@ -29,7 +29,8 @@ from sidecar.apply.drift_repair import repair_drift
 from sidecar.apply.files import remove_stale_temps
 from sidecar.apply.fleet_member import Beat, FleetMember
 from sidecar.apply.gateway_registry import catalog_index
-from sidecar.apply.haproxy import HAProxy, busy_ports, reload_deferred_until
+from sidecar.apply.haproxy import HAProxy, reload_deferred_until, unbindable_ports
+from sidecar.bindmemo import PREFLIGHT_RETRY, RELOAD_RETRY, BindMemo
 from sidecar.catalog.client import ConsulClient
 from sidecar.catalog.confirm import HeldRemovals
 from sidecar.catalog.watcher import CatalogWatcher
@@ -40,6 +41,7 @@ from sidecar.errors import SidecarError
 from sidecar.filewatch import FileWatcher
 from sidecar.inputs import build_inputs
 from sidecar.model import Snapshot
+from sidecar.netfacts import NetFacts
 from sidecar.ops import Operations
 from sidecar.plan import Plan, PlanKind, Rendered
 from sidecar.status import Status, write_status
@@ -80,6 +82,8 @@ class Daemon:
         # most every 5 s (TTL pass, lock renew): the idle load on Consul stays low.
         self.fleet = FleetMember(settings, self._fleet_client(settings), min_interval=5.0)
         self._applied_index = 0
+        self.net = NetFacts()  # own addresses, resolved host names: for the admission policy
+        self.binds = BindMemo()  # public ports HAProxy cannot bind
 
     def _file_watcher(self, settings: Settings) -> FileWatcher:
         """Settings file (and template) -> like SIGHUP; CA dirs and own certs -> re-check."""
@@ -260,11 +264,12 @@ class Daemon:
             self._retry_at = min(self._retry_at, view.reset_at + grace)  # type: ignore[operator]
         self.held.confirm(view.snapshot, time.monotonic(), distrust)
         running = self.applier.running()
+        self._fence(view.snapshot)
         target, plan = pipeline.cycle(
             view.snapshot, self.inputs, self.applied, running, self.held.confirmed, distrust
         )
-        if plan.kind in (PlanKind.RELOAD, PlanKind.START) or self.inputs.busy_ports:
-            target, plan = self._without_busy_ports(view.snapshot, target, plan, running, distrust)
+        if plan.kind in (PlanKind.RELOAD, PlanKind.START) or self.binds.entries:
+            target, plan = self._preflight(view.snapshot, target, plan, running, distrust)
         due = self.held.track(target.held, time.monotonic())
         if due is not None:
             self._retry_at = min(self._retry_at, due)
@@ -284,27 +289,48 @@ class Daemon:
             self._applied_index = catalog_index(view.snapshot)
         return True
 
-    def _without_busy_ports(
+    def _fence(self, snapshot: Snapshot) -> None:
+        """The perimeter for this cycle: own addresses, resolved names (cached adapters)."""
+        perimeter = self.net.perimeter(snapshot, self.settings, self.inputs.port_map)
+        if perimeter != self.inputs.perimeter:
+            self.inputs = dataclasses.replace(self.inputs, perimeter=perimeter)
+
+    def _preflight(
         self, snapshot: Snapshot, target: Rendered, plan: Plan, running: bool, distrust: bool
     ) -> tuple[Rendered, Plan]:
-        """A new public port held by another process: leave that service out, retry later."""
+        """A new public port that cannot be bound: leave that service out, retry later."""
+        now = time.monotonic()
         old = (
             set(self.applied.desired.public_ports)
             if self.applied and self.applied.desired
             else set()
         )
-        # ports the target adds, plus those left out last time (re-probed: they may be free now)
-        wanted = set(target.desired.public_ports if target.desired else ()) | self.inputs.busy_ports
-        new = wanted - old
-        busy = busy_ports(self.settings.gateway.bind, sorted(new)) if new else frozenset()
-        if busy == self.inputs.busy_ports:
+        # ports the target adds, plus those left out whose retry time has come
+        retry = set(self.binds.expire(now))
+        new = (set(target.desired.public_ports if target.desired else ()) | retry) - old
+        found = unbindable_ports(self.settings.gateway.bind, sorted(new)) if new else {}
+        self.binds.learn(found, now, PREFLIGHT_RETRY, probe=True)
+        if self.binds.as_inputs() == self.inputs.unbindable:
             return target, plan
-        self.inputs = dataclasses.replace(self.inputs, busy_ports=busy)
-        if busy:
-            self._retry_at = min(self._retry_at, time.monotonic() + 30.0)
+        self.inputs = dataclasses.replace(self.inputs, unbindable=self.binds.as_inputs())
+        due = self.binds.next_retry()
+        if due is not None:
+            self._retry_at = min(self._retry_at, due)
         return pipeline.cycle(
             snapshot, self.inputs, self.applied, running, self.held.confirmed, distrust
         )
+
+    def _learn_bind_failures(self, mark: int) -> None:
+        """After a failed reload: the frontends HAProxy itself could not bind go out alone."""
+        found = self.haproxy.bind_failures(mark)
+        if found and self.binds.learn(found, time.monotonic(), RELOAD_RETRY):
+            log.error(
+                "haproxy cannot bind %s: leaving those services out and trying again at once",
+                ", ".join(f"{port} ({why})" for port, why in sorted(found.items())),
+            )
+            self.inputs = dataclasses.replace(self.inputs, unbindable=self.binds.as_inputs())
+            self._failed_config = None
+            self._retry_at = time.monotonic()
 
     def _defer_reload(self) -> bool:
         """Pace reloads: a minimum interval, and not while too many old workers drain."""
@@ -314,6 +340,7 @@ class Daemon:
         return retry is not None
 
     def _apply(self, plan: Plan, target: Rendered) -> bool:
+        mark = self.haproxy.log_mark()
         result = self.applier.apply(plan, target)
         kind = result.kind.value
         self.status.record_apply(kind, result.ok, result.message, result.reloads, time.time())
@@ -332,6 +359,8 @@ class Daemon:
             return True
         self._failed_config = target.config
         log.error("apply %s failed: %s", kind, result.message)
+        if result.kind in (PlanKind.RELOAD, PlanKind.START):
+            self._learn_bind_failures(mark)
         if result.rolled_back:
             config, _ = self.applier.load_applied()
             previous = self.applied.desired if self.applied else None

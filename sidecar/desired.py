@@ -1,19 +1,22 @@
 """The policy: catalog snapshot + settings -> the gateway's desired state (pure).
 
 ``desired_state`` is the one function that decides what the gateway exposes. It validates
-every catalog value, groups instances into DIRAC services, gives each service its fixed public
-port, resolves port conflicts deterministically and keeps server slots stable: an instance keeps
-the slot it had in ``previous`` so that membership changes touch as few HAProxy servers as
-possible and can be applied through the runtime API without a reload.
+every catalog value, admits only backends inside the perimeter (``admission``), groups
+instances into DIRAC services within the configured limits, gives each service its fixed
+public port and resolves port ownership (``ports``), and keeps server slots stable: an instance
+keeps the slot it had in ``previous`` so that membership changes touch as few HAProxy servers
+as possible and can be applied through the runtime API without a reload.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sidecar import validate
+from sidecar.admission import Perimeter, backend_address, default_ranges, public_port
 from sidecar.config.schema import Settings
 from sidecar.model import (
     Backend,
@@ -26,12 +29,9 @@ from sidecar.model import (
     ServerState,
     Snapshot,
 )
-from sidecar.portmap import PortMap, hashed_port
+from sidecar.portmap import PortMap
+from sidecar.ports import Claim, declared_owners, own_port, resolve, within_limit
 
-# Where a public port came from. For one service the contract's precedence is config >
-# dirac_port (meta) > map > auto; when two services claim one port, the port's owner is decided
-# in this order (strongest first): the operator's config, the shipped map, a claim, a hash.
-PORT_SOURCES = ("config", "map", "meta", "auto")
 FREE_SLOT_ADDRESS = "127.0.0.1"
 FREE_SLOT_PORT = 1
 
@@ -59,6 +59,7 @@ class Candidate:
     public_port: int
     port_source: str
     members: tuple[Member, ...]
+    since: int = 0  # claim index of its port
 
     @property
     def path(self) -> str:
@@ -100,8 +101,18 @@ def validate_instance(inst: Instance) -> tuple[str, str, Member]:
     return system, service, member
 
 
+def _admit(member: Member, perimeter: Perimeter) -> Member:
+    """The member with the address HAProxy may dial; ValueError when the perimeter refuses."""
+    if member.public_port is not None:
+        public_port(member.public_port, perimeter)
+    if member.state is ServerState.MAINT:
+        return member
+    address = backend_address(member.address, member.port, perimeter)
+    return member if address == member.address else dataclasses.replace(member, address=address)
+
+
 def _group(
-    snapshot: Snapshot, settings: Settings, problems: list[Problem]
+    snapshot: Snapshot, settings: Settings, perimeter: Perimeter, problems: list[Problem]
 ) -> dict[tuple[str, str], list[Member]]:
     groups: dict[tuple[str, str], list[Member]] = {}
     include_warning = settings.consul.include_warning
@@ -118,18 +129,37 @@ def _group(
             seen.add(inst.key)
             try:
                 system, service, member = validate_instance(inst)
+                state = _state(inst.health, include_warning)
+                if state is None:
+                    # Keep the service known (its port stays bound) with no usable instance.
+                    member = dataclasses.replace(member, state=ServerState.MAINT)
+                else:
+                    member = dataclasses.replace(member, state=state)
+                member = _admit(member, perimeter)
             except ValueError as exc:
                 problems.append(Problem(_subject(inst), str(exc)))
                 continue
-            groups.setdefault((system, service), [])
-            state = _state(inst.health, include_warning)
-            if state is not None:
-                groups[(system, service)].append(dataclasses.replace(member, state=state))
-            else:
-                # Keep the service known (its port stays bound) even with no usable instance.
-                groups[(system, service)].append(
-                    dataclasses.replace(member, address="", port=0, state=ServerState.MAINT)
+            if member.state is ServerState.MAINT:
+                member = dataclasses.replace(member, address="", port=0)
+            groups.setdefault((system, service), []).append(member)
+    return _bounded(groups, settings.limits.max_instances, problems)
+
+
+def _bounded(
+    groups: dict[tuple[str, str], list[Member]], limit: int, problems: list[Problem]
+) -> dict[tuple[str, str], list[Member]]:
+    """At most ``limit`` instances per service: the oldest registrations are kept."""
+    for (system, service), members in groups.items():
+        if len(members) > limit:
+            members.sort(key=lambda m: (m.created, m.key))
+            dropped = len(members) - limit
+            del members[limit:]
+            problems.append(
+                Problem(
+                    f"{system}/{service}",
+                    f"[limits] max_instances = {limit} reached; {dropped} newer instances unused",
                 )
+            )
     return groups
 
 
@@ -172,80 +202,53 @@ def _agree(
     return first.protocol, kept
 
 
-def _public_port(
-    system: str, service: str, members: list[Member], settings: Settings, port_map: PortMap
-) -> tuple[int, str] | None:
-    path = f"{system}/{service}"
-    overrides = dict(settings.ports.overrides)
-    if path in overrides:
-        return overrides[path], "config"
-    claimed = [m.public_port for m in members if m.public_port is not None]
-    if claimed:  # _agree left only instances that agree with the first claim
-        return claimed[0], "meta"
-    entry = port_map.lookup(system, service)
-    if entry is not None:
-        return entry.gateway_port, "map"
-    if settings.ports.auto_low:
-        return hashed_port(
-            system, service, settings.ports.auto_low, settings.ports.auto_high
-        ), "auto"
-    return None
-
-
 def _candidates(
     groups: dict[tuple[str, str], list[Member]],
     settings: Settings,
     port_map: PortMap,
+    previous: dict[str, Backend],
     problems: list[Problem],
-) -> list[Candidate]:
+) -> tuple[list[Candidate], list[Claim]]:
     result: list[Candidate] = []
+    claims: list[Claim] = []
     for (system, service), members in sorted(groups.items()):
         path = f"{system}/{service}"
         protocol, kept = _agree(path, members, problems)
-        chosen = _public_port(system, service, kept, settings, port_map)
+        claimed = next((m.public_port for m in kept if m.public_port is not None), None)
+        chosen = own_port(system, service, claimed, settings, port_map)
         if chosen is None:
             problems.append(Problem(path, "no public port: set dirac_port or [ports.overrides]"))
             continue
-        result.append(Candidate(system, service, protocol, chosen[0], chosen[1], tuple(kept)))
-    return result
+        port, source = chosen
+        before = previous.get(path)
+        held = before is not None and before.public_port == port
+        if held and before is not None and before.claim_index:
+            since = before.claim_index  # the claim it held: a newcomer cannot take it over
+        else:
+            relevant = [m for m in kept if source != "meta" or m.public_port == port] or kept
+            since = min((m.created for m in relevant), default=0)
+        result.append(Candidate(system, service, protocol, port, source, tuple(kept), since))
+        claims.append(Claim(path, port, source, since, held))
+    return result, claims
 
 
-def _resolve_conflicts(
-    candidates: list[Candidate],
-    reserved: set[int],
-    problems: list[Problem],
-    busy: frozenset[int] = frozenset(),
-) -> list[Candidate]:
-    """One service per public port: the strongest port source wins, then the sorted name."""
-    by_port: dict[int, list[Candidate]] = {}
-    for cand in candidates:
-        by_port.setdefault(cand.public_port, []).append(cand)
-    winners: list[Candidate] = []
-    for port, claims in sorted(by_port.items()):
-        if port in busy:
-            for cand in claims:
-                problems.append(
-                    Problem(cand.path, f"public port {port} is in use by another process")
-                )
-            continue
-        if port in reserved:
-            for cand in claims:
-                problems.append(
-                    Problem(cand.path, f"public port {port} is reserved by the gateway")
-                )
-            continue
-        claims.sort(key=lambda c: (PORT_SOURCES.index(c.port_source), c.path))
-        winner, losers = claims[0], claims[1:]
-        winners.append(winner)
-        for loser in losers:
-            problems.append(
-                Problem(
-                    loser.path,
-                    f"public port {port} ({loser.port_source}) is taken by {winner.path} "
-                    f"({winner.port_source}); service not exposed",
-                )
-            )
-    return winners
+def _kept_claims(
+    previous: DesiredState | None, present: set[str]
+) -> tuple[list[Claim], dict[str, Backend]]:
+    """Services that left the catalog keep their port (rejecting at once) while known."""
+    kept: dict[str, Backend] = {}
+    if previous is not None:
+        kept = {b.path: b for b in previous.backends if b.path not in present}
+    claims = [Claim(b.path, b.public_port, "kept", b.claim_index, True) for b in kept.values()]
+    return claims, kept
+
+
+def _rejecting(backend: Backend) -> Backend:
+    servers = tuple(
+        Server(s.name, FREE_SLOT_ADDRESS, FREE_SLOT_PORT, ServerState.MAINT)
+        for s in backend.servers
+    )
+    return dataclasses.replace(backend, servers=servers)
 
 
 def _slot_count(previous: Backend | None, needed: int, min_slots: int) -> int:
@@ -284,48 +287,29 @@ def assign_slots(
     return tuple(servers)
 
 
-def _vanished(
-    previous: DesiredState | None, present: set[str], taken: set[int], problems: list[Problem]
-) -> list[Backend]:
-    """Services that left the catalog keep their port (rejecting at once) while known."""
-    kept: list[Backend] = []
-    if previous is None:
-        return kept
-    for backend in previous.backends:
-        if backend.path in present or backend.public_port in taken:
-            continue
-        servers = tuple(
-            Server(s.name, FREE_SLOT_ADDRESS, FREE_SLOT_PORT, ServerState.MAINT)
-            for s in backend.servers
-        )
-        kept.append(
-            Backend(
-                backend.system,
-                backend.service,
-                backend.protocol,
-                backend.public_port,
-                servers,
-                backend.port_source,
-            )
-        )
-        problems.append(Problem(backend.path, "no longer in the catalog; port kept, rejecting"))
-    return kept
-
-
 def desired_state(
     snapshot: Snapshot,
     settings: Settings,
     port_map: PortMap,
     previous: DesiredState | None = None,
     reserved_ports: frozenset[int] = frozenset(),
-    busy_ports: frozenset[int] = frozenset(),
+    unbindable: Mapping[int, str] | None = None,
+    perimeter: Perimeter | None = None,
 ) -> DesiredState:
     """The whole policy. Deterministic: the same inputs give an equal value."""
     problems: list[Problem] = []
-    groups = _group(snapshot, settings, problems)
-    candidates = _candidates(groups, settings, port_map, problems)
-    winners = _resolve_conflicts(candidates, set(reserved_ports), problems, busy_ports)
+    perimeter = perimeter or permissive(settings, port_map)
+    groups = _group(snapshot, settings, perimeter, problems)
     prev_backends = {b.path: b for b in previous.backends} if previous else {}
+    candidates, claims = _candidates(groups, settings, port_map, prev_backends, problems)
+    kept: dict[str, Backend] = {}
+    if settings.gateway.keep_vanished_services:
+        kept_claims, kept = _kept_claims(previous, {c.path for c in candidates})
+        claims += kept_claims
+    owners = declared_owners(settings, port_map)
+    winners = resolve(claims, owners, reserved_ports, dict(unbindable or {}), problems)
+    winners = within_limit(winners, settings.limits.max_services, problems)
+    chosen = {c.path for c in winners}
     backends = [
         Backend(
             c.system,
@@ -334,12 +318,49 @@ def desired_state(
             c.public_port,
             assign_slots(c.members, prev_backends.get(c.path), settings.haproxy.min_slots),
             c.port_source,
+            c.since,
         )
-        for c in winners
+        for c in candidates
+        if c.path in chosen
     ]
-    if settings.gateway.keep_vanished_services:
-        present = {c.path for c in candidates}
-        taken = {c.public_port for c in winners} | set(reserved_ports)
-        backends.extend(_vanished(previous, present, taken, problems))
+    for path, backend in sorted(kept.items()):
+        if path in chosen:
+            backends.append(_rejecting(backend))
+            problems.append(Problem(path, "no longer in the catalog; port kept, rejecting"))
     backends.sort(key=lambda b: (b.public_port, b.path))
-    return DesiredState(tuple(backends), tuple(sorted(set(problems))))
+    return DesiredState(tuple(backends), _capped(problems, settings.limits.max_problems))
+
+
+def _capped(problems: list[Problem], limit: int) -> tuple[Problem, ...]:
+    unique = sorted(set(problems))
+    if len(unique) <= limit:
+        return tuple(unique)
+    more = Problem("problems", f"{len(unique) - limit} more not shown ([limits] max_problems)")
+    return (*unique[:limit], more)
+
+
+def permissive(settings: Settings, port_map: PortMap) -> Perimeter:
+    """The perimeter of plain-data tests and ``render``: no network facts, the default ranges."""
+    return perimeter_for(settings, port_map, frozenset(), frozenset(), ())
+
+
+def perimeter_for(
+    settings: Settings,
+    port_map: PortMap,
+    own_addresses: frozenset[str],
+    refused: frozenset[tuple[str, int]],
+    resolved: tuple[tuple[str, tuple[str, ...]], ...],
+) -> Perimeter:
+    """The perimeter from the settings and what the adapters found (pure)."""
+    p = settings.ports
+    declared = {e.gateway_port for e in port_map.entries} | {port for _, port in p.overrides}
+    auto = (p.auto_low, p.auto_high) if p.auto_low else None
+    ranges = p.ranges or default_ranges(declared, auto)
+    return Perimeter(
+        networks=settings.gateway.backend_networks,
+        own_addresses=own_addresses,
+        refused=refused,
+        resolved=resolved,
+        public_ranges=ranges,
+        privileged=frozenset(port for port in declared if port < 1024),
+    )

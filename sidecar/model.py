@@ -113,6 +113,7 @@ class Backend:
     public_port: int
     servers: tuple[Server, ...]
     port_source: str = "map"
+    claim_index: int = 0  # when it claimed its port (Consul CreateIndex): older claims win
 
     @property
     def name(self) -> str:

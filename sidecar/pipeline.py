@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import jinja2
 
+from sidecar.admission import Perimeter
 from sidecar.certs import exclude_failing
 from sidecar.config.schema import Settings
 from sidecar.desired import desired_state
@@ -28,7 +29,8 @@ class Inputs:
     port_map: PortMap
     template: jinja2.Template
     reserved_ports: frozenset[int] = frozenset()
-    busy_ports: frozenset[int] = frozenset()  # new public ports another process holds
+    unbindable: tuple[tuple[int, str], ...] = ()  # public ports HAProxy cannot bind, and why
+    perimeter: Perimeter | None = None  # None: no network facts (plain-data tests, render)
     drained: frozenset[tuple[str, int]] = frozenset()  # (address, port): certificate fails
     template_digest: str = ""  # of the template's source (daemon); "" in tests
 
@@ -54,7 +56,8 @@ def render(
         inputs.port_map,
         before,
         inputs.reserved_ports,
-        inputs.busy_ports,
+        dict(inputs.unbindable),
+        inputs.perimeter,
     )
     guarded = blast_guard(
         before,

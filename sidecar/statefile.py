@@ -24,6 +24,7 @@ def encode(desired: DesiredState, extra: dict[str, Any] | None = None) -> str:
                 "protocol": b.protocol.value,
                 "public_port": b.public_port,
                 "port_source": b.port_source,
+                "claim_index": b.claim_index,
                 "servers": [
                     [s.name, s.address, s.port, s.state.value, s.instance, s.weight]
                     for s in b.servers
@@ -53,6 +54,7 @@ def decode(text: str) -> DesiredState:
                     for n, a, p, st, i, w in b["servers"]
                 ),
                 str(b.get("port_source", "map")),
+                int(b.get("claim_index", 0)),
             )
             for b in data["backends"]
         )

@@ -20,7 +20,9 @@ from sidecar.model import DesiredState
 
 def writer(settings: Settings, client: ConsulClient, lock: CSLock) -> CSWriter:
     cs = settings.dirac_cs
-    names = names_provider(client, cs.discover_gateways, settings.gateway.names)
+    names = names_provider(
+        client, cs.discover_gateways, settings.gateway.names, cs.discover_allowed
+    )
     return CSWriter(cs, lock, names)
 
 

@@ -77,7 +77,9 @@ class FleetMember:
             self.lock = self.writer = None
             return
         self.lock = lock or CSLock.from_settings(self._client, cs, self._holder)
-        names = names_provider(self._client, cs.discover_gateways, settings.gateway.names)
+        names = names_provider(
+            self._client, cs.discover_gateways, settings.gateway.names, cs.discover_allowed
+        )
         self.writer = CSWriter(cs, self.lock, names)
 
     def heartbeat(self, beat: Beat) -> CSWriteOutcome | None:

@@ -23,9 +23,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from sidecar import validate
 from sidecar.apply.consul_http import ConsulHTTP, expect_ok
 from sidecar.catalog.client import ConsulClient
 from sidecar.errors import CatalogError
+from sidecar.inert import inert
 from sidecar.model import Snapshot
 
 log = logging.getLogger(__name__)
@@ -158,9 +160,53 @@ def _names(entry: dict[str, Any]) -> tuple[str, ...]:
     return tuple(name.strip() for name in raw.split(",") if name.strip())
 
 
-def live_gateway_names(client: ConsulClient) -> tuple[str, ...]:
-    """The names of every READY gateway (all checks passing), sorted and deduplicated."""
-    return tuple(sorted({name for e in _instances(client, True) for name in _names(e)}))
+def _own_check_passes(entry: dict[str, Any]) -> bool:
+    """A registration without a check of its own counts as passing in Consul (only the node's
+    serfHealth is there): such an entry must not advertise names. Every sidecar registers a
+    TTL check on its own service and passes it only while ready."""
+    service_id = str((entry.get("Service") or {}).get("ID", ""))
+    checks = [c for c in entry.get("Checks") or [] if isinstance(c, dict)]
+    own = [c for c in checks if service_id and c.get("ServiceID") == service_id]
+    return bool(own) and all(c.get("Status") == "passing" for c in own)
+
+
+def allowed_name(name: str, allowed: tuple[str, ...]) -> bool:
+    """``name`` matches an entry of ``allowed``: ".example.org" (under it) or an exact name."""
+    name = name.lower().rstrip(".")
+    return any(
+        name.endswith(entry) and len(name) > len(entry) if entry.startswith(".") else name == entry
+        for entry in allowed
+    )
+
+
+def default_allowed(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The parent domains of the configured names: dirac-gw.example.org -> ".example.org"."""
+    parents = {"." + n.split(".", 1)[1] for n in names if "." in n}
+    return tuple(sorted(parents | {n for n in names if "." not in n}))
+
+
+def live_gateway_names(
+    client: ConsulClient, allowed: tuple[str, ...]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(names of every READY gateway that may be advertised, names refused), both sorted.
+
+    Ready: every check passing, including at least one check of the gateway's own; names
+    outside ``allowed`` are refused (anyone can register a ``dirac-gateway`` service).
+    """
+    names: set[str] = set()
+    refused: set[str] = set()
+    for entry in _instances(client, True):
+        if not _own_check_passes(entry):
+            refused.update(_names(entry))
+            continue
+        for name in _names(entry):
+            try:
+                validate.host(name, "gateway name")
+            except ValueError:
+                refused.add(name)
+                continue
+            (names if allowed_name(name, allowed) else refused).add(name)
+    return tuple(sorted(names)), tuple(sorted(refused - names))
 
 
 def _status(checks: Iterable[dict[str, Any]]) -> str:
@@ -219,11 +265,34 @@ def lagging(gateways: Iterable[GatewayInfo]) -> tuple[str, ...]:
     return tuple(sorted(out))
 
 
-def names_provider(client: ConsulClient, discover: bool, configured: tuple[str, ...]) -> NamesFn:
-    """The gateway names for the CS: the live gateways when ``discover``, else ``configured``."""
-    if discover:
-        return lambda: live_gateway_names(client)
-    return lambda: configured
+def names_provider(
+    client: ConsulClient,
+    discover: bool,
+    configured: tuple[str, ...],
+    allowed: tuple[str, ...] = (),
+) -> NamesFn:
+    """The gateway names for the CS: the live gateways when ``discover``, else ``configured``.
+
+    Discovered names must match ``allowed`` (default: the configured names' parent domains);
+    refused ones are logged once per distinct set.
+    """
+    if not discover:
+        return lambda: configured
+    patterns = allowed or default_allowed(configured)
+    last: list[tuple[str, ...]] = [()]
+
+    def names() -> tuple[str, ...]:
+        found, refused = live_gateway_names(client, patterns)
+        if refused and refused != last[0]:
+            shown = ", ".join(inert(n, 60) for n in refused[:10])
+            log.warning(
+                "gateway names not advertised (not allowed, or no passing check of their own): %s",
+                shown,
+            )
+        last[0] = refused
+        return found
+
+    return names
 
 
 def local_node(client: ConsulClient) -> str:

@@ -16,6 +16,7 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -27,6 +28,7 @@ from sidecar.apply.files import atomic_write, ensure_private_dir
 from sidecar.apply.sockets import send_command
 from sidecar.config.schema import ApplySettings, Settings
 from sidecar.errors import HAProxyError, ValidationFailed
+from sidecar.procenv import scrubbed_environment
 from sidecar.render.haproxy import ADMIN_SOCKET, CONFIG_FILE, MASTER_SOCKET, STATE_FILE
 from sidecar.runtime_state import ProcInfo, parse_show_proc
 
@@ -34,6 +36,17 @@ log = logging.getLogger(__name__)
 # Answers of the runtime API that mean a command did not take effect.
 _ERRORS = ("No such", "Unknown", "Require", "invalid", "Invalid", "not ", "failed", "Can't")
 BATCH = 100  # commands per runtime API line (';'-joined): ~1.6 ms for 100 servers
+LOG_MAX = 4 * 1024 * 1024  # bytes of master log kept (plus one older generation)
+# "[ALERT] (1) : Binding [/run/x/haproxy.cfg:40] for frontend fe_9162: cannot bind socket
+# (Permission denied) for [0.0.0.0:9162]"; 2.6 also says "Starting frontend fe_X: cannot bind".
+_BIND_ALERT = re.compile(
+    r"frontend fe_(\d+): cannot bind socket \(([^)]*)\)(?: for)? \[[^\]]*\]", re.ASCII
+)
+
+
+def parse_bind_failures(text: str) -> dict[int, str]:
+    """HAProxy's bind alerts in ``text`` (pure): frontend port -> the OS's reason."""
+    return {int(port): reason[:80] for port, reason in _BIND_ALERT.findall(text)}
 
 
 class HAProxy:
@@ -46,7 +59,8 @@ class HAProxy:
         self.admin_socket = self.dir / ADMIN_SOCKET
         self.state_file = self.dir / STATE_FILE
         self.pidfile = self.dir / "haproxy.pid"
-        self.log_file = self.dir / "haproxy-start.log"
+        self.log_file = self.dir / "haproxy.log"  # the master's stderr: start and reload alerts
+        self._master: subprocess.Popen[bytes] | None = None  # when this process started it
 
     def prepare(self) -> None:
         ensure_private_dir(self.dir)
@@ -66,6 +80,7 @@ class HAProxy:
                 text=True,
                 check=False,
                 timeout=self.settings.haproxy.validate_timeout,
+                env=scrubbed_environment(),
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise ValidationFailed(f"cannot run {self.settings.haproxy.binary} -c: {exc}") from None
@@ -106,10 +121,12 @@ class HAProxy:
                 f"haproxy master {stray} (from {self.pidfile}) is alive but its "
                 f"master socket {self.master_socket} does not answer"
             )
+        # Foreground master (-W, no -D) in its own session: it survives the daemon, and its
+        # stderr stays on the log file, so that the alerts of every later reload (which
+        # frontend could not bind, and why) can be read back (``bind_failures``).
         cmd = [
             self.settings.haproxy.binary,
             "-W",
-            "-D",
             "-p",
             str(self.pidfile),
             "-S",
@@ -117,20 +134,19 @@ class HAProxy:
             "-f",
             str(self.config),
         ]
+        self._rotate_log()
         with self.log_file.open("ab") as out:
-            result = subprocess.run(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
-                start_new_session=True,
-                check=False,
-                timeout=self.settings.haproxy.reload_timeout,
-            )
-        if result.returncode != 0:
-            raise HAProxyError(
-                f"haproxy failed to start (exit {result.returncode}): {self._tail()}"
-            )
+            try:
+                self._master = subprocess.Popen(
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=out,
+                    start_new_session=True,
+                    env=scrubbed_environment(),
+                )
+            except OSError as exc:
+                raise HAProxyError(f"cannot run {cmd[0]}: {exc}") from None
         info = self._wait(lambda i: i.current_worker is not None, "the first worker")
         log.info("haproxy started: master %d, worker %s", info.master_pid, info.current_worker)
         return info
@@ -156,15 +172,44 @@ class HAProxy:
             info = self.proc(timeout=1.0, attempts=1)
             if info is not None and done(info):  # type: ignore[operator]
                 return info
+            if self._master is not None and self._master.poll() is not None:
+                code, self._master = self._master.returncode, None
+                raise HAProxyError(f"haproxy exited (code {code}): {self._tail()}")
             time.sleep(0.01)
         raise HAProxyError(f"timed out waiting for {what}: {self._tail()}")
+
+    def _rotate_log(self) -> None:
+        """Keep the master's log bounded: one older generation, at most LOG_MAX bytes each."""
+        try:
+            if self.log_file.stat().st_size > LOG_MAX:
+                self.log_file.replace(self.log_file.with_suffix(".log.1"))
+        except FileNotFoundError:
+            pass
+
+    def log_mark(self) -> int:
+        """The current end of the master's log (call before a reload)."""
+        try:
+            return self.log_file.stat().st_size
+        except OSError:
+            return 0
+
+    def bind_failures(self, since: int) -> dict[int, str]:
+        """Frontends the master could not bind since log offset ``since``: port -> reason."""
+        try:
+            with self.log_file.open("rb") as handle:
+                handle.seek(since)
+                text = handle.read(LOG_MAX).decode("utf-8", "replace")
+        except OSError:
+            return {}
+        return parse_bind_failures(text)
 
     def _tail(self) -> str:
         try:
             lines = self.log_file.read_text(errors="replace").splitlines()
         except OSError:
             return ""
-        return " | ".join(line for line in lines[-3:] if line.strip())
+        alerts = [line for line in lines[-40:] if "[ALERT]" in line]
+        return " | ".join(line for line in (alerts or lines)[-3:] if line.strip())
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the master and its workers (demo, tests, ``--stop-haproxy``)."""
@@ -181,6 +226,10 @@ class HAProxy:
             time.sleep(0.02)
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)
+        if self._master is not None and self._master.pid == pid:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._master.wait(timeout)  # our child: reap it
+            self._master = None
 
     def _pid_from_file(self) -> int | None:
         try:
@@ -264,23 +313,26 @@ def unbound_ports(address: str, ports: Iterable[int], timeout: float = 1.0) -> l
     return missing
 
 
-def busy_ports(address: str, ports: Iterable[int]) -> frozenset[int]:
-    """Ports another process already listens on (a new frontend there would fail to bind).
+def unbindable_ports(address: str, ports: Iterable[int]) -> dict[int, str]:
+    """Ports a new frontend could not bind, as far as this process can know (preflight).
 
     Only for ports HAProxy does not hold yet: HAProxy binds with SO_REUSEPORT, so a port it
-    holds itself would look busy too.
+    holds itself would look busy too. EACCES is not believed here: the daemon may have dropped
+    a capability (CAP_NET_BIND_SERVICE) that HAProxy still gets; HAProxy's own alert after a
+    failed reload tells (``HAProxy.bind_failures``).
     """
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    busy: set[int] = set()
+    found: dict[int, str] = {}
     for port in ports:
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((address, port))
             except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
-                    busy.add(port)
-    return frozenset(busy)
+                if exc.errno not in (errno.EACCES, errno.EPERM):
+                    name = errno.errorcode.get(exc.errno or 0, "?")
+                    found[port] = f"{os.strerror(exc.errno or 0)} ({name})"
+    return found
 
 
 def reload_deferred_until(

@@ -60,6 +60,10 @@ class ConsulClient:
             consistency="stale" if settings.stale else "default",
             connections_timeout=settings.timeout,
         )
+        # py-consul prefers $CONSUL_HTTP_TOKEN over the token it is given: the contract's
+        # order is the settings, then token_file, then the environment (folded in by the
+        # settings loader), so set the configured one (or none) explicitly.
+        self._consul.token = token or None
 
     def pool_for(self, connections: int) -> None:
         """Let up to ``connections`` requests park at once on this client's session.

@@ -7,6 +7,7 @@ preflight do the work. Exit codes: ``run`` 0 on a clean stop; ``render`` / ``onc
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import click
@@ -16,6 +17,8 @@ from sidecar.catalog.fetch import fetch_snapshot
 from sidecar.cli.common import client_of, guarded, reloader, settings_of
 from sidecar.config.loader import load_settings
 from sidecar.errors import ConfigError
+from sidecar.inert import inert
+from sidecar.netfacts import fenced
 
 
 @click.command()
@@ -24,10 +27,15 @@ from sidecar.errors import ConfigError
 def run(ctx: click.Context, stop_haproxy: bool) -> None:
     """Run the daemon (systemd Type=notify; SIGHUP reloads the settings)."""
     from sidecar.daemon import Daemon
+    from sidecar.privileges import drop_effective_capabilities
 
     settings = settings_of(ctx)
 
     def go() -> int:
+        # First, before any thread or child exists: capabilities are per thread, and HAProxy
+        # gets CAP_NET_BIND_SERVICE through the ambient set, not through our effective one.
+        for note in drop_effective_capabilities():
+            logging.getLogger("sidecar.privileges").info("%s", note)
         daemon = Daemon(settings, reloader(ctx), stop_haproxy=stop_haproxy)
         daemon.install_signals()
         return daemon.run()
@@ -44,12 +52,12 @@ def render(ctx: click.Context) -> None:
     settings = settings_of(ctx)
 
     def go() -> int:
-        inputs = build_inputs(settings)
         snapshot = fetch_snapshot(client_of(settings), settings.consul.tag)
+        inputs = fenced(build_inputs(settings), snapshot)
         rendered = pipeline.render(snapshot, inputs, None)
         click.echo(rendered.config, nl=False)
         for problem in rendered.desired.problems if rendered.desired else ():
-            click.echo(f"skipped: {problem}", err=True)
+            click.echo(f"skipped: {inert(str(problem), 500)}", err=True)
         return 0
 
     guarded(go)
@@ -66,17 +74,17 @@ def once(ctx: click.Context) -> None:
     settings = settings_of(ctx)
 
     def go() -> int:
-        inputs = build_inputs(settings)
+        client = client_of(settings)
+        snapshot = fetch_snapshot(client, settings.consul.tag)
+        inputs = fenced(build_inputs(settings), snapshot)
         haproxy = HAProxy(settings)
         haproxy.prepare()
         applier = Applier(haproxy)
         applied = applier.load_rendered(inputs)
-        client = client_of(settings)
-        snapshot = fetch_snapshot(client, settings.consul.tag)
         target, plan = pipeline.cycle(snapshot, inputs, applied, applier.running())
         result = applier.apply(plan, target)
         for problem in target.desired.problems if target.desired else ():
-            click.echo(f"skipped: {problem}", err=True)
+            click.echo(f"skipped: {inert(str(problem), 500)}", err=True)
         click.echo(f"{result.kind.value}: {'ok' if result.ok else 'FAILED'}: {result.message}")
         if not result.ok:
             return 1

@@ -52,10 +52,11 @@ def _catalog_targets(settings: Settings) -> list[ProbeTarget]:
     from sidecar.catalog.fetch import fetch_snapshot
     from sidecar.certprobe import targets
     from sidecar.inputs import build_inputs
+    from sidecar.netfacts import fenced
 
     client = client_of(settings)
     snapshot = fetch_snapshot(client, settings.consul.tag)
-    rendered = pipeline.render(snapshot, build_inputs(settings), None)
+    rendered = pipeline.render(snapshot, fenced(build_inputs(settings), snapshot), None)
     return list(targets(rendered.desired)) if rendered.desired else []
 
 

@@ -36,6 +36,11 @@ def _setup(value: str) -> str:
     return value
 
 
+def _allowed(value: str) -> str:
+    validate.host(value[1:] if value.startswith(".") else value, "gateway name")
+    return value.lower()
+
+
 def _kv_key(value: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*", value, re.ASCII):
         raise ValueError("must be a Consul KV key such as a/b/lock")
@@ -57,6 +62,9 @@ class CSSettings(Section):
     backend: CSBackend = CSBackend.FILE
     csapi_retries: PositiveCount = 3
     discover_gateways: Flag = False  # URL lists follow the live (ready) gateways in Consul
+    # Discovered names accepted: ".example.org" (a suffix) or an exact name. Empty: the
+    # parent domains of [gateway] names (dirac-gw.example.org -> ".example.org").
+    discover_allowed: tuple[Annotated[Text, AfterValidator(_allowed)], ...] = ()
     lock_key: Annotated[Text, AfterValidator(_kv_key)] = "dirac-sidecar/cs-writer/lock"
     lock_ttl: Annotated[Seconds, Field(ge=10.0, le=86400.0)] = 15.0
     lock_delay: Annotated[Seconds, Field(ge=0.0, le=60.0)] = 5.0

@@ -10,11 +10,20 @@ keeps that file and these defaults in agreement. Durations are floats of seconds
 
 from __future__ import annotations
 
+import ipaddress
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, TypeAdapter, WrapValidator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    StrictStr,
+    TypeAdapter,
+    WrapValidator,
+)
 from pydantic import ValidatorFunctionWrapHandler as Handler
 
 from sidecar import data, validate
@@ -89,6 +98,37 @@ class GatewaySettings(Section):
     names: Annotated[tuple[HostName, ...], Field(min_length=1)] = ("dirac-gw.example.org",)
     bind: IPAddress = "0.0.0.0"
     keep_vanished_services: Flag = True
+    # Where backends may be: CIDRs. Empty: anywhere but loopback, link-local, multicast,
+    # reserved and the gateway's own addresses (the catalog must not make it an open relay).
+    backend_networks: tuple[Network, ...] = ()
+
+
+def _network(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        raise ValueError(f"{value[:40]!r} is not a network such as 10.0.0.0/8") from None
+
+
+def parse_range(value: str) -> tuple[int, int]:
+    """ "9130-9199" -> (9130, 9199); "8443" -> (8443, 8443); ValueError otherwise."""
+    low, _, high = value.partition("-")
+    try:
+        pair = (validate.port(low.strip()), validate.port((high or low).strip()))
+    except ValueError:
+        raise ValueError(f"{value[:40]!r} is not a port range such as 9130-9199") from None
+    if pair[0] > pair[1]:
+        raise ValueError(f"{value!r}: the range is empty (low > high)")
+    return pair
+
+
+def _range(value: str) -> str:
+    parse_range(value)
+    return value
+
+
+Network = Annotated[StrictStr, AfterValidator(_network)]
+PortRange = Annotated[StrictStr, AfterValidator(_range)]
 
 
 def _service_path(value: str) -> str:
@@ -115,11 +155,19 @@ class PortSettings(Section):
     overrides: Annotated[tuple[tuple[str, int], ...], WrapValidator(_pairs)] = ()
     auto_low: PortOrZero = 20000  # hashed ports for services in no map; 0 rejects them
     auto_high: Port = 29999
+    # Public ports a registration's dirac_port may claim ("low-high" or "port"). Empty: the
+    # port map's and the overrides' ports and auto_low..auto_high.
+    public_ranges: tuple[PortRange, ...] = ()
 
     def cross_checks(self) -> list[Issue]:
         if self.auto_low and self.auto_low > self.auto_high:
             return [("auto_low", "auto_low..auto_high must be a range in 1-65535")]
         return []
+
+    @property
+    def ranges(self) -> tuple[tuple[int, int], ...]:
+        """``public_ranges`` as (low, high) pairs."""
+        return tuple(parse_range(text) for text in self.public_ranges)
 
 
 class Balance(StrEnum):
@@ -168,6 +216,14 @@ class ApplySettings(Section):
     confirm_delay: PositiveSeconds = 2.0
 
 
+class LimitSettings(Section):
+    """Bounds on what the catalog can make the gateway hold (each is reported when hit)."""
+
+    max_services: Annotated[PositiveCount, Field(le=100_000)] = 2000
+    max_instances: Annotated[PositiveCount, Field(le=100_000)] = 256  # per DIRAC service
+    max_problems: Annotated[PositiveCount, Field(le=100_000)] = 200  # kept and reported
+
+
 class LogLevel(StrEnum):
     DEBUG = "DEBUG"
     INFO = "INFO"
@@ -188,6 +244,8 @@ def _upper(value: object) -> object:
 class LogSettings(Section):
     level: Annotated[LogLevel, BeforeValidator(_upper)] = LogLevel.INFO
     format: LogFormat = LogFormat.PLAIN
+    repeat_limit: Count = 5  # the same line at most this often per window (0: no limit)
+    repeat_window: PositiveSeconds = 60.0
 
 
 class Settings(Section):
@@ -201,6 +259,7 @@ class Settings(Section):
     check: CheckSettings = CheckSettings()
     certs: CertSettings = CertSettings()
     status: StatusSettings = StatusSettings()
+    limits: LimitSettings = LimitSettings()
     # Set by the loader, not by the file:
     source: str = "<defaults>"
     consul_configured: bool = False  # an address came from the file or CONSUL_HTTP_ADDR

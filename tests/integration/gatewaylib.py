@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -68,6 +69,7 @@ class Gateway:
         self.proc: subprocess.Popen[bytes] | None = None
         self.command = sidecar_command()  # e.g. the ``sidecar`` of a venv with only the wheel
         self.config_first = True  # ``sidecar --config X run`` (else ``sidecar run --config X``)
+        self.public_ranges: list[str] = []  # [ports] public_ranges (empty: the default)
         shutil.copyfile(data.path(data.TEMPLATE), self.template_path)
         self.write_config()
 
@@ -78,9 +80,11 @@ class Gateway:
         names = ", ".join(_toml_str(n) for n in self.names)
         return (
             f"[consul]\naddress = {_toml_str(self.agent.http_addr)}\n\n"
-            f'[gateway]\nnames = [{names}]\nbind = "127.0.0.1"\n\n'
+            f'[gateway]\nnames = [{names}]\nbind = "127.0.0.1"\n'
+            'backend_networks = ["127.0.0.0/8", "::1/128"]  # the test backends\n\n'
             f"[haproxy]\nruntime_dir = {_toml_str(str(self.runtime_dir))}\n"
             f'template = {_toml_str(str(self.template_path))}\nhard_stop_after = "30s"\n\n'
+            f"[ports]\npublic_ranges = {json.dumps(self.public_ranges)}\n\n"
             f"[ports.overrides]\n{overrides}\n\n"
             f'[log]\nlevel = "DEBUG"\n\n'
             f"[certs]\nca_dir = {_toml_str(str(self.pki.ca_dir))}\n\n"

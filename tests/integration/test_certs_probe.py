@@ -118,7 +118,10 @@ def test_monitor_runs_and_reports(pki: DevPKI, backend_factory) -> None:
 def _config(tmp_path: Path, pki: DevPKI) -> Path:
     path = tmp_path / "sidecar.toml"
     names = ", ".join(f'"{n}"' for n in GATEWAY_NAMES)
-    text = f'[gateway]\nnames = [{names}]\n[haproxy]\nruntime_dir = "{tmp_path / "run"}"\n'
+    text = (
+        f'[gateway]\nnames = [{names}]\nbackend_networks = ["127.0.0.0/8"]\n'
+        f'[haproxy]\nruntime_dir = "{tmp_path / "run"}"\n'
+    )
     path.write_text(text)
     return path
 

@@ -27,6 +27,7 @@ from sidecar.dev.consul_agent import ConsulAgent, deregister, health, register
 from sidecar.model import Backend, DesiredState, Protocol
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "cs"
+ALLOWED = (".test",)  # the gateway names these tests register
 GW = ("dirac-gw1.example.org", "dirac-gw2.example.org")
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 SYSADMIN = {"dirac_system": "Framework", "dirac_service": "SystemAdministrator"}
@@ -68,6 +69,7 @@ def config(tmp_path: Path, address: str, cs_file: Path, lock_key: str) -> str:
     path.write_text(
         f'[consul]\naddress = "{address}"\ntimeout = 2.0\n'
         f"[gateway]\nnames = {list(GW)!r}\n".replace("'", '"')
+        + 'backend_networks = ["127.0.0.0/8"]\n'
         + f'[haproxy]\nruntime_dir = "{tmp_path / "run"}"\n'
         f'[dirac_cs]\nenabled = true\nfile = "{cs_file}"\nlock_key = "{lock_key}"\n'
         'lock_ttl = "10s"\nlock_delay = "1s"\n'
@@ -157,7 +159,7 @@ def test_only_ready_gateways_are_live(consul_agent: ConsulAgent) -> None:
         one.pass_ttl("gen-a", 40)
         two.fail_ttl("haproxy not running")
         assert one.service_id == "dirac-gateway-gw-one.test"
-        live = wait_until(lambda: live_gateway_names(consul), 10)
+        live = wait_until(lambda: live_gateway_names(consul, ALLOWED)[0], 10)
         assert live == ("gw-one-alias.test", "gw-one.test")
         infos = {info.name: info for info in fleet(consul)}
         assert infos["gw-one.test"].status == "passing"
@@ -167,14 +169,14 @@ def test_only_ready_gateways_are_live(consul_agent: ConsulAgent) -> None:
         assert lagging(infos.values()) == ("gw-two.test",)
 
         two.pass_ttl("gen-a", 40)  # ready now: advertised
-        wait_until(lambda: len(live_gateway_names(consul)) == 3, 10)
+        wait_until(lambda: len(live_gateway_names(consul, ALLOWED)[0]) == 3, 10)
         one.pass_ttl("gen-a", 41)  # republished meta, and still passing
         assert wait_until(lambda: lagging(fleet(consul)) == ("gw-two.test",), 10)
-        assert len(live_gateway_names(consul)) == 3
+        assert len(live_gateway_names(consul, ALLOWED)[0]) == 3
     finally:
         one.deregister()
         two.deregister()
-    assert live_gateway_names(consul) == ()
+    assert live_gateway_names(consul, ALLOWED)[0] == ()
 
 
 def test_status_fleet(
@@ -204,9 +206,9 @@ def test_a_registration_the_agent_lost_comes_back(consul_agent: ConsulAgent) -> 
     try:
         gw.pass_ttl("gen-1", 3)
         deregister(consul_agent.http_addr, gw.service_id)  # e.g. the agent restarted without it
-        wait_until(lambda: live_gateway_names(consul) == (), 10)
+        wait_until(lambda: live_gateway_names(consul, ALLOWED)[0] == (), 10)
         gw.pass_ttl("gen-1", 3)
-        assert wait_until(lambda: live_gateway_names(consul), 10) == ("gw-lost.test",)
+        assert wait_until(lambda: live_gateway_names(consul, ALLOWED)[0], 10) == ("gw-lost.test",)
     finally:
         gw.deregister()
 
@@ -242,19 +244,21 @@ def test_fleet_members_one_writer_then_handover(
         out_b = b.heartbeat(beat)
         assert out_b is not None and out_b.status is CSWriteStatus.NOT_HOLDER
         assert state(files[1]) == before_b
-        assert wait_until(lambda: live_gateway_names(client(addr)), 10) == (
+        assert wait_until(lambda: live_gateway_names(client(addr), ALLOWED)[0], 10) == (
             "gw-a.test",
             "gw-b.test",
         )
 
         assert a.heartbeat(dataclasses.replace(beat, ready=False, reason="haproxy down")) is None
         assert a.lock is not None and a.lock.session is None  # released: b writes at once
-        assert wait_until(lambda: live_gateway_names(client(addr)) == ("gw-b.test",), 10)
+        assert wait_until(
+            lambda: live_gateway_names(client(addr), ALLOWED)[0] == ("gw-b.test",), 10
+        )
         out_b = b.heartbeat(beat)
         assert out_b is not None and out_b.status is CSWriteStatus.WRITTEN
         assert state(files[1]) != before_b
     finally:
         a.stop()
         b.stop()
-    assert live_gateway_names(client(addr)) == ()
+    assert live_gateway_names(client(addr), ALLOWED)[0] == ()
     assert CSLock(client(addr), lock_key, "").holder() == ""

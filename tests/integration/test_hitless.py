@@ -105,7 +105,7 @@ def test_public_port_held_by_another_process_skips_only_that_service(
     try:
         gw.register_backend("beta", backend_factory(instance="b1"), "b1", BETA)
         wait_until(
-            lambda: any("in use by another process" in p for p in gw.status()["problems"]),
+            lambda: any("Address already in use" in p for p in gw.status()["problems"]),
             10,
             0.1,
             "the busy port reported",

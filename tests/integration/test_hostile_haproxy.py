@@ -67,14 +67,10 @@ def test_hostile_catalogs_pass_haproxy_check(
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize(
-    "address",
-    ["unresolvable-backend.invalid", "10.0.0.1", "2001:db8::7"],
-)
+@pytest.mark.parametrize("address", ["10.0.0.1", "2001:db8::7"])
 def test_one_catalog_address_form_passes_haproxy_check(
     checker: tuple[pipeline.Inputs, HAProxy], address: str
 ) -> None:
-    """A valid DNS name that does not resolve is still a valid registration."""
     inputs, haproxy = checker
     entry = anchor_entry()
     entry["Service"]["ID"] = "other"
@@ -84,6 +80,25 @@ def test_one_catalog_address_form_passes_haproxy_check(
         snapshot_of({"anchor": [anchor_entry()], "other": [entry]}), inputs, None
     )
     assert f" {address}:9135 " in rendered.config or f"[{address}]:9135" in rendered.config
+    haproxy.validate(rendered.config)
+
+
+@pytest.mark.timeout(60)
+def test_a_host_name_that_does_not_resolve_is_skipped_and_reported(
+    checker: tuple[pipeline.Inputs, HAProxy],
+) -> None:
+    """HAProxy never sees a catalog host name: the sidecar resolves and checks it (issue 11)."""
+    inputs, haproxy = checker
+    entry = anchor_entry()
+    entry["Service"]["ID"] = "other"
+    entry["Service"]["Address"] = "unresolvable-backend.invalid"
+    entry["Service"]["Meta"] = {"dirac_system": "Framework", "dirac_service": "Other"}
+    rendered = pipeline.render(
+        snapshot_of({"anchor": [anchor_entry()], "other": [entry]}), inputs, None
+    )
+    assert "unresolvable-backend.invalid" not in rendered.config
+    assert rendered.desired is not None
+    assert any("does not resolve" in str(p) for p in rendered.desired.problems)
     haproxy.validate(rendered.config)
 
 

@@ -126,6 +126,7 @@ def test_run_once_render_check_from_the_wheel(
     served and the port written to the CS."""
     gw = gateway_installed
     public = free_port()
+    gw.public_ranges = [str(public)]  # a dirac_port must lie in [ports] public_ranges
     cs_file = gw.tmp / "dirac.cfg"
     cs_file.write_text("Systems\n{\n}\n")
     gw.write_config(

@@ -1,3 +1,5 @@
+import dataclasses
+
 from sidecar.config.schema import PortSettings, Settings
 from sidecar.desired import assign_slots, desired_state
 from sidecar.model import DesiredState, Health, Protocol, ServerState, ServiceEntries, Snapshot
@@ -114,12 +116,14 @@ def test_port_precedence_config_meta_map_auto() -> None:
         haproxy=base.haproxy,
         ports=PortSettings(overrides=(("Framework/SystemAdministrator", 7000),)),
     )
-    assert desired(snap(("x", [inst("a", dirac_port="9999")])), s=s).backends[0].public_port == 7000
-    claimed = desired(snap(("x", [inst("a", dirac_port="9999")]))).backends[0]
-    assert (claimed.public_port, claimed.port_source) == (9999, "meta")
+    assert (
+        desired(snap(("x", [inst("a", dirac_port="20001")])), s=s).backends[0].public_port == 7000
+    )
+    claimed = desired(snap(("x", [inst("a", dirac_port="20001")]))).backends[0]
+    assert (claimed.public_port, claimed.port_source) == (20001, "meta")
     assert desired(snap(("x", [inst("a")]))).backends[0].public_port == 9162
-    meta = desired(snap(("x", [inst("a", system="Foo", service="Bar", dirac_port="9999")])))
-    assert (meta.backends[0].public_port, meta.backends[0].port_source) == (9999, "meta")
+    meta = desired(snap(("x", [inst("a", system="Foo", service="Bar", dirac_port="20002")])))
+    assert (meta.backends[0].public_port, meta.backends[0].port_source) == (20002, "meta")
     auto = desired(snap(("x", [inst("a", system="Foo", service="Bar")])))
     assert auto.backends[0].port_source == "auto" and 20000 <= auto.backends[0].public_port <= 29999
     none = Settings(gateway=base.gateway, haproxy=base.haproxy, ports=PortSettings(auto_low=0))
@@ -153,15 +157,17 @@ def test_port_conflict_is_deterministic_and_reported() -> None:
     )
     assert [b.path for b in d.backends] == ["Framework/SystemAdministrator"]
     (problem,) = d.problems
-    assert problem.subject == "Evil/Twin" and "9162" in problem.reason
-    # two metadata claims: the sorted name wins, on every gateway
-    d = desired(
-        snap(
-            ("x", [inst("a", system="Zed", service="S", dirac_port="9999", consul="x")]),
-            ("y", [inst("b", system="Abc", service="S", dirac_port="9999", consul="y")]),
-        )
-    )
-    assert [b.path for b in d.backends] == ["Abc/S"]
+    assert problem.subject == "Evil/Twin"
+    assert "9162 belongs to Framework/SystemAdministrator (map)" in problem.reason
+    # two metadata claims: the first registration wins (Consul's CreateIndex), on every
+    # gateway; the sorted name only breaks a tie
+    zed = inst("a", system="Zed", service="S", dirac_port="20009", consul="x", created=3)
+    abc = inst("b", system="Abc", service="S", dirac_port="20009", consul="y", created=8)
+    d = desired(snap(("x", [zed]), ("y", [abc])))
+    assert [b.path for b in d.backends] == ["Zed/S"]
+    assert "taken by Zed/S, which claimed it first" in d.problems[0].reason
+    tie = desired(snap(("x", [dataclasses.replace(zed, create_index=8)]), ("y", [abc])))
+    assert [b.path for b in tie.backends] == ["Abc/S"]
 
 
 def test_reserved_ports_are_refused() -> None:

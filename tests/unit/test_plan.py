@@ -1,6 +1,6 @@
 import dataclasses
 
-from sidecar.desired import desired_state
+from sidecar.desired import desired_state, permissive
 from sidecar.model import DesiredState, Health, Snapshot
 from sidecar.pipeline import Inputs, cycle, render
 from sidecar.plan import PlanKind, Rendered, plan
@@ -59,11 +59,21 @@ def test_new_service_or_full_slots_need_a_reload() -> None:
     assert plan(a, c, running=True).kind is PlanKind.RELOAD
 
 
-def test_dns_name_address_needs_a_reload() -> None:
+def test_a_host_name_is_resolved_by_the_sidecar_so_the_runtime_api_suffices() -> None:
+    """HAProxy never resolves a catalog name itself (no rebinding between check and use)."""
     a = rendered(snap(("x", [inst("a")])))
-    b = rendered(snap(("x", [inst("a", address="backend.example.org")])), a)
+    unresolved = rendered(snap(("x", [inst("a", address="backend.example.org")])), a)
+    assert unresolved.desired is not None and "does not resolve" in str(unresolved.desired.problems)
+    fenced = dataclasses.replace(
+        INPUTS,
+        perimeter=dataclasses.replace(
+            permissive(S, INPUTS.port_map), resolved=(("backend.example.org", ("10.0.0.9",)),)
+        ),
+    )
+    b = render(snap(("x", [inst("a", address="backend.example.org")])), fenced, a)
     p = plan(a, b, running=True)
-    assert p.kind is PlanKind.RELOAD and "DNS name" in p.reason
+    assert p.kind is PlanKind.RUNTIME
+    assert "set server bk_Framework_SystemAdministrator/s1 addr 10.0.0.9 port 31000" in p.commands
 
 
 def test_settings_change_needs_a_reload() -> None:
