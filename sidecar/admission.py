@@ -36,6 +36,8 @@ class Perimeter:
     networks: tuple[str, ...] = ()  # [gateway] backend_networks; empty: the default policy
     own_addresses: frozenset[str] = frozenset()  # the gateway's interface addresses
     refused: frozenset[tuple[str, int]] = frozenset()  # (ip, port) never dialled (Consul...)
+    own_ports: frozenset[int] = frozenset()  # ports of the gateway's own services (status,
+    # a local Consul agent): never dialled on a loopback or own address, whatever the network
     resolved: tuple[tuple[str, tuple[str, ...]], ...] = ()  # host name -> its addresses
     public_ranges: tuple[tuple[int, int], ...] = ((1, 65535),)  # where dirac_port may point
     privileged: frozenset[int] = frozenset()  # ports < 1024 declared by the map or config
@@ -69,9 +71,11 @@ def _refusal(ip: IPAddress, port: int, perimeter: Perimeter) -> str | None:
     text = str(real)
     if real.is_unspecified or real in _THIS_NETWORK:
         return "is the unspecified address"
+    own = real.is_loopback or text in perimeter.own_addresses
     if (text, port) in perimeter.refused or (str(ip), port) in perimeter.refused:
         return "is an endpoint of the gateway's own services (Consul, status)"
-    own = real.is_loopback or text in perimeter.own_addresses
+    if own and port in perimeter.own_ports:
+        return "is an endpoint of the gateway's own services (Consul, status)"
     if own and any(low <= port <= high for low, high in perimeter.public_ranges):
         return "would loop into the gateway's own public ports"
     if perimeter.networks:

@@ -53,18 +53,30 @@ def _lookup(name: str) -> tuple[str, ...]:
     return tuple(sorted(addresses))
 
 
-def refused_endpoints(settings: Settings) -> frozenset[tuple[str, int]]:
-    """The gateway's own service endpoints: never a backend, whatever the networks allow."""
-    refused: set[tuple[str, int]] = set()
+def refused_endpoints(
+    settings: Settings, status_port: int | None = None
+) -> tuple[frozenset[tuple[str, int]], frozenset[int]]:
+    """The gateway's own service endpoints, never a backend whatever the networks allow:
+    (exact ip:port pairs, ports refused on every loopback and own address).
+
+    The Consul agent and the status endpoint may listen on more addresses than the settings
+    name (0.0.0.0, or the port the status endpoint really got for ``listen = ...:0``): on the
+    gateway itself their ports are refused on any of its addresses.
+    """
+    pairs: set[tuple[str, int]] = set()
+    ports: set[int] = set()
     url = urllib.parse.urlsplit(settings.consul.address)
     port = url.port or (443 if url.scheme == "https" else 8500)
     host = url.hostname or "127.0.0.1"
     for address in [host] if validate.is_ip(host) else _safe_lookup(host):
-        refused.add((address, port))
+        pairs.add((address, port))
+    ports.add(port)
     if settings.status.enabled:
         host, port = validate.parse_listen(settings.status.listen)
-        refused.add((host, port))
-    return frozenset(refused)
+        port = status_port or port
+        pairs.add((host, port))
+        ports.add(port)
+    return frozenset(pairs), frozenset(ports - {0})
 
 
 def _safe_lookup(name: str) -> tuple[str, ...]:
@@ -99,7 +111,10 @@ class NetFacts:
         self._lookup, self._interfaces, self._clock = lookup, interfaces, clock
         self._names: dict[str, tuple[float, tuple[str, ...]]] = {}
         self._own: tuple[float, frozenset[str]] | None = None
-        self._refused: tuple[tuple[str, str, bool], frozenset[tuple[str, int]]] | None = None
+        self._refused: (
+            tuple[tuple[object, ...], tuple[frozenset[tuple[str, int]], frozenset[int]]] | None
+        ) = None
+        self.status_port: int | None = None  # the status endpoint's real port, once bound
         self._pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="resolve")
 
     def own_addresses(self) -> frozenset[str]:
@@ -130,15 +145,18 @@ class NetFacts:
 
     def perimeter(self, snapshot: Snapshot, settings: Settings, port_map: PortMap) -> Perimeter:
         key = (settings.consul.address, settings.status.listen, settings.status.enabled)
-        if self._refused is None or self._refused[0] != key:
-            self._refused = (key, refused_endpoints(settings))
-        return perimeter_for(
+        if self._refused is None or self._refused[0] != (*key, self.status_port):
+            refused = refused_endpoints(settings, self.status_port)
+            self._refused = ((*key, self.status_port), refused)
+        pairs, ports = self._refused[1]
+        perimeter = perimeter_for(
             settings,
             port_map,
             self.own_addresses(),
-            self._refused[1],
+            pairs,
             self.resolve(host_names(snapshot)),
         )
+        return dataclasses.replace(perimeter, own_ports=ports)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
