@@ -25,7 +25,6 @@ from types import FrameType
 
 from sidecar import pipeline
 from sidecar.apply.applier import Applier
-from sidecar.apply.drift_repair import repair_drift
 from sidecar.apply.files import remove_stale_temps
 from sidecar.apply.fleet_member import Beat, FleetMember
 from sidecar.apply.gateway_registry import catalog_index
@@ -34,7 +33,6 @@ from sidecar.bindmemo import PREFLIGHT_RETRY, RELOAD_RETRY, BindMemo
 from sidecar.catalog.client import ConsulClient
 from sidecar.catalog.confirm import HeldRemovals
 from sidecar.catalog.watcher import CatalogWatcher
-from sidecar.coalesce import Coalescer
 from sidecar.config.loader import read_token
 from sidecar.config.schema import Settings
 from sidecar.errors import SidecarError
@@ -49,6 +47,8 @@ from sidecar.status import Status, write_status
 log = logging.getLogger(__name__)
 TICK = 1.0
 HEARTBEAT = 2.0  # seconds between status/metrics/notify rounds while nothing happens
+COLLECT_EVERY = 2.0  # seconds between attempts to delete retired servers
+WATCHDOG_STALE = 10.0  # no WATCHDOG=1 once the main loop has not turned for this long
 
 
 class Daemon:
@@ -66,10 +66,12 @@ class Daemon:
         self.haproxy = HAProxy(settings)
         self.applier = Applier(self.haproxy)
         self.client, self.watcher = self._consul(settings)
-        a = settings.apply
-        self.coalescer = Coalescer(a.quiet, a.max_delay)
         self.status = Status(pid=os.getpid(), started=time.time(), bind=settings.gateway.bind)
         self.applied: Rendered | None = None
+        self.beat = threading.Event()  # wakes the status round (after an apply)
+        self._beat_lock = threading.Lock()  # the status round vs SIGHUP (fleet, settings)
+        self._alive_at = time.monotonic()  # the main loop's last turn (for the watchdog)
+        self._next_collect = 0.0
         self._failed_config: str | None = None
         self._retry_at = math.inf  # a deferred reload or a held-back removal to re-check
         self._next_drift = 0.0
@@ -136,7 +138,11 @@ class Daemon:
         self.applied = self.applier.load_rendered(self.inputs)
         self.watcher.start()
         self.ops.start()
+        self.net.status_port = self.ops.server.port if self.ops.server else None
         self.files.start()
+        stopping = threading.Event()
+        beats = threading.Thread(target=self._beats, args=(stopping,), name="status", daemon=True)
+        beats.start()
         self._next_drift = time.monotonic() + self.settings.apply.drift_interval
         log.info(
             "watching Consul at %s for services tagged %r",
@@ -146,7 +152,11 @@ class Daemon:
         try:
             self._loop()
         finally:
+            stopping.set()
+            self.beat.set()
+            beats.join(HEARTBEAT + 5.0)
             self.fleet.stop()  # releases the CS lock (instant takeover), deregisters
+            self.net.close()
             self.files.stop()
             self.ops.stop()
             self.watcher.stop()
@@ -158,39 +168,39 @@ class Daemon:
     def _loop(self) -> None:
         while True:
             now = time.monotonic()
-            wake = min(self.coalescer.wait(now), self._retry_at - now, self._next_drift - now)
+            self._alive_at = now
+            wake = min(self._retry_at, self._next_drift, self._next_collect) - now
             try:
-                event: str | None = self.events.get(timeout=max(0.0, min(TICK, wake)))
+                first: str | None = self.events.get(timeout=max(0.0, min(TICK, wake)))
             except queue.Empty:
-                event = None
-            now = time.monotonic()
-            if event == "stop":
+                first = None
+            # A batch: everything that arrived meanwhile is applied in this one cycle; a change
+            # never waits for the catalog to calm down (issue 12).
+            events = {first} if first else set()
+            while True:
+                try:
+                    events.add(self.events.get_nowait())
+                except queue.Empty:
+                    break
+            if "stop" in events:
                 return
-            if event == "hup":
+            if "hup" in events:
                 self._hup()
-            if event == "certs":
+            if "certs" in events:
                 self._certs_changed()
-            if event in ("hup", "catalog", "certs"):
-                self.coalescer.event(now)
+            now = time.monotonic()
             acted = False
-            if self.coalescer.due(now) or now >= self._retry_at:
-                self.coalescer.fire(now)
+            if events & {"hup", "catalog", "certs"} or now >= self._retry_at:
                 self._retry_at = math.inf
                 acted = self.cycle()
-                if not acted:
-                    # nothing was applied (watches still answering, nothing changed): the
-                    # next change must not wait for a window this cycle opened
-                    self.coalescer.forget()
+            if now >= self._next_collect:
+                self._next_collect = now + COLLECT_EVERY
+                self.applier.collect()  # retired servers whose connections have ended
             if now >= self._next_drift:
                 self._next_drift = now + self.settings.apply.drift_interval
                 self.repair_drift()
-            wanted = acted or event == "hup" or now >= self._next_heartbeat
-            overdue = now >= self._next_heartbeat + HEARTBEAT
-            if wanted and (self.events.empty() or overdue):  # a pending change goes first
-                # the status file, metrics, sd_notify and the fleet: after every apply, else
-                # every HEARTBEAT seconds (their cost grows with the number of services)
-                self._next_heartbeat = now + HEARTBEAT
-                self._heartbeat()
+            if acted or "hup" in events:
+                self.beat.set()  # the status round runs in its own thread: never in the way
 
     def _certs_changed(self) -> None:
         drained = self.ops.drained()
@@ -200,7 +210,8 @@ class Daemon:
     def _hup(self) -> None:
         self.ops.reloading()
         try:
-            self._reload()
+            with self._beat_lock:
+                self._reload()
         finally:
             self.ops.reloaded(self.settings)
 
@@ -226,9 +237,7 @@ class Daemon:
         if unchanged:
             return
         self.haproxy.settings = settings
-        a = settings.apply
-        self.coalescer.quiet, self.coalescer.max_delay = a.quiet, a.max_delay
-        self.held.delay = a.confirm_delay
+        self.held.delay = settings.apply.confirm_delay
         if consul_changed:  # a new address, token or TLS setting: start the watches afresh
             self.watcher.stop()
             self.client, self.watcher = self._consul(settings)
@@ -266,7 +275,13 @@ class Daemon:
         running = self.applier.running()
         self._fence(view.snapshot)
         target, plan = pipeline.cycle(
-            view.snapshot, self.inputs, self.applied, running, self.held.confirmed, distrust
+            view.snapshot,
+            self.inputs,
+            self.applied,
+            running,
+            self.held.confirmed,
+            distrust,
+            frozenset(self.applier.retired),
         )
         if plan.kind in (PlanKind.RELOAD, PlanKind.START) or self.binds.entries:
             target, plan = self._preflight(view.snapshot, target, plan, running, distrust)
@@ -317,13 +332,25 @@ class Daemon:
         if due is not None:
             self._retry_at = min(self._retry_at, due)
         return pipeline.cycle(
-            snapshot, self.inputs, self.applied, running, self.held.confirmed, distrust
+            snapshot,
+            self.inputs,
+            self.applied,
+            running,
+            self.held.confirmed,
+            distrust,
+            frozenset(self.applier.retired),
         )
 
     def _learn_bind_failures(self, mark: int) -> None:
         """After a failed reload: the frontends HAProxy itself could not bind go out alone."""
         found = self.haproxy.bind_failures(mark)
-        if found and self.binds.learn(found, time.monotonic(), RELOAD_RETRY):
+        # Only HAProxy can tell about a permission (its capabilities are not the daemon's);
+        # a port in use or an address that is not local the preflight can look at again.
+        now = time.monotonic()
+        probe = {p: why for p, why in found.items() if "ermission" not in why}
+        learnt = self.binds.learn(probe, now, PREFLIGHT_RETRY, probe=True)
+        denied = {p: why for p, why in found.items() if p not in probe}
+        if found and (self.binds.learn(denied, now, RELOAD_RETRY) or learnt):
             log.error(
                 "haproxy cannot bind %s: leaving those services out and trying again at once",
                 ", ".join(f"{port} ({why})" for port, why in sorted(found.items())),
@@ -377,11 +404,29 @@ class Daemon:
             log.error("haproxy is not running; starting it again")
             self._retry_at = time.monotonic()  # the next cycle plans START
             return
-        if repair_drift(self.haproxy, applied.desired):
+        if self.applier.repair_drift(applied.desired, self.settings):
             self.applied = Rendered(applied.desired, "", None)  # forces a reload
             self._retry_at = time.monotonic()
 
     # -- status --------------------------------------------------------------------------------
+
+    def _beats(self, stopping: threading.Event) -> None:
+        """The status round, in its own thread: every HEARTBEAT seconds and after an apply.
+
+        Status file, metrics, sd_notify and the fleet (gateway registry, CS lock and writer)
+        cost milliseconds to tens of milliseconds (Consul round trips, a CS write): in the main
+        loop they would delay the next catalog change.
+        """
+        while not stopping.is_set():
+            self.beat.wait(HEARTBEAT)
+            self.beat.clear()
+            if stopping.is_set():
+                return
+            try:
+                with self._beat_lock:
+                    self._heartbeat()
+            except Exception:  # a bug must not end the status round
+                log.exception("status round failed")
 
     def _heartbeat(self) -> None:
         view = self.watcher.view()
@@ -394,7 +439,8 @@ class Daemon:
         if view.failing_since is None and view.complete:
             st.catalog_ok_at = now
         desired = self.applied.desired if self.applied else None
-        self.ops.heartbeat(st, desired, self.haproxy)
+        alive = time.monotonic() - self._alive_at < WATCHDOG_STALE
+        self.ops.heartbeat(st, desired, self.haproxy, loop_alive=alive)
         outcome = self.fleet.heartbeat(
             Beat(
                 ready=st.ready and desired is not None,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from sidecar.model import Backend, DesiredState, Problem, Server, ServerState, Snapshot
+from sidecar.model import Backend, DesiredState, Problem, ServerState, Snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +37,7 @@ def _guard_backend(
     distrust_absent: bool,
 ) -> tuple[Backend, list[str]]:
     was_ready = {s.instance: s for s in old.servers if s.state is ServerState.READY and s.instance}
-    now_ready = {s.instance for s in new.servers if s.state is not ServerState.MAINT and s.instance}
+    now_ready = {s.instance for s in new.servers if s.instance}
     lost = sorted(set(was_ready) - now_ready)
     # Just after Consul's index went backwards (data wiped, catalog being rebuilt) an absent
     # instance proves nothing: all of them stay until the grace period ends or they return.
@@ -57,14 +57,12 @@ def _guard_backend(
     held: list[str] = []
     for key in sorted(keep):
         previous = was_ready[key]
-        slot = servers.get(previous.name)
-        if slot is None or slot.state is not ServerState.MAINT:
-            continue  # the slot was reused: cannot hold it back without a reload
-        servers[previous.name] = Server(
-            previous.name, previous.address, previous.port, ServerState.READY, key, previous.weight
-        )
+        if previous.name in servers:
+            continue  # its name now belongs to a current instance: nothing to hold back
+        servers[previous.name] = previous
         held.append(key)
-    return replace(new, servers=tuple(servers[s.name] for s in new.servers)), held
+    ordered = tuple(servers[name] for name in sorted(servers))
+    return replace(new, servers=ordered), held
 
 
 def blast_guard(

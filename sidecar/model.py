@@ -25,11 +25,20 @@ class Health(StrEnum):
 
 
 class ServerState(StrEnum):
-    """Administrative state of an HAProxy server slot."""
+    """Administrative state of an HAProxy server."""
 
     READY = "ready"  # receives new connections
     DRAIN = "drain"  # existing connections finish, no new ones (Consul maintenance)
-    MAINT = "maint"  # empty slot or removed instance
+    MAINT = "maint"  # not in rotation (an instance that is failing, or a server on its way out)
+
+
+class Origin(StrEnum):
+    """Why a backend exists on the gateway."""
+
+    CATALOG = "catalog"  # the service is in the catalog
+    KEPT = "kept"  # it left the catalog; its port stays bound (rejecting) while known
+    DECLARED = "declared"  # named by the port map or the config, not in the catalog: bound and
+    # rejecting from the start, so that its arrival is a runtime change
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -93,19 +102,23 @@ class Snapshot:
 
 @dataclass(frozen=True, slots=True)
 class Server:
-    """One HAProxy server slot of a backend: a stable name and what it points at."""
+    """One HAProxy server of a backend: a stable name (from its instance) and where it points."""
 
     name: str
     address: str
     port: int
     state: ServerState
-    instance: str = ""  # Instance.key, empty for a free slot
-    weight: int = 1  # HAProxy weight (its default is 1; 0 drains)
+    instance: str = ""  # Instance.key
+    weight: int = 1  # HAProxy weight (its default is 1; drain is expressed as 0)
+
+    @property
+    def effective_weight(self) -> int:
+        return 0 if self.state is ServerState.DRAIN else self.weight
 
 
 @dataclass(frozen=True, slots=True)
 class Backend:
-    """One exposed DIRAC service: its fixed public port and its server slots."""
+    """One DIRAC service on the gateway: its fixed public port(s) and its servers."""
 
     system: str
     service: str
@@ -114,6 +127,17 @@ class Backend:
     servers: tuple[Server, ...]
     port_source: str = "map"
     claim_index: int = 0  # when it claimed its port (Consul CreateIndex): older claims win
+    origin: Origin = Origin.CATALOG
+    extra_ports: tuple[int, ...] = ()  # its declared port, when it serves on a dirac_port
+
+    @property
+    def listed(self) -> bool:
+        """Whether the DIRAC CS should list it (it is, or was, in the catalog)."""
+        return self.origin is not Origin.DECLARED
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return (self.public_port, *self.extra_ports)
 
     @property
     def name(self) -> str:
@@ -143,4 +167,10 @@ class DesiredState:
 
     @property
     def public_ports(self) -> tuple[int, ...]:
-        return tuple(backend.public_port for backend in self.backends)
+        """Every port a frontend listens on."""
+        return tuple(sorted(port for backend in self.backends for port in backend.ports))
+
+    @property
+    def listed(self) -> tuple[Backend, ...]:
+        """The backends of services that are (or were) in the catalog."""
+        return tuple(b for b in self.backends if b.listed)

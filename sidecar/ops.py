@@ -105,7 +105,13 @@ class Operations:
             return frozenset()
         return failing_servers(report)
 
-    def heartbeat(self, status: Status, desired: DesiredState | None, haproxy: HAProxy) -> None:
+    def heartbeat(
+        self,
+        status: Status,
+        desired: DesiredState | None,
+        haproxy: HAProxy,
+        loop_alive: bool = True,
+    ) -> None:
         """Call from the main loop before the status file is written."""
         now = time.time()
         report = self.certs.report
@@ -120,12 +126,12 @@ class Operations:
         record = dataclasses.asdict(status)
         if report is not None:
             record["certs"] = report.to_status()
-        up = {b.name: b.ready_count for b in desired.backends} if desired else None
+        up = {b.name: b.ready_count for b in desired.listed} if desired else None
         update_from_status(self.metrics, record, now, servers_up=up,
                            old_workers=self._old_workers)  # fmt: skip
-        self._notify(status)
+        self._notify(status, loop_alive)
 
-    def _notify(self, status: Status) -> None:
+    def _notify(self, status: Status, loop_alive: bool = True) -> None:
         text = summary(status)
         if status.ready and not self._ready_sent:
             self._ready_sent = self.notifier.ready(text) or not self.notifier.enabled
@@ -134,6 +140,7 @@ class Operations:
             self.notifier.status(text)
             self._status_text = text
         every = self._watchdog_every
-        if every is not None and time.monotonic() - self._last_watchdog >= every:
+        due = every is not None and time.monotonic() - self._last_watchdog >= every
+        if due and loop_alive:  # a hung main loop must let systemd's watchdog fire
             self.notifier.watchdog()  # the main loop is alive: it is calling us
             self._last_watchdog = time.monotonic()

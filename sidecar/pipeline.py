@@ -1,4 +1,4 @@
-"""The pure pipeline: snapshot -> desired state -> rendered config -> plan.
+"""The pure pipeline: snapshot -> desired state -> rendered config -> plan, in one direction.
 
 The daemon and the CLI call only this to decide what to do; they then hand the plan to the
 appliers. Keeping the composition here keeps the orchestrator's fan-out small.
@@ -6,6 +6,7 @@ appliers. Keeping the composition here keeps the orchestrator's fan-out small.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import jinja2
@@ -16,9 +17,9 @@ from sidecar.config.schema import Settings
 from sidecar.desired import desired_state
 from sidecar.guard import blast_guard
 from sidecar.model import Snapshot
-from sidecar.plan import Plan, Rendered, plan, skeleton
+from sidecar.plan import Plan, Rendered, ServerKey, plan, structure
 from sidecar.portmap import PortMap
-from sidecar.render.haproxy import render_config
+from sidecar.render.haproxy import render_config, server_options
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +36,11 @@ class Inputs:
     template_digest: str = ""  # of the template's source (daemon); "" in tests
 
     @property
-    def render_key(self) -> int:
-        """What, besides the desired state, the rendered bytes depend on."""
+    def render_key(self) -> str:
+        """What, besides the desired state, the rendered bytes depend on (stable digest)."""
         template = self.template_digest or str(id(self.template))
-        return hash((self.settings, template))
+        settings = self.settings.model_dump_json(exclude={"source"})
+        return hashlib.sha256(f"{template}\0{settings}".encode()).hexdigest()[:16]
 
 
 def render(
@@ -48,7 +50,7 @@ def render(
     confirmed: frozenset[str] = frozenset(),
     distrust_absent: bool = False,
 ) -> Rendered:
-    """Desired state (slots sticky to ``previous``, mass removals guarded), config, skeleton."""
+    """Desired state (mass removals guarded), its config and its structure; one pass."""
     before = previous.desired if previous else None
     desired = desired_state(
         snapshot,
@@ -68,16 +70,9 @@ def render(
         frozenset(previous.held) if previous else frozenset(),
         distrust_absent,
     )
-    desired = guarded.desired
-    desired = exclude_failing(desired, inputs.drained)
+    desired = exclude_failing(guarded.desired, inputs.drained)
     config = render_config(inputs.template, desired, inputs.settings)
-    shape = skeleton(desired)
-    key = inputs.render_key
-    if previous and previous.skeleton and previous.shape == shape and previous.inputs_key == key:
-        text = previous.skeleton  # same structure, same inputs: the same skeleton bytes
-    else:
-        text = render_config(inputs.template, shape, inputs.settings)
-    return Rendered(desired, config, text, guarded.held, shape, key)
+    return Rendered(desired, config, structure(desired, inputs.render_key), guarded.held)
 
 
 def cycle(
@@ -87,6 +82,9 @@ def cycle(
     running: bool,
     confirmed: frozenset[str] = frozenset(),
     distrust_absent: bool = False,
+    retired: frozenset[ServerKey] = frozenset(),
 ) -> tuple[Rendered, Plan]:
+    """Render the target, then plan it against what is applied (and the retired servers)."""
     target = render(snapshot, inputs, applied, confirmed, distrust_absent)
-    return target, plan(applied, target, running)
+    options = server_options(inputs.settings)
+    return target, plan(applied, target, running, options, retired)

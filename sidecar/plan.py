@@ -1,19 +1,29 @@
 """Plan: what it takes to go from the applied state to the target (pure).
 
-Fixed public ports make the HAProxy frontends static, so most catalog changes only move server
-slots. The planner compares the *skeleton* of both configs (the config rendered with every slot
-empty): when the skeletons are equal, the change is pure membership and goes through the
-runtime API; anything else (a service or port appears or goes, slots run out, the template or
-settings changed) needs a reload. Identical bytes need nothing at all.
+Fixed public ports make the HAProxy frontends static, and every declared service has its
+frontend and backend from the start, so most catalog changes are only servers: added, removed
+or changed through HAProxy's runtime API (dynamic servers, ``add server`` / ``del server``).
+The planner compares the *structure* of both states (the frontends and backends, the settings
+and the template): equal structures -> runtime commands; anything else (an undeclared service
+or port appears or goes, a setting or the template changed) -> a reload. Identical bytes need
+nothing at all.
+
+A removed server is first put in maintenance (no new connections; running ones finish), then
+deleted once it has no connection left; until then it is *retired*: it exists in HAProxy but
+not in the config, and an instance that comes back under its name revives it instead of adding
+a second one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 
 from sidecar import validate
-from sidecar.model import Backend, DesiredState, Server, ServerState
+from sidecar.model import Backend, DesiredState, Server
+
+Structure = tuple[object, ...]
+ServerKey = tuple[str, str]  # (backend name as HAProxy knows it, server name)
 
 
 class PlanKind(StrEnum):
@@ -25,14 +35,12 @@ class PlanKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Rendered:
-    """A desired state with the config it renders to and that config's skeleton."""
+    """A desired state with the config it renders to and that config's structure."""
 
     desired: DesiredState | None
     config: str
-    skeleton: str | None
+    structure: Structure | None  # None: unknown (the next change reloads)
     held: tuple[str, ...] = ()  # instances the blast-radius guard kept in rotation
-    shape: DesiredState | None = None  # skeleton(desired), to reuse ``skeleton`` text
-    inputs_key: int = 0  # which inputs (settings, template) rendered it
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,56 +49,19 @@ class Plan:
     commands: tuple[str, ...] = ()
     changes: tuple[str, ...] = ()  # human-readable, for the one INFO line per apply
     reason: str = ""
+    retire: tuple[ServerKey, ...] = ()  # servers to delete once they have no connection
+    revived: tuple[ServerKey, ...] = ()  # retired servers brought back by ``commands``
 
 
-class NeedsReload(Exception):  # noqa: N818 - a signal inside the planner, not an error
-    """A server change the runtime API cannot express (e.g. a DNS name as address)."""
+def backend_id(backend: Backend) -> str:
+    """The HAProxy name of a backend (also in the template context, the drift check...)."""
+    return f"bk_{backend.name}"
 
 
-def skeleton(desired: DesiredState) -> DesiredState:
-    """The same services and slots with every slot empty: equal skeletons -> runtime change."""
-    free = ServerState.MAINT
-    return DesiredState(
-        tuple(
-            replace(b, servers=tuple(Server(s.name, "127.0.0.1", 1, free) for s in b.servers))
-            for b in desired.backends
-        ),
-        (),
-    )
-
-
-def _weight(server: Server) -> int:
-    return 0 if server.state is ServerState.DRAIN else server.weight
-
-
-def server_commands(backend: str, old: Server, new: Server) -> list[str]:
-    """Runtime API commands that turn slot ``old`` into ``new`` (both of backend ``backend``)."""
-    target = f"bk_{backend}/{new.name}"
-    if new.state is ServerState.MAINT:
-        return [] if old.state is ServerState.MAINT else [f"set server {target} state maint"]
-    commands: list[str] = []
-    if (old.address, old.port) != (new.address, new.port):
-        if not validate.is_ip(new.address):
-            raise NeedsReload(f"{target}: {new.address} is a DNS name")
-        commands.append(f"set server {target} addr {new.address} port {new.port}")
-    if _weight(old) != _weight(new) or old.state is ServerState.MAINT:
-        commands.append(f"set weight {target} {_weight(new)}")
-    if old.state is not new.state:
-        # "state ready" also clears a drain or maintenance set by hand; drain itself is
-        # expressed as weight 0 so that the config file can say the same thing.
-        commands.append(f"set server {target} state ready")
-    return commands
-
-
-def backend_commands(old: Backend, new: Backend) -> list[str]:
-    old_servers = {s.name: s for s in old.servers}
-    commands: list[str] = []
-    for server in new.servers:
-        previous = old_servers.get(server.name)
-        if previous is None:
-            raise NeedsReload(f"bk_{new.name}/{server.name} does not exist yet")
-        commands.extend(server_commands(new.name, previous, server))
-    return commands
+def structure(desired: DesiredState, inputs_key: object) -> Structure:
+    """What only a reload can change: every frontend, every backend, the inputs' identity."""
+    shape = tuple((b.name, b.protocol.value, b.ports) for b in desired.backends)
+    return (inputs_key, shape)
 
 
 def describe(old: DesiredState | None, new: DesiredState) -> tuple[str, ...]:
@@ -102,19 +73,81 @@ def describe(old: DesiredState | None, new: DesiredState) -> tuple[str, ...]:
         f"-service {p}:{before[p].public_port}" for p in sorted(before.keys() - after.keys())
     ]
     for path in sorted(after.keys() & before.keys()):
-        if before[path].public_port != after[path].public_port:
-            changes.append(f"port {path} {before[path].public_port}->{after[path].public_port}")
+        if before[path].ports != after[path].ports:
+            changes.append(f"port {path} {before[path].ports}->{after[path].ports}")
         old_servers = {s.name: s for s in before[path].servers}
-        for s in after[path].servers:
-            o = old_servers.get(s.name)
-            if o is None or (o.address, o.port, o.state) != (s.address, s.port, s.state):
-                where = f"{s.address}:{s.port}" if s.state is not ServerState.MAINT else "empty"
-                changes.append(f"{path}/{s.name}={where}({s.state.value})")
+        new_servers = {s.name: s for s in after[path].servers}
+        for name in sorted(new_servers.keys() - old_servers.keys()):
+            s = new_servers[name]
+            changes.append(f"+{path}/{name}={validate.hostport(s.address, s.port)}({s.state})")
+        for name in sorted(old_servers.keys() - new_servers.keys()):
+            changes.append(f"-{path}/{name}")
+        for name in sorted(new_servers.keys() & old_servers.keys()):
+            o, s = old_servers[name], new_servers[name]
+            if (o.address, o.port, o.effective_weight) != (s.address, s.port, s.effective_weight):
+                changes.append(f"~{path}/{name}={validate.hostport(s.address, s.port)}({s.state})")
     return tuple(changes)
 
 
-def plan(applied: Rendered | None, target: Rendered, running: bool) -> Plan:
-    """Decide how to apply ``target`` given what HAProxy runs (``applied``)."""
+def runtime_added(target: str, server: Server, options: str) -> list[str]:
+    """Commands that create server ``target`` (``bk/name``) as a reload would."""
+    weight = server.effective_weight
+    extra = f" weight {weight}" if weight != 1 else ""
+    address = validate.hostport(server.address, server.port)
+    return [
+        f"add server {target} {address} {options}{extra}".rstrip(),
+        f"enable health {target}",
+        f"set server {target} state ready",
+    ]
+
+
+def runtime_changed(target: str, old: Server | None, new: Server) -> list[str]:
+    """Commands that bring server ``old`` (None: a retired one, in maintenance) to ``new``."""
+    commands: list[str] = []
+    if old is None or (old.address, old.port) != (new.address, new.port):
+        commands.append(f"set server {target} addr {new.address} port {new.port}")
+    if old is None or old.effective_weight != new.effective_weight:
+        commands.append(f"set weight {target} {new.effective_weight}")
+    if old is None:
+        commands.append(f"set server {target} state ready")
+    return commands
+
+
+def backend_commands(
+    old: Backend, new: Backend, options: str, retired: frozenset[ServerKey]
+) -> tuple[list[str], list[ServerKey], list[ServerKey]]:
+    """(commands, servers to retire, retired servers revived) for one backend."""
+    bk = backend_id(new)
+    before = {s.name: s for s in old.servers}
+    commands: list[str] = []
+    revived: list[ServerKey] = []
+    for server in new.servers:  # additions first: a replacement serves before the old goes
+        target = f"{bk}/{server.name}"
+        previous = before.get(server.name)
+        if previous is None and (bk, server.name) in retired:
+            commands += runtime_changed(target, None, server)
+            revived.append((bk, server.name))
+        elif previous is None:
+            commands += runtime_added(target, server, options)
+        else:
+            commands += runtime_changed(target, previous, server)
+    gone = sorted(before.keys() - {s.name for s in new.servers})
+    commands += [f"set server {bk}/{name} state maint" for name in gone]
+    return commands, [(bk, name) for name in gone], revived
+
+
+def plan(
+    applied: Rendered | None,
+    target: Rendered,
+    running: bool,
+    options: str = "",
+    retired: frozenset[ServerKey] = frozenset(),
+) -> Plan:
+    """Decide how to apply ``target`` given what HAProxy runs (``applied``).
+
+    ``options`` are the server options of the rendered config (``render.haproxy
+    .server_options``): a dynamic server gets exactly what a reload would give it.
+    """
     assert target.desired is not None
     old_desired = applied.desired if applied else None
     changes = describe(old_desired, target.desired)
@@ -124,22 +157,26 @@ def plan(applied: Rendered | None, target: Rendered, running: bool) -> Plan:
         return Plan(PlanKind.RELOAD, changes=changes, reason="no applied state known")
     if applied.config == target.config:
         return Plan(PlanKind.NONE)
-    if applied.skeleton is None or applied.desired is None or applied.skeleton != target.skeleton:
+    if (
+        applied.structure is None
+        or applied.desired is None
+        or applied.structure != target.structure
+    ):
         return Plan(PlanKind.RELOAD, changes=changes, reason="structure changed")
-    try:
-        commands = runtime_commands(applied.desired, target.desired)
-    except NeedsReload as exc:
-        return Plan(PlanKind.RELOAD, changes=changes, reason=str(exc))
-    return Plan(PlanKind.RUNTIME, tuple(commands), changes, "membership only")
-
-
-def runtime_commands(old: DesiredState, new: DesiredState) -> list[str]:
-    """Commands for every backend of ``new``; raises NeedsReload when one cannot be expressed."""
-    before = {b.name: b for b in old.backends}
+    before = {b.name: b for b in applied.desired.backends}
     commands: list[str] = []
-    for backend in new.backends:
-        previous = before.get(backend.name)
-        if previous is None:
-            raise NeedsReload(f"bk_{backend.name} does not exist yet")
-        commands.extend(backend_commands(previous, backend))
-    return commands
+    retire: list[ServerKey] = []
+    revived: list[ServerKey] = []
+    for backend in target.desired.backends:
+        more, gone, back = backend_commands(before[backend.name], backend, options, retired)
+        commands += more
+        retire += gone
+        revived += back
+    return Plan(
+        PlanKind.RUNTIME,
+        tuple(commands),
+        changes,
+        "servers only",
+        tuple(retire),
+        tuple(revived),
+    )

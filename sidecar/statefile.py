@@ -1,7 +1,7 @@
 """The applied desired state as JSON (pure encode/decode).
 
 Written next to the HAProxy config after every apply, read at start-up: a restarted sidecar
-keeps every instance in the slot it had, so it renders the same bytes and does not reload.
+knows what HAProxy runs, renders the same bytes and does not reload.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sidecar.model import Backend, DesiredState, Protocol, Server, ServerState
+from sidecar.model import Backend, DesiredState, Origin, Protocol, Server, ServerState
 
-VERSION = 1
+VERSION = 2  # 2: dynamic servers (no free slots), origin, extra ports
 
 
 def encode(desired: DesiredState, extra: dict[str, Any] | None = None) -> str:
@@ -25,6 +25,8 @@ def encode(desired: DesiredState, extra: dict[str, Any] | None = None) -> str:
                 "public_port": b.public_port,
                 "port_source": b.port_source,
                 "claim_index": b.claim_index,
+                "origin": b.origin.value,
+                "extra_ports": list(b.extra_ports),
                 "servers": [
                     [s.name, s.address, s.port, s.state.value, s.instance, s.weight]
                     for s in b.servers
@@ -55,6 +57,8 @@ def decode(text: str) -> DesiredState:
                 ),
                 str(b.get("port_source", "map")),
                 int(b.get("claim_index", 0)),
+                Origin(b.get("origin", "catalog")),
+                tuple(int(p) for p in b.get("extra_ports", ())),
             )
             for b in data["backends"]
         )

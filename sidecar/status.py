@@ -63,7 +63,7 @@ class Status:
     def record_ready(self, desired: DesiredState | None, config: str) -> None:
         self.ready = True
         if desired is not None:
-            self.services = len(desired.backends)
+            self.services = len(desired.listed)
             self.servers_ready = sum(b.ready_count for b in desired.backends)
             self.public_ports = list(desired.public_ports)
         self.generation = hashlib.sha256(config.encode()).hexdigest()[:16]

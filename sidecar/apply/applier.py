@@ -1,8 +1,10 @@
 """Carry out a plan against HAProxy (adapter; the decisions were made in ``plan``).
 
-- RUNTIME: runtime API commands, then the rendered file is written (no reload) so that a later
-  reload or restart starts from the same servers. A command HAProxy refuses falls back to a
-  reload.
+- RUNTIME: runtime API commands (dynamic servers added, changed, put in maintenance), then the
+  rendered file is written (no reload) so that a later reload or restart starts from the same
+  servers. A command HAProxy refuses falls back to a reload. A server taken out is deleted
+  (``del server``) once it has no connection left; until then it is *retired* (kept here,
+  tried again by ``collect``, revived if its instance comes back).
 - RELOAD / START: ``haproxy -c`` first; a config that fails never replaces the running one.
   The last good file is kept; after a reload the new worker must answer on the admin socket and
   every frontend must accept connections, else the last good config is restored and reloaded.
@@ -17,11 +19,14 @@ from dataclasses import dataclass
 from sidecar import statefile
 from sidecar.apply.files import atomic_copy, atomic_write, read_text
 from sidecar.apply.haproxy import HAProxy, unbound_ports
+from sidecar.config.schema import Settings
+from sidecar.drift import find_drift
 from sidecar.errors import HAProxyError, SidecarError
 from sidecar.model import DesiredState
 from sidecar.pipeline import Inputs
-from sidecar.plan import Plan, PlanKind, Rendered, skeleton
-from sidecar.render.haproxy import render_config
+from sidecar.plan import Plan, PlanKind, Rendered, ServerKey, structure
+from sidecar.render.haproxy import render_config, server_options
+from sidecar.runtime_state import parse_servers_state
 
 log = logging.getLogger(__name__)
 APPLIED_FILE = "applied.json"
@@ -41,6 +46,7 @@ class Applier:
     def __init__(self, haproxy: HAProxy) -> None:
         self.haproxy = haproxy
         self.applied_path = haproxy.dir / APPLIED_FILE
+        self.retired: set[ServerKey] = set()  # in maintenance, deleted once idle
 
     def running(self) -> bool:
         return self.haproxy.proc() is not None
@@ -63,8 +69,13 @@ class Applier:
         if config is None:
             return None
         shape = None
-        if desired is not None:
-            shape = render_config(inputs.template, skeleton(desired), inputs.settings)
+        if (
+            desired is not None
+            and render_config(inputs.template, desired, inputs.settings) == config
+        ):
+            # rendered with today's settings and template: the structure is known, and a
+            # restarted daemon converges through the runtime API, without a reload
+            shape = structure(desired, inputs.render_key)
         return Rendered(desired, config, shape)
 
     def apply(self, plan: Plan, target: Rendered) -> ApplyResult:
@@ -75,6 +86,8 @@ class Applier:
             if plan.kind is PlanKind.RUNTIME:
                 errors = self.haproxy.runtime(plan.commands)
                 if not errors:
+                    self.retired.difference_update(plan.revived)
+                    self._retire(plan.retire)
                     self._save(target)
                     return ApplyResult(
                         plan.kind,
@@ -115,10 +128,12 @@ class Applier:
                     "false: start HAProxy with -W -S <that socket> -f " + str(hp.config)
                 )
             hp.start()
+            self.retired.clear()
             self._verify(target)
             return ApplyResult(PlanKind.START, True, "haproxy started", time.monotonic() - started)
         try:
             hp.reload()
+            self.retired.clear()  # the new worker has only the servers of the config
             self._verify(target)
         except HAProxyError as exc:
             rolled = self._roll_back()
@@ -131,6 +146,47 @@ class Applier:
                 rolled_back=True,
             )
         return ApplyResult(kind, True, "reloaded", time.monotonic() - started, reloads=1)
+
+    def _retire(self, servers: tuple[ServerKey, ...] | list[ServerKey]) -> None:
+        """Delete servers already in maintenance; those still carrying connections wait."""
+        for bk, name in servers:
+            answer = self.haproxy.command(f"del server {bk}/{name}")
+            if "Server deleted" in answer or "No such server" in answer:
+                self.retired.discard((bk, name))
+            else:  # "Server still has connections attached to it": later
+                self.retired.add((bk, name))
+
+    def collect(self) -> None:
+        """Delete retired servers whose last connection has ended (call every few seconds)."""
+        if self.retired:
+            self._retire(sorted(self.retired))
+
+    def repair_drift(self, desired: DesiredState, settings: Settings) -> bool:
+        """Repair what the runtime API can; True when only a reload can (backends missing)."""
+        hp = self.haproxy
+        try:
+            drift = find_drift(
+                parse_servers_state(hp.servers_state()),
+                desired,
+                hp.backend_names(),
+                server_options(settings),
+                frozenset(self.retired),
+            )
+            if drift.needs_reload:
+                log.warning("drift: %s; reloading", drift.needs_reload)
+                return True
+            if drift.commands:
+                errors = hp.runtime(drift.commands)
+                log.warning(
+                    "drift repaired (%d servers): %s%s",
+                    len(drift.differences),
+                    "; ".join(drift.differences[:10]),
+                    f"; errors: {errors[:3]}" if errors else "",
+                )
+            self._retire(drift.retire)
+        except SidecarError as exc:
+            log.warning("drift check failed: %s", exc)
+        return False
 
     def _verify(self, target: Rendered) -> None:
         """The new worker answers and every frontend accepts connections."""

@@ -137,7 +137,7 @@ class CSWriteOutcome:
 def cs_shape(desired: DesiredState) -> tuple[tuple[str, str, str, int], ...]:
     """The part of the desired state the CS depends on (servers come and go without it)."""
     return tuple(
-        sorted((b.system, b.service, b.protocol.value, b.public_port) for b in desired.backends)
+        sorted((b.system, b.service, b.protocol.value, b.public_port) for b in desired.listed)
     )
 
 

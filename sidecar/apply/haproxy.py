@@ -34,8 +34,12 @@ from sidecar.runtime_state import ProcInfo, parse_show_proc
 
 log = logging.getLogger(__name__)
 # Answers of the runtime API that mean a command did not take effect.
-_ERRORS = ("No such", "Unknown", "Require", "invalid", "Invalid", "not ", "failed", "Can't")
+_ERRORS = (
+    *("No such", "Unknown", "Require", "invalid", "Invalid", "not ", "failed", "Can't"),
+    *("Already", "Backend must", "cannot", "Cannot", "Server still", "Server must"),
+)
 BATCH = 100  # commands per runtime API line (';'-joined): ~1.6 ms for 100 servers
+OLD_WORKERS_RETRY = 1.0  # seconds between looks at the old workers while a reload waits
 LOG_MAX = 4 * 1024 * 1024  # bytes of master log kept (plus one older generation)
 # "[ALERT] (1) : Binding [/run/x/haproxy.cfg:40] for frontend fe_9162: cannot bind socket
 # (Permission denied) for [0.0.0.0:9162]"; 2.6 also says "Starting frontend fe_X: cannot bind".
@@ -251,8 +255,21 @@ class HAProxy:
                     errors.append(line.strip())
         return errors
 
+    def command(self, line: str) -> str:
+        """One runtime API command, its answer as HAProxy gave it."""
+        return send_command(self.admin_socket, line)
+
     def servers_state(self) -> str:
         return send_command(self.admin_socket, "show servers state")
+
+    def backend_names(self) -> frozenset[str]:
+        """Every backend the current worker runs (``show backend``)."""
+        answer = send_command(self.admin_socket, "show backend")
+        return frozenset(
+            line.strip()
+            for line in answer.splitlines()
+            if line.strip() and not line.startswith("#")
+        )
 
     def dump_server_state(self) -> None:
         """Save server state for the next worker (``load-server-state-from-file global``)."""
@@ -346,5 +363,5 @@ def reload_deferred_until(
     info = haproxy.proc()
     if info is not None and len(info.old_workers) > apply.max_old_workers:
         log.warning("reload deferred: %d old workers still draining", len(info.old_workers))
-        return now + 5.0
+        return now + OLD_WORKERS_RETRY
     return None

@@ -200,16 +200,13 @@ class HAProxySettings(Section):
     check_inter: PositiveSeconds = 2.0
     check_fall: PositiveCount = 2
     check_rise: PositiveCount = 2
-    min_slots: Annotated[PositiveCount, Field(le=1024)] = 4
     log_target: Annotated[Text, AfterValidator(_log_target)] = ""
     validate_timeout: PositiveSeconds = 30.0
     reload_timeout: PositiveSeconds = 15.0
 
 
 class ApplySettings(Section):
-    quiet: PositiveSeconds = 0.2
-    max_delay: PositiveSeconds = 2.0
-    min_reload_interval: Seconds = 1.0
+    min_reload_interval: Seconds = 0.0  # 0: reloads are paced only by old workers
     drift_interval: PositiveSeconds = 30.0
     max_old_workers: Count = 10
     max_removal_share: Annotated[Number, Field(gt=0.0, le=1.0)] = 0.5

@@ -211,11 +211,11 @@ def render_cs(
         if not names:
             problems.append(Problem("dirac_cs", "no usable gateway name: CS left alone"))
         return CSOptions(problems=tuple(problems))
-    lists, service_problems = _service_lists(desired.backends, names, settings, layout)
+    lists, service_problems = _service_lists(desired.listed, names, settings, layout)
     problems += service_problems
     if settings.use_mainservers and lists:
         lists[layout.mainservers] = tuple(sorted(names))
-    lists.update(_configuration_lists(desired.backends, names, settings))
+    lists.update(_configuration_lists(desired.listed, names, settings))
     kinds = ("URLs", "FailoverURLs") if settings.failover_names else ("URLs",)
     owned = (*sorted(names), MAINSERVERS) if settings.use_mainservers else tuple(sorted(names))
     return CSOptions(

@@ -18,7 +18,8 @@ from sidecar.config.durations import haproxy_time
 from sidecar.config.loader import refuse_unsafe
 from sidecar.config.schema import Settings
 from sidecar.errors import ConfigError, TemplateError
-from sidecar.model import DesiredState, ServerState
+from sidecar.model import DesiredState
+from sidecar.plan import backend_id
 
 ADMIN_SOCKET = "admin.sock"
 MASTER_SOCKET = "master.sock"
@@ -67,6 +68,17 @@ def haproxy_settings(settings: Settings) -> dict[str, Any]:
     return values
 
 
+def server_options(settings: Settings) -> str:
+    """The options of every server line, also given to ``add server`` (a dynamic server does
+    not inherit ``default-server``): a server added at runtime and the same server after a
+    reload are configured alike."""
+    h = settings.haproxy
+    return (
+        f"check inter {haproxy_time(h.check_inter)} fastinter 500ms downinter 1s "
+        f"fall {h.check_fall} rise {h.check_rise}"
+    )
+
+
 def template_context(desired: DesiredState, settings: Settings) -> dict[str, Any]:
     runtime = settings.runtime_dir
     backends = []
@@ -76,24 +88,28 @@ def template_context(desired: DesiredState, settings: Settings) -> dict[str, Any
                 "name": server.name,
                 "addr": validate.hostport(server.address, server.port),
                 "state": server.state.value,
-                "weight": 0 if server.state is ServerState.DRAIN else server.weight,
+                "weight": server.effective_weight,
             }
             for server in backend.servers
         ]
         backends.append(
             {
                 "name": backend.name,
+                "id": backend_id(backend),
                 "path": backend.path,
                 "system": backend.system,
                 "service": backend.service,
                 "protocol": backend.protocol.value,
                 "public_port": backend.public_port,
+                "extra_ports": list(backend.extra_ports),
                 "port_source": backend.port_source,
+                "origin": backend.origin.value,
                 "servers": servers,
             }
         )
     return {
         "settings": haproxy_settings(settings),
+        "server_options": server_options(settings),
         "bind": settings.gateway.bind
         if ":" not in settings.gateway.bind
         else f"[{settings.gateway.bind}]",

@@ -34,6 +34,7 @@ from sidecar.status import read_status
 # DIRAC services the tests may register; each gets a free public port in [ports.overrides].
 SERVICES = ("Framework/GwAlpha", "Framework/GwBeta", "DataManagement/GwGamma")
 STOP_TIMEOUT = 10.0
+EMPTY_PORT_MAP = "system,service,protocol,gateway_port,default_port,project\n"
 ROUTE_TIMEOUT = 20.0
 _unique = itertools.count(1)
 
@@ -70,6 +71,11 @@ class Gateway:
         self.command = sidecar_command()  # e.g. the ``sidecar`` of a venv with only the wheel
         self.config_first = True  # ``sidecar --config X run`` (else ``sidecar run --config X``)
         self.public_ranges: list[str] = []  # [ports] public_ranges (empty: the default)
+        # Tests run several gateways side by side on 127.0.0.1: the shipped map would make
+        # each bind DIRAC's 69 ports. Its own map holds nothing ([ports.overrides] declare the
+        # test services); set ``port_map`` to the shipped one where a test needs it.
+        self.port_map = tmp_path / "port-map.csv"
+        self.port_map.write_text(EMPTY_PORT_MAP)
         shutil.copyfile(data.path(data.TEMPLATE), self.template_path)
         self.write_config()
 
@@ -84,7 +90,8 @@ class Gateway:
             'backend_networks = ["127.0.0.0/8", "::1/128"]  # the test backends\n\n'
             f"[haproxy]\nruntime_dir = {_toml_str(str(self.runtime_dir))}\n"
             f'template = {_toml_str(str(self.template_path))}\nhard_stop_after = "30s"\n\n'
-            f"[ports]\npublic_ranges = {json.dumps(self.public_ranges)}\n\n"
+            f"[ports]\npublic_ranges = {json.dumps(self.public_ranges)}\n"
+            f"map_file = {_toml_str(str(self.port_map))}\n\n"
             f"[ports.overrides]\n{overrides}\n\n"
             f'[log]\nlevel = "DEBUG"\n\n'
             f"[certs]\nca_dir = {_toml_str(str(self.pki.ca_dir))}\n\n"
@@ -354,3 +361,11 @@ class Gateway:
 def unique_prefix() -> str:
     """A prefix for Consul service names and IDs that no other test (or run) uses."""
     return f"gw{next(_unique)}x{os.getpid()}"
+
+
+def undeclared(name: str = "GwUndeclared") -> tuple[str, int]:
+    """A DIRAC service nobody declared (not in the port map, not in [ports.overrides]): its
+    port is hashed into the auto range and its arrival needs a reload."""
+    from sidecar.portmap import hashed_port
+
+    return f"Undeclared/{name}", hashed_port("Undeclared", name, 20000, 29999)

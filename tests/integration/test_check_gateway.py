@@ -33,7 +33,8 @@ def test_check_ok_then_critical_without_haproxy_then_ok_again(
     code, out = check(gateway, "--json")
     data = json.loads(out)
     assert (code, data["code"], data["status"]) == (0, 0, "OK")
-    assert data["details"]["frontends"]["message"] == "1 ports listening"
+    # the three declared test services ([ports.overrides]) are bound from the start
+    assert data["details"]["frontends"]["message"] == "3 ports listening"
 
     # HAProxy killed and the daemon stopped, so that nothing restores it: CRITICAL.
     gateway.stop_daemon()

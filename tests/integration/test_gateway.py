@@ -14,7 +14,7 @@ import subprocess
 import time
 
 import pytest
-from gatewaylib import Gateway, sidecar_command
+from gatewaylib import Gateway, sidecar_command, undeclared
 from helpers import free_port, wait_until
 
 from sidecar.dev.client import ConnectionFailedError, TLSError, TLSVerificationError
@@ -85,7 +85,7 @@ def test_registered_service_is_routed_and_passes_the_proxy_chain_through(
     assert answer["group"] == "dirac_user"
     config = gateway.haproxy_cfg.read_text()
     assert f"bind 127.0.0.1:{port}\n" in config
-    assert re.search(rf"server s\d+ 127\.0\.0\.1:{backend.port} check\n", config)
+    assert re.search(rf"server \S+ 127\.0\.0\.1:{backend.port} check ", config)
 
 
 def test_two_instances_both_receive_connections(gateway: Gateway, backend_factory) -> None:
@@ -167,7 +167,8 @@ def test_maintenance_drains_an_instance(gateway: Gateway, backend_factory) -> No
     state = {s.server.port: s.server for s in parse_servers_state(gateway.haproxy.servers_state())}
     assert state[a1_port].weight == 0
     assert state[a1_port].state.value == "drain"
-    assert re.search(rf"127\.0\.0\.1:{a1_port} check weight 0\n", gateway.haproxy_cfg.read_text())
+    config = gateway.haproxy_cfg.read_text()
+    assert re.search(rf"127\.0\.0\.1:{a1_port} check .* weight 0\n", config)
 
     gateway.maintenance(ids["a1"], False)
     gateway.wait_routed(port, "a1")
@@ -230,10 +231,16 @@ def test_identical_bytes_no_reload_membership_runtime_new_service_one_reload(
     assert gateway.reload_count() == reloads
     assert "applied runtime" in gateway.log_text()
 
-    # A new DIRAC service: structure changed, exactly one reload.
+    # A new declared DIRAC service ([ports.overrides]): its frontend was bound from the start,
+    # so it is a runtime change too.
     b1 = backend_factory(host="backend3", name=BETA, instance="b1")
     gateway.register_backend("beta", b1, "b1", dirac=BETA)
     gateway.wait_routed(beta_port, "b1")
+    assert gateway.reload_count() == reloads
+    # A new service nobody declared: structure changed, exactly one reload.
+    path, new_port = undeclared()
+    gateway.register_backend("new", backend_factory(name=path, instance="n1"), "n1", dirac=path)
+    gateway.wait_routed(new_port, "n1")
     gateway.wait_routed(port, "a1")
     assert gateway.reload_count() == reloads + 1
     assert gateway.proc_info().failed == 0
@@ -242,7 +249,7 @@ def test_identical_bytes_no_reload_membership_runtime_new_service_one_reload(
 def test_invalid_settings_or_template_keeps_the_running_config(
     gateway: Gateway, backend_factory
 ) -> None:
-    port, beta_port = gateway.ports[ALPHA], gateway.ports[BETA]
+    port = gateway.ports[ALPHA]
     a1 = backend_factory(host="backend1", name=ALPHA, instance="a1")
     gateway.register_backend("alpha", a1, "a1")
     gateway.wait_routed(port, "a1")
@@ -268,8 +275,9 @@ def test_invalid_settings_or_template_keeps_the_running_config(
     gateway.wait_log("bogus-keyword-for-tests")
     rejected = gateway.log_text().count("haproxy -c rejected")
     assert rejected >= 1
-    b1 = backend_factory(host="backend2", name=BETA, instance="b1")
-    gateway.register_backend("beta", b1, "b1", dirac=BETA)  # needs a reload: fails again
+    path, new_port = undeclared()
+    b1 = backend_factory(host="backend2", name=path, instance="b1")
+    gateway.register_backend("new", b1, "b1", dirac=path)  # needs a reload: fails again
     wait_until(
         lambda: gateway.log_text().count("haproxy -c rejected") > rejected,
         20,
@@ -279,7 +287,7 @@ def test_invalid_settings_or_template_keeps_the_running_config(
 
     assert gateway.call(port)["instance"] == "a1"
     with pytest.raises(ConnectionFailedError) as info:
-        gateway.call(beta_port)
+        gateway.call(new_port)
     assert info.value.reason == "refused"
     assert gateway.haproxy_cfg.read_bytes() == good_config
     assert gateway.reload_count() == reloads
@@ -289,7 +297,7 @@ def test_invalid_settings_or_template_keeps_the_running_config(
     # 3. The operator fixes the template: the pending change goes through.
     gateway.template_path.write_text(good_template)
     gateway.sighup()
-    gateway.wait_routed(beta_port, "b1")
+    gateway.wait_routed(new_port, "b1")
     gateway.wait_routed(port, "a1")
     assert gateway.reload_count() == reloads + 1
 
@@ -324,8 +332,10 @@ def test_render_prints_a_tcp_frontend_and_reports_skipped_entries(
     assert backend_name, frontend.group(0)
     section = re.search(rf"^backend {re.escape(backend_name.group(1))}\n((?:    .*\n)*)", out, re.M)
     assert section, out
-    assert re.search(rf"    server s\d+ 127\.0\.0\.1:{backend_port} check\n", section.group(1))
-    assert "Frame work" not in out and "GwBeta" not in out and ":70000" not in out
+    assert re.search(rf"    server \S+ 127\.0\.0\.1:{backend_port} check ", section.group(1))
+    assert "Frame work" not in out and ":70000" not in out
+    beta = re.search(r"^backend bk_Framework_GwBeta\n((?:    .*\n)*)", out, re.M)
+    assert beta and "server" not in beta.group(1)  # declared, bound, empty: rejecting
     skipped = [line for line in result.stderr.splitlines() if line.startswith("skipped:")]
     assert any(bad_name in line and "dirac_system" in line for line in skipped), result.stderr
     assert any(bad_port in line and "dirac_port" in line for line in skipped), result.stderr

@@ -8,9 +8,10 @@ real TLS backends on free loopback ports.
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
-from gatewaylib import Gateway
+from gatewaylib import Gateway, undeclared
 from helpers import wait_until
 
 from sidecar.apply.sockets import send_command
@@ -47,17 +48,70 @@ def test_membership_churn_never_reloads(gateway_unstarted: Gateway, backend_fact
     assert status["applies"].get("runtime", 0) >= 3 and status["runtime_changes"] >= 6
 
 
-def test_slots_running_out_is_the_only_membership_reload(gateway: Gateway, backend_factory) -> None:
+def test_a_service_grows_and_shrinks_without_a_reload(gateway: Gateway, backend_factory) -> None:
+    """Dynamic servers: no slot pool to run out of (issue 12)."""
     port = gateway.ports[ALPHA]
-    pool = [backend_factory(instance=f"s{n}") for n in range(5)]
-    for n, backend in enumerate(pool[:4]):
-        gateway.register_backend("alpha", backend, f"s{n}", ALPHA)
-    gateway.wait_routed(port, "s3")
+    pool = [backend_factory(instance=f"s{n}") for n in range(10)]
+    gateway.register_backend("alpha", pool[0], "s0", ALPHA)
+    gateway.wait_routed(port, "s0")
     reloads = gateway.reload_count()
-    gateway.register_backend("alpha", pool[4], "s4", ALPHA)  # the fifth: 4 slots -> 8
-    gateway.wait_routed(port, "s4")
-    assert gateway.reload_count() == reloads + 1
-    assert "server s8 " in gateway.haproxy_cfg.read_text()
+    ids = [gateway.register_backend("alpha", b, f"s{n}", ALPHA) for n, b in enumerate(pool)]
+    for n in range(10):
+        gateway.wait_routed(port, f"s{n}")
+    for sid in ids[1:]:
+        gateway.deregister(sid)
+    gateway.wait_only(port, {"s0"})
+    assert gateway.reload_count() == reloads
+    assert gateway.haproxy_cfg.read_text().count("    server ") == 1
+
+
+def server_load(admin: Path, backend: str) -> str:
+    """``name scur=N`` for every server of ``backend`` (``show stat``, CSV)."""
+    lines = send_command(admin, f"show stat {backend} 4 -1").splitlines()
+    fields = lines[0].lstrip("# ").split(",") if lines else []
+    rows = [dict(zip(fields, line.split(","), strict=False)) for line in lines[1:] if line]
+    return " ".join(f"{r.get('svname')} scur={r.get('scur')}" for r in rows)
+
+
+def test_a_removed_server_finishes_its_connections_then_is_deleted(
+    gateway: Gateway, backend_factory
+) -> None:
+    """Removed: no new connection, the open one goes on; deleted once idle; revived if back."""
+    port = gateway.ports[ALPHA]
+    keep, leave = backend_factory(instance="keep"), backend_factory(instance="leave")
+    sid = gateway.register_backend("alpha", leave, "leave", ALPHA)
+    gateway.wait_routed(port, "leave")
+    admin = gateway.runtime_dir / "admin.sock"
+    backend = "bk_Framework_GwAlpha"
+
+    def servers() -> dict[str, str]:
+        text = send_command(admin, f"show servers state {backend}")
+        return {a.server.name: a.server.state.value for a in parse_servers_state(text)}
+
+    # an open connection to "leave" (TCP through the gateway, held while it is removed): while
+    # "leave" is the only instance every connection goes to it
+    held = socket.create_connection(("127.0.0.1", port), timeout=5)
+    wait_until(lambda: "scur=1" in server_load(admin, backend), 5, 0.05, "the held connection")
+    gateway.register_backend("alpha", keep, "keep", ALPHA)
+    gateway.wait_routed(port, "keep")
+    reloads = gateway.reload_count()
+    gateway.deregister(sid)
+    leaving = [n for n in servers() if n.startswith(gateway.prefix + "-leave")]
+    assert leaving
+    # retired: in maintenance, still there while its connection lasts (leastconn would send
+    # every new connection to "keep" anyway: the state tells)
+    wait_until(lambda: servers().get(leaving[0]) == "maint", 10, 0.05, "the server retired")
+    gateway.wait_only(port, {"keep"})
+    assert "scur=1" in server_load(admin, backend)
+    held.close()
+    try:
+        wait_until(lambda: leaving[0] not in servers(), 15, 0.1, "the retired server deleted")
+    except AssertionError:
+        answer = send_command(admin, f"del server {backend}/{leaving[0]}")
+        raise AssertionError(f"{server_load(admin, backend)}; del server: {answer}") from None
+    gateway.register_backend("alpha", leave, "leave", ALPHA)  # back: added again
+    gateway.wait_routed(port, "leave")
+    assert gateway.reload_count() == reloads
 
 
 def test_failing_new_worker_is_rolled_back(gateway_unstarted: Gateway, backend_factory) -> None:
@@ -99,25 +153,26 @@ def test_public_port_held_by_another_process_skips_only_that_service(
     gw.register_backend("alpha", backend_factory(instance="a1"), "a1", ALPHA)
     gw.wait_routed(gw.ports[ALPHA], "a1")
     reloads = gw.reload_count()
+    path, port = undeclared("GwSquatted")
     squatter = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    squatter.bind(("127.0.0.1", gw.ports[BETA]))
+    squatter.bind(("127.0.0.1", port))
     squatter.listen(1)
     try:
-        gw.register_backend("beta", backend_factory(instance="b1"), "b1", BETA)
+        gw.register_backend("squat", backend_factory(instance="b1", name=path), "b1", path)
         wait_until(
             lambda: any("Address already in use" in p for p in gw.status()["problems"]),
             10,
             0.1,
             "the busy port reported",
         )
-        gamma = "DataManagement/GwGamma"  # other new services are not blocked by it
-        gw.register_backend("gamma", backend_factory(instance="c1"), "c1", gamma)
-        gw.wait_routed(gw.ports[gamma], "c1")
+        other, other_port = undeclared("GwOther")  # other new services are not blocked by it
+        gw.register_backend("other", backend_factory(instance="c1", name=other), "c1", other)
+        gw.wait_routed(other_port, "c1")
         assert gw.status()["reload_failures"] == 0 and gw.reload_count() == reloads + 1
     finally:
         squatter.close()
     gw.register_backend("alpha", backend_factory(instance="a2"), "a2", ALPHA)  # any change
-    gw.wait_routed(gw.ports[BETA], "b1")
+    gw.wait_routed(port, "b1")
 
 
 def test_drift_is_repaired(gateway_unstarted: Gateway, backend_factory) -> None:
@@ -126,17 +181,21 @@ def test_drift_is_repaired(gateway_unstarted: Gateway, backend_factory) -> None:
     gw.wait_routed(gw.ports[ALPHA], "a1")
     admin = gw.runtime_dir / "admin.sock"
     backend = "bk_Framework_GwAlpha"
-    send_command(admin, f"disable server {backend}/s1")  # an operator's manual change
-    send_command(admin, f"enable server {backend}/s3")  # and a free slot switched on
+
+    def state() -> dict[str, str]:
+        text = send_command(admin, f"show servers state {backend}")
+        return {a.server.name: a.server.state.value for a in parse_servers_state(text)}
+
+    (name,) = state()
+    send_command(admin, f"disable server {backend}/{name}")  # an operator's manual change
+    send_command(admin, f"add server {backend}/intruder 127.0.0.1:9 weight 1")  # and an extra
+    send_command(admin, f"enable server {backend}/intruder")
 
     def repaired() -> bool:
-        state = {
-            a.server.name: a.server
-            for a in parse_servers_state(send_command(admin, f"show servers state {backend}"))
-        }
-        return state["s1"].state.value == "ready" and state["s3"].state.value == "maint"
+        now = state()
+        return now.get(name) == "ready" and "intruder" not in now
 
-    wait_until(repaired, 15, 0.1, "drift repaired")
+    wait_until(repaired, 15, 0.1, "drift repaired: the server back, the intruder deleted")
     gw.wait_log("drift repaired")
     gw.wait_routed(gw.ports[ALPHA], "a1", timeout=5)
 

@@ -106,7 +106,7 @@ def test_refused_instances_are_skipped_and_reported_the_rest_serves() -> None:
             ("meta", [inst("meta", address="169.254.169.254", port=80, system="X", service="Y")]),
         )
     )
-    (backend,) = d.backends
+    (backend,) = d.listed
     assert backend.ready_count == 1
     reasons = " | ".join(str(p) for p in d.problems)
     assert "127.0.0.1 refused" in reasons and "169.254.169.254 refused" in reasons
@@ -114,13 +114,13 @@ def test_refused_instances_are_skipped_and_reported_the_rest_serves() -> None:
 
 def test_a_claim_outside_public_ranges_is_refused() -> None:
     d = desired(snap(("x", [inst("a", system="A", service="B", dirac_port="34353")])))
-    assert d.backends == () and "outside [ports] public_ranges" in d.problems[0].reason
+    assert d.listed == () and "outside [ports] public_ranges" in d.problems[0].reason
 
 
 def test_a_map_port_is_never_handed_to_a_newcomer_even_while_its_owner_is_absent() -> None:
     squatter = inst("s", system="Evil", service="Twin", dirac_port="9162", consul="e")
     d = desired(snap(("e", [squatter])))
-    assert d.backends == ()
+    assert d.listed == ()
     assert "9162 belongs to Framework/SystemAdministrator (map)" in d.problems[0].reason
 
 
@@ -128,14 +128,14 @@ def test_a_held_port_stays_with_its_holder_when_an_older_registration_appears() 
     first = desired(
         snap(("a", [inst("a", system="A", service="S", dirac_port="20100", created=50)]))
     )
-    assert [b.claim_index for b in first.backends] == [50]
+    assert [b.claim_index for b in first.listed] == [50]
     # an attacker cannot forge an older CreateIndex, but a re-registered old service could
     # claim one: the remembered claim of the holder still wins, and so on every gateway that
     # applied it
     older = inst("b", system="B", service="S", dirac_port="20100", created=40, consul="b")
     renewed = inst("a2", system="A", service="S", dirac_port="20100", created=90)
     d = desired(snap(("a", [renewed]), ("b", [older])), previous=first)
-    assert [b.path for b in d.backends] == ["A/S"]
+    assert [b.path for b in d.listed] == ["A/S"]
     assert "taken by A/S" in d.problems[0].reason
 
 
@@ -145,7 +145,7 @@ def test_a_vanished_service_keeps_its_port_against_newcomers() -> None:
     )
     newcomer = inst("n", system="N", service="S", dirac_port="20100", created=99, consul="n")
     d = desired(snap(("n", [newcomer])), previous=first)
-    assert [(b.path, b.ready_count) for b in d.backends] == [("A/S", 0)]
+    assert [(b.path, b.ready_count) for b in d.listed] == [("A/S", 0)]
 
 
 def test_unbindable_ports_cost_only_their_service() -> None:
@@ -156,7 +156,7 @@ def test_unbindable_ports_cost_only_their_service() -> None:
         ),
         unbindable={9162: "Permission denied"},
     )
-    assert [b.path for b in d.backends] == ["DataManagement/FileCatalog"]
+    assert [b.path for b in d.listed] == ["DataManagement/FileCatalog"]
     assert "9162 cannot be bound: Permission denied" in d.problems[0].reason
 
 
@@ -173,7 +173,7 @@ def test_limits_bound_services_instances_and_problems() -> None:
     ]
     many = [inst(f"m{n}", created=100 - n) for n in range(6)]
     d = desired(snap(("sa", many), *services), s=s)
-    assert len(d.backends) == 2
+    assert len(d.listed) == 2
     sa = d.backend("Framework_SystemAdministrator")
     assert sa is not None and sa.ready_count == 3
     assert {s.instance for s in sa.servers if s.instance} == {"node1/m5", "node1/m4", "node1/m3"}
@@ -190,7 +190,7 @@ def test_overrides_own_their_ports() -> None:
     d = desired(
         snap(("sa", [inst("a")]), ("x", [inst("x", system="A", service="S", consul="x")])), s=s
     )
-    assert [b.path for b in d.backends] == ["A/S"]
+    assert [b.path for b in d.listed] == ["A/S"]
     assert "belongs to A/S (config)" in d.problems[0].reason
 
 

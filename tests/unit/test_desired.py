@@ -1,8 +1,17 @@
 import dataclasses
+import re
 
 from sidecar.config.schema import PortSettings, Settings
-from sidecar.desired import assign_slots, desired_state
-from sidecar.model import DesiredState, Health, Protocol, ServerState, ServiceEntries, Snapshot
+from sidecar.desired import desired_state, server_name
+from sidecar.model import (
+    DesiredState,
+    Health,
+    Origin,
+    Protocol,
+    ServerState,
+    ServiceEntries,
+    Snapshot,
+)
 from tests.unit.factories import inst, port_map, settings, snap
 
 
@@ -17,7 +26,7 @@ def desired(
 
 def test_one_service_gets_its_default_port_and_a_server() -> None:
     d = desired(snap(("sysadmin", [inst("a")])))
-    (backend,) = d.backends
+    (backend,) = d.listed
     assert (backend.name, backend.public_port, backend.port_source) == (
         "Framework_SystemAdministrator",
         9162,
@@ -25,9 +34,27 @@ def test_one_service_gets_its_default_port_and_a_server() -> None:
     )
     assert backend.servers[0].address == "10.0.0.1" and backend.servers[0].port == 31000
     assert backend.servers[0].state is ServerState.READY
-    assert [s.name for s in backend.servers] == ["s1", "s2", "s3", "s4"]
-    assert all(s.state is ServerState.MAINT for s in backend.servers[1:])
+    assert [s.name for s in backend.servers] == [server_name("node1/a")]
     assert d.problems == ()
+
+
+def test_every_declared_service_has_a_bound_rejecting_backend_from_the_start() -> None:
+    """So that a declared service appearing is a runtime change, never a reload."""
+    d = desired(Snapshot((), 1))
+    declared = {b.path: b for b in d.backends}
+    assert len(declared) == len(port_map().entries)
+    sysadmin = declared["Framework/SystemAdministrator"]
+    assert (sysadmin.public_port, sysadmin.servers, sysadmin.origin) == (9162, (), Origin.DECLARED)
+    assert d.listed == () and d.problems == ()
+    present = desired(snap(("sysadmin", [inst("a")])), previous=d)
+    assert present.backend("Framework_SystemAdministrator").origin is Origin.CATALOG  # type: ignore[union-attr]
+    assert {b.name for b in present.backends} == {b.name for b in d.backends}
+
+
+def test_a_declared_service_on_its_dirac_port_keeps_its_declared_port_too() -> None:
+    d = desired(snap(("sysadmin", [inst("a", dirac_port="20001")])))
+    backend = d.backend("Framework_SystemAdministrator")
+    assert backend is not None and backend.ports == (20001, 9162)
 
 
 def test_deterministic_whatever_the_input_order() -> None:
@@ -52,19 +79,19 @@ def test_health_states() -> None:
             )
         )
     )
-    states = {s.instance: s.state for s in d.backends[0].servers if s.instance}
+    states = {s.instance: s.state for s in d.listed[0].servers if s.instance}
     assert states == {"node1/a": ServerState.READY, "node1/d": ServerState.DRAIN}
     s = settings()
     s = Settings(
         consul=s.consul.__class__(include_warning=True), gateway=s.gateway, haproxy=s.haproxy
     )
     d = desired(snap(("sysadmin", [inst("b", health=Health.WARNING)])), s=s)
-    assert d.backends[0].servers[0].state is ServerState.READY
+    assert d.listed[0].servers[0].state is ServerState.READY
 
 
 def test_service_with_no_healthy_instance_keeps_its_port() -> None:
     d = desired(snap(("sysadmin", [inst("a", health=Health.CRITICAL)])))
-    (backend,) = d.backends
+    (backend,) = d.listed
     assert backend.public_port == 9162 and backend.ready_count == 0
 
 
@@ -84,7 +111,7 @@ def test_invalid_instances_are_skipped_with_a_reason() -> None:
             )
         )
     )
-    assert d.backends[0].ready_count == 1
+    assert d.listed[0].ready_count == 1
     reasons = {p.subject.split("'")[3]: p.reason for p in d.problems}
     assert set(reasons) == {
         "node1/badport",
@@ -99,12 +126,12 @@ def test_invalid_instances_are_skipped_with_a_reason() -> None:
 def test_query_errors_are_problems() -> None:
     s = Snapshot((ServiceEntries("bad name", 0, (), error="HTTP 400"),), 1)
     d = desired(s)
-    assert d.backends == () and d.problems[0].reason == "HTTP 400"
+    assert d.listed == () and d.problems[0].reason == "HTTP 400"
 
 
 def test_duplicate_instance_ids_keep_the_first() -> None:
     d = desired(snap(("sysadmin", [inst("a"), inst("a", port=2)])))
-    assert d.backends[0].ready_count == 1
+    assert d.listed[0].ready_count == 1
     assert "duplicate" in d.problems[0].reason
 
 
@@ -116,18 +143,16 @@ def test_port_precedence_config_meta_map_auto() -> None:
         haproxy=base.haproxy,
         ports=PortSettings(overrides=(("Framework/SystemAdministrator", 7000),)),
     )
-    assert (
-        desired(snap(("x", [inst("a", dirac_port="20001")])), s=s).backends[0].public_port == 7000
-    )
-    claimed = desired(snap(("x", [inst("a", dirac_port="20001")]))).backends[0]
+    assert desired(snap(("x", [inst("a", dirac_port="20001")])), s=s).listed[0].public_port == 7000
+    claimed = desired(snap(("x", [inst("a", dirac_port="20001")]))).listed[0]
     assert (claimed.public_port, claimed.port_source) == (20001, "meta")
-    assert desired(snap(("x", [inst("a")]))).backends[0].public_port == 9162
+    assert desired(snap(("x", [inst("a")]))).listed[0].public_port == 9162
     meta = desired(snap(("x", [inst("a", system="Foo", service="Bar", dirac_port="20002")])))
-    assert (meta.backends[0].public_port, meta.backends[0].port_source) == (20002, "meta")
+    assert (meta.listed[0].public_port, meta.listed[0].port_source) == (20002, "meta")
     auto = desired(snap(("x", [inst("a", system="Foo", service="Bar")])))
-    assert auto.backends[0].port_source == "auto" and 20000 <= auto.backends[0].public_port <= 29999
+    assert auto.listed[0].port_source == "auto" and 20000 <= auto.listed[0].public_port <= 29999
     none = Settings(gateway=base.gateway, haproxy=base.haproxy, ports=PortSettings(auto_low=0))
-    assert desired(snap(("x", [inst("a", system="Foo", service="Bar")])), s=none).backends == ()
+    assert desired(snap(("x", [inst("a", system="Foo", service="Bar")])), s=none).listed == ()
 
 
 def test_auto_port_does_not_shift_when_another_service_appears() -> None:
@@ -139,7 +164,7 @@ def test_auto_port_does_not_shift_when_another_service_appears() -> None:
             ("z", [inst("c", system="Aaa", service="Bar", consul="z")]),
         )
     )
-    port = alone.backends[0].public_port
+    port = alone.listed[0].public_port
     assert port in crowd.public_ports
     assert crowd.backend("Foo_Bar") is not None
     assert crowd.backend("Foo_Bar").public_port == port  # type: ignore[union-attr]
@@ -155,7 +180,7 @@ def test_port_conflict_is_deterministic_and_reported() -> None:
             ),
         )
     )
-    assert [b.path for b in d.backends] == ["Framework/SystemAdministrator"]
+    assert [b.path for b in d.listed] == ["Framework/SystemAdministrator"]
     (problem,) = d.problems
     assert problem.subject == "Evil/Twin"
     assert "9162 belongs to Framework/SystemAdministrator (map)" in problem.reason
@@ -164,26 +189,26 @@ def test_port_conflict_is_deterministic_and_reported() -> None:
     zed = inst("a", system="Zed", service="S", dirac_port="20009", consul="x", created=3)
     abc = inst("b", system="Abc", service="S", dirac_port="20009", consul="y", created=8)
     d = desired(snap(("x", [zed]), ("y", [abc])))
-    assert [b.path for b in d.backends] == ["Zed/S"]
+    assert [b.path for b in d.listed] == ["Zed/S"]
     assert "taken by Zed/S, which claimed it first" in d.problems[0].reason
     tie = desired(snap(("x", [dataclasses.replace(zed, create_index=8)]), ("y", [abc])))
-    assert [b.path for b in tie.backends] == ["Abc/S"]
+    assert [b.path for b in tie.listed] == ["Abc/S"]
 
 
 def test_reserved_ports_are_refused() -> None:
     d = desired(snap(("sysadmin", [inst("a")])), reserved=frozenset({9162}))
-    assert d.backends == () and "reserved" in d.problems[0].reason
+    assert d.listed == () and "reserved" in d.problems[0].reason
 
 
 def test_instances_disagreeing_on_protocol_lose_to_the_first_registration() -> None:
     d = desired(snap(("x", [inst("a"), inst("b"), inst("c", dirac_protocol="https")])))
-    assert d.backends[0].protocol is Protocol.DIPS and d.backends[0].ready_count == 2
+    assert d.listed[0].protocol is Protocol.DIPS and d.listed[0].ready_count == 2
     assert "protocol" in d.problems[0].reason
     # three newcomers cannot outvote the service's first registration
     first = inst("z", created=5, dirac_protocol="https")
     crowd = [inst(n, created=10 + i) for i, n in enumerate("abc")]
     d = desired(snap(("x", [*crowd, first])))
-    assert d.backends[0].protocol is Protocol.HTTPS and d.backends[0].ready_count == 1
+    assert d.listed[0].protocol is Protocol.HTTPS and d.listed[0].ready_count == 1
     assert len(d.problems) == 3
 
 
@@ -193,7 +218,7 @@ def test_instances_disagreeing_on_dirac_port_follow_the_first_claim() -> None:
     new = [inst(n, created=20 + i, dirac_port="20002") for i, n in enumerate("ab")]
     for order in ([old, *new], [*new, old]):
         d = desired(snap(("x", order)))
-        (backend,) = d.backends
+        (backend,) = d.listed
         assert (backend.public_port, backend.ready_count) == (20001, 1)
         assert {p.subject for p in d.problems} == {
             "Framework/SystemAdministrator instance 'node1/a'",
@@ -202,29 +227,28 @@ def test_instances_disagreeing_on_dirac_port_follow_the_first_claim() -> None:
         assert all("dirac_port 20002 disagrees with 20001" in p.reason for p in d.problems)
 
 
-def test_slots_are_sticky_and_newcomers_take_the_lowest_free() -> None:
+def test_server_names_follow_the_instance_stable_and_safe() -> None:
     first = desired(snap(("x", [inst("a"), inst("b"), inst("c")])))
-    names = {s.instance: s.name for s in first.backends[0].servers if s.instance}
-    assert names == {"node1/a": "s1", "node1/b": "s2", "node1/c": "s3"}
+    names = {s.instance: s.name for s in first.listed[0].servers}
+    assert names == {k: server_name(k) for k in ("node1/a", "node1/b", "node1/c")}
     second = desired(snap(("x", [inst("c"), inst("d")])), previous=first)
-    names = {s.instance: s.name for s in second.backends[0].servers if s.instance}
-    assert names == {"node1/c": "s3", "node1/d": "s1"}
+    names = {s.instance: s.name for s in second.listed[0].servers}
+    assert names["node1/c"] == server_name("node1/c")
+    hostile = server_name("n/x y\n#;{}\x1b" + "z" * 100)
+    assert re.fullmatch(r"i-[0-9a-f]{8}", hostile)  # hostile text never enters the config
+    assert server_name("a/b") != server_name("c/b")  # same service ID on two nodes
 
 
-def test_slots_double_when_full_and_never_shrink() -> None:
-    many = desired(snap(("x", [inst(f"i{n}") for n in range(5)])))
-    assert len(many.backends[0].servers) == 8
+def test_a_service_grows_without_limit_and_shrinks_to_its_instances() -> None:
+    many = desired(snap(("x", [inst(f"i{n}") for n in range(50)])))
+    assert len(many.listed[0].servers) == 50
     few = desired(snap(("x", [inst("i0")])), previous=many)
-    assert len(few.backends[0].servers) == 8
-
-
-def test_assign_slots_min() -> None:
-    assert len(assign_slots((), None, 3)) == 3
+    assert len(few.listed[0].servers) == 1
 
 
 def test_vanished_service_keeps_its_port_rejecting() -> None:
     first = desired(snap(("x", [inst("a")])))
     gone = desired(Snapshot((), 11), previous=first)
-    (backend,) = gone.backends
+    (backend,) = gone.listed
     assert backend.public_port == 9162 and backend.ready_count == 0
     assert "no longer in the catalog" in gone.problems[0].reason

@@ -2,6 +2,7 @@ from sidecar.desired import desired_state
 from sidecar.drift import find_drift
 from sidecar.guard import blast_guard
 from sidecar.model import DesiredState, Health, Server, ServerState, Snapshot
+from sidecar.render.haproxy import server_options
 from sidecar.runtime_state import ActualServer
 from tests.unit.factories import inst, port_map, settings, snap
 
@@ -16,7 +17,9 @@ FOUR = snap(("x", [inst(k) for k in "abcd"]))
 
 
 def ready(d: DesiredState) -> set[str]:
-    return {s.instance for s in d.backends[0].servers if s.state is ServerState.READY}
+    backend = d.backend("Framework_SystemAdministrator")
+    assert backend is not None
+    return {s.instance for s in backend.servers if s.state is ServerState.READY}
 
 
 def test_mass_failure_is_held_back_to_the_allowed_share() -> None:
@@ -90,9 +93,17 @@ def actual_of(d: DesiredState) -> list[ActualServer]:
     return out
 
 
+BK = "bk_Framework_SystemAdministrator"
+OPTIONS = server_options(S)
+
+
+def backends(d: DesiredState) -> frozenset[str]:
+    return frozenset(f"bk_{b.name}" for b in d.backends)
+
+
 def test_no_drift_when_haproxy_matches() -> None:
     d = desired(FOUR)
-    assert find_drift(tuple(actual_of(d)), d).commands == ()
+    assert find_drift(tuple(actual_of(d)), d, backends(d), OPTIONS).commands == ()
 
 
 def test_manual_disable_and_address_change_are_repaired() -> None:
@@ -104,19 +115,23 @@ def test_manual_disable_and_address_change_are_repaired() -> None:
     )
     s2 = actual[1].server
     actual[1] = ActualServer(actual[1].backend, Server(s2.name, "10.9.9.9", 1, s2.state), 2)
-    drift = find_drift(tuple(actual), d)
-    b = "bk_Framework_SystemAdministrator"
-    assert f"set server {b}/s1 state ready" in drift.commands
-    assert f"set server {b}/s2 addr 10.0.0.1 port 31000" in drift.commands
+    drift = find_drift(tuple(actual), d, backends(d), OPTIONS)
+    assert f"set server {BK}/{s1.name} state ready" in drift.commands
+    assert f"set server {BK}/{s2.name} addr 10.0.0.1 port 31000" in drift.commands
     assert len(drift.differences) == 2 and not drift.needs_reload
 
 
-def test_free_slot_address_does_not_matter_but_missing_servers_need_a_reload() -> None:
-    d = desired(snap(("x", [inst("a")])))
+def test_missing_servers_are_added_extra_ones_retired_missing_backends_reload() -> None:
+    d = desired(snap(("x", [inst("a"), inst("b")])))
     actual = actual_of(d)
-    s4 = actual[3].server
-    actual[3] = ActualServer(
-        actual[3].backend, Server(s4.name, "10.1.1.1", 80, ServerState.MAINT), 0
-    )
-    assert find_drift(tuple(actual), d).commands == ()
-    assert find_drift(tuple(actual[:2]), d).needs_reload
+    gone = actual.pop(0)  # someone ran `del server`
+    extra = ActualServer(BK, Server("intruder", "10.6.6.6", 80, ServerState.READY), 2)
+    drift = find_drift((*actual, extra), d, backends(d), OPTIONS)
+    assert f"add server {BK}/{gone.server.name} 10.0.0.1:31000 {OPTIONS}" in drift.commands
+    assert f"set server {BK}/intruder state maint" in drift.commands
+    assert drift.retire == ((BK, "intruder"),)
+    # a retired server (already in maintenance) is expected, not drift
+    parked = ActualServer(BK, Server("old", "10.0.0.5", 80, ServerState.MAINT), 0)
+    calm = find_drift((*actual_of(d), parked), d, backends(d), OPTIONS, frozenset({(BK, "old")}))
+    assert calm.commands == () and calm.retire == ((BK, "old"),)
+    assert find_drift(tuple(actual_of(d)), d, backends(d) - {BK}, OPTIONS).needs_reload

@@ -36,6 +36,7 @@ from sidecar import data, pipeline
 from sidecar.catalog.parse import parse_health
 from sidecar.config.cs import CSSettings
 from sidecar.config.loader import parse_settings
+from sidecar.desired import server_name
 from sidecar.model import Health, ServerState, ServiceEntries, Snapshot
 from sidecar.portmap import load_port_map
 from sidecar.render.dirac_cs import render_cs
@@ -67,10 +68,11 @@ IPV6 = r"\[[0-9a-f:.]+\]"
 DNS = r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*"
 ADDR = rf"(?:{IPV4}|{IPV6}|{DNS}):{PORT}"
 BACKEND = rf"{NAME}_{NAME}"
+SERVER = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}-[0-9a-f]{8}"
 LINE_GRAMMAR = [
     re.compile(
         rf"# {NAME}/{NAME} \((?:dips|https)\), public port {PORT} from the "
-        r"(?:config|map|meta|auto)"
+        r"(?:config|map|meta|auto)(?:, (?:kept|declared))?"
     ),
     re.compile(rf"frontend fe_{PORT}"),
     re.compile(rf"    bind 0\.0\.0\.0:{PORT}"),
@@ -78,7 +80,10 @@ LINE_GRAMMAR = [
     re.compile(rf"    default_backend bk_{BACKEND}"),
     re.compile(rf"backend bk_{BACKEND}"),
     re.compile(r"    balance leastconn"),
-    re.compile(rf"    server s[0-9]{{1,4}} {ADDR} check(?: disabled)?(?: weight 0)?"),
+    re.compile(
+        rf"    server {SERVER} {ADDR} check inter 2s fastinter 500ms downinter 1s fall 2 rise 2"
+        r"(?: weight 0)?"
+    ),
     re.compile(r""),
 ]
 URL = re.compile(rf"(?:dips|https)://{DNS}:{PORT}/{NAME}/{NAME}")
@@ -345,7 +350,7 @@ def assert_context_clean(context: dict[str, Any]) -> None:
         assert backend["protocol"] in ("dips", "https")
         assert isinstance(backend["public_port"], int) and 1 <= backend["public_port"] <= 65535
         for server in backend["servers"]:
-            assert re.fullmatch(r"s[0-9]{1,4}", server["name"])
+            assert re.fullmatch(SERVER, server["name"])
             assert re.fullmatch(ADDR, server["addr"], re.ASCII), server["addr"]
             assert server["state"] in ("ready", "drain", "maint")
 
@@ -382,7 +387,8 @@ def assert_anchor_served(rendered: pipeline.Rendered) -> None:
     assert backend is not None and backend.public_port == ANCHOR_PORT
     ready = [s for s in backend.servers if s.state is ServerState.READY]
     assert [(s.address, s.port, s.instance) for s in ready] == [("10.1.1.1", 9135, ANCHOR_KEY)]
-    assert "    server s1 10.1.1.1:9135 check\n" in rendered.config
+    name = server_name(ANCHOR_KEY)
+    assert f"    server {name} 10.1.1.1:9135 check inter 2s" in rendered.config
 
 
 def assert_cs_clean(rendered: pipeline.Rendered, cs_settings: CSSettings) -> None:
@@ -401,8 +407,6 @@ def test_hostile_catalog_never_reaches_the_config(catalog: dict[str, Any]) -> No
     snapshot = snapshot_of(catalog)
     rendered = pipeline.render(snapshot, INPUTS, None)
     assert_config_clean(rendered.config)
-    assert rendered.skeleton is not None
-    assert_config_clean(rendered.skeleton)
     assert rendered.desired is not None
     assert_context_clean(template_context(rendered.desired, INPUTS.settings))
     assert_accounted(snapshot, rendered)

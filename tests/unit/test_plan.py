@@ -1,10 +1,10 @@
 import dataclasses
 
-from sidecar.desired import desired_state, permissive
+from sidecar.desired import desired_state, permissive, server_name
 from sidecar.model import DesiredState, Health, Snapshot
 from sidecar.pipeline import Inputs, cycle, render
 from sidecar.plan import PlanKind, Rendered, plan
-from sidecar.render.haproxy import load_template
+from sidecar.render.haproxy import load_template, server_options
 from tests.unit.factories import inst, port_map, settings, snap
 
 S = settings()
@@ -25,38 +25,73 @@ def test_not_running_means_start() -> None:
     assert plan(None, target, running=False).kind is PlanKind.START
 
 
-def test_new_instance_is_a_runtime_change() -> None:
+BK = "bk_Framework_SystemAdministrator"
+OPTIONS = server_options(S)
+
+
+def runtime(a: Rendered, b: Rendered, retired: frozenset[tuple[str, str]] = frozenset()):  # type: ignore[no-untyped-def]
+    return plan(a, b, True, OPTIONS, retired)
+
+
+def test_new_instance_is_a_dynamic_server() -> None:
     a = rendered(snap(("x", [inst("a")])))
     b = rendered(snap(("x", [inst("a"), inst("b", address="10.0.0.2", port=4000)])), a)
-    p = plan(a, b, running=True)
+    p = runtime(a, b)
+    name = server_name("node1/b")
     assert p.kind is PlanKind.RUNTIME
     assert p.commands == (
-        "set server bk_Framework_SystemAdministrator/s2 addr 10.0.0.2 port 4000",
-        "set weight bk_Framework_SystemAdministrator/s2 1",
-        "set server bk_Framework_SystemAdministrator/s2 state ready",
+        f"add server {BK}/{name} 10.0.0.2:4000 {OPTIONS}",
+        f"enable health {BK}/{name}",
+        f"set server {BK}/{name} state ready",
     )
-    assert p.changes == ("Framework/SystemAdministrator/s2=10.0.0.2:4000(ready)",)
+    assert p.changes == (f"+Framework/SystemAdministrator/{name}=10.0.0.2:4000(ready)",)
+    assert (
+        OPTIONS.startswith("check inter 2s")
+        and f"server {name} 10.0.0.2:4000 {OPTIONS}" in b.config
+    )
 
 
 def test_removal_drain_and_move_are_runtime_changes() -> None:
     a = rendered(snap(("x", [inst("a"), inst("b")])))
     b = rendered(snap(("x", [inst("a", health=Health.MAINTENANCE), inst("b", port=5)])), a)
-    p = plan(a, b, running=True)
+    p = runtime(a, b)
+    sa, sb = server_name("node1/a"), server_name("node1/b")
     assert p.kind is PlanKind.RUNTIME
-    assert "set weight bk_Framework_SystemAdministrator/s1 0" in p.commands
-    assert "set server bk_Framework_SystemAdministrator/s2 addr 10.0.0.1 port 5" in p.commands
+    assert f"set weight {BK}/{sa} 0" in p.commands
+    assert f"set server {BK}/{sb} addr 10.0.0.1 port 5" in p.commands
     c = rendered(snap(("x", [inst("b", port=5)])), b)
-    assert plan(b, c, running=True).commands == (
-        "set server bk_Framework_SystemAdministrator/s1 state maint",
+    removal = runtime(b, c)
+    assert removal.commands == (f"set server {BK}/{sa} state maint",)
+    assert removal.retire == ((BK, sa),)  # deleted once its last connection ends
+
+
+def test_a_retired_server_is_revived_not_added_twice() -> None:
+    a = rendered(snap(("x", [inst("b")])))
+    b = rendered(snap(("x", [inst("a"), inst("b")])), a)
+    sa = server_name("node1/a")
+    p = runtime(a, b, frozenset({(BK, sa)}))
+    assert p.commands == (
+        f"set server {BK}/{sa} addr 10.0.0.1 port 31000",
+        f"set weight {BK}/{sa} 1",
+        f"set server {BK}/{sa} state ready",
     )
+    assert p.revived == ((BK, sa),)
 
 
-def test_new_service_or_full_slots_need_a_reload() -> None:
+def test_a_declared_service_appearing_or_coming_back_needs_no_reload() -> None:
+    empty = rendered(Snapshot((), 1))
+    first = rendered(snap(("x", [inst("a")]), ("pm", [inst("p", service="ProxyManager")])), empty)
+    assert runtime(empty, first).kind is PlanKind.RUNTIME
+    gone = rendered(snap(("pm", [inst("p", service="ProxyManager")])), first)
+    back = rendered(snap(("x", [inst("a")]), ("pm", [inst("p", service="ProxyManager")])), gone)
+    assert runtime(first, gone).kind is PlanKind.RUNTIME
+    assert runtime(gone, back).kind is PlanKind.RUNTIME
+
+
+def test_an_undeclared_service_needs_a_reload() -> None:
     a = rendered(snap(("x", [inst("a")])))
-    b = rendered(snap(("x", [inst("a")]), ("pm", [inst("p", service="ProxyManager")])), a)
-    assert plan(a, b, running=True).kind is PlanKind.RELOAD
-    c = rendered(snap(("x", [inst(f"i{n}") for n in range(5)])), a)
-    assert plan(a, c, running=True).kind is PlanKind.RELOAD
+    b = rendered(snap(("x", [inst("a")]), ("n", [inst("n", system="New", service="Svc")])), a)
+    assert runtime(a, b).kind is PlanKind.RELOAD
 
 
 def test_a_host_name_is_resolved_by_the_sidecar_so_the_runtime_api_suffices() -> None:
@@ -73,7 +108,7 @@ def test_a_host_name_is_resolved_by_the_sidecar_so_the_runtime_api_suffices() ->
     b = render(snap(("x", [inst("a", address="backend.example.org")])), fenced, a)
     p = plan(a, b, running=True)
     assert p.kind is PlanKind.RUNTIME
-    assert "set server bk_Framework_SystemAdministrator/s1 addr 10.0.0.9 port 31000" in p.commands
+    assert f"set server {BK}/{server_name('node1/a')} addr 10.0.0.9 port 31000" in p.commands
 
 
 def test_settings_change_needs_a_reload() -> None:
@@ -89,13 +124,12 @@ def test_unknown_applied_state_reloads_unless_bytes_equal() -> None:
     assert plan(Rendered(None, "other", None), target, True).kind is PlanKind.RELOAD
 
 
-def test_cycle_keeps_slots_from_applied() -> None:
+def test_cycle_plans_against_applied() -> None:
     a, _ = cycle(snap(("x", [inst("b")])), INPUTS, None, False)
     b, p = cycle(snap(("x", [inst("a"), inst("b")])), INPUTS, a, True)
     assert p.kind is PlanKind.RUNTIME
     assert isinstance(b.desired, DesiredState)
-    by_instance = {s.instance: s.name for s in b.desired.backends[0].servers if s.instance}
-    assert by_instance["node1/b"] == "s1"
+    assert len(p.commands) == 3 and p.commands[0].startswith("add server")
 
 
 def test_desired_problems_do_not_change_the_config() -> None:
@@ -116,8 +150,8 @@ def test_template_change_with_the_same_settings_needs_a_reload(tmp_path) -> None
     assert plan(a, b, running=True).kind is PlanKind.RELOAD
 
 
-def test_skeleton_text_is_reused_when_nothing_structural_changed() -> None:
+def test_membership_changes_keep_the_structure() -> None:
     a = rendered(snap(("x", [inst("a")])))
     b = rendered(snap(("x", [inst("b", address="10.9.9.9")])), a)
-    assert b.skeleton is a.skeleton  # not rendered again
-    assert plan(a, b, running=True).kind is PlanKind.RUNTIME
+    assert a.structure == b.structure and a.config != b.config
+    assert runtime(a, b).kind is PlanKind.RUNTIME

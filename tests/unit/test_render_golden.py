@@ -91,9 +91,7 @@ def test_golden_empty_catalog() -> None:
 def test_golden_with_logging_and_settings() -> None:
     rendered = render(
         CATALOG,
-        inputs(
-            log_target="/dev/log local0", balance="roundrobin", hard_stop_after="2h", min_slots=2
-        ),
+        inputs(log_target="/dev/log local0", balance="roundrobin", hard_stop_after="2h"),
         None,
     )
     check_golden("gateway-logging.cfg", rendered.config)

@@ -62,7 +62,7 @@ def write(tmp_path: Path, text: str) -> str:
         ("[gateway]\nnames = []\n", "gateway.names", "at least one"),
         ("[gateway]\nnames = ['bad name']\n", "gateway.names[0]", "neither an IP"),
         ("[gateway]\nbind = 'any'\n", "gateway.bind", "not an IP"),
-        ("[haproxy]\nmin_slots = '4'\n", "haproxy.min_slots", "expected an integer"),
+        ("[haproxy]\nmaxconn = '4'\n", "haproxy.maxconn", "expected an integer"),
         ("[haproxy]\nmanage = 1\n", "haproxy.manage", "true or false"),
         (
             "[ports.overrides]\n'Framework' = 9162\n",
