@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 TICK = 1.0
 HEARTBEAT = 2.0  # seconds between status/metrics/notify rounds while nothing happens
 COLLECT_EVERY = 2.0  # seconds between attempts to delete retired servers
+BEAT_GAP = 0.2  # seconds at least between two status rounds (a stream of applies)
 WATCHDOG_STALE = 10.0  # no WATCHDOG=1 once the main loop has not turned for this long
 
 
@@ -419,9 +420,10 @@ class Daemon:
         """
         while not stopping.is_set():
             self.beat.wait(HEARTBEAT)
-            self.beat.clear()
-            if stopping.is_set():
+            # applies in a stream wake it many times a second: one round per BEAT_GAP at most
+            if stopping.wait(BEAT_GAP):
                 return
+            self.beat.clear()
             try:
                 with self._beat_lock:
                     self._heartbeat()

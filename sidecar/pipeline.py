@@ -13,11 +13,11 @@ import jinja2
 
 from sidecar.admission import Perimeter
 from sidecar.certs import exclude_failing
-from sidecar.config.schema import Settings
+from sidecar.config.schema import Settings, Strategy
 from sidecar.desired import desired_state
 from sidecar.guard import blast_guard
 from sidecar.model import Snapshot
-from sidecar.plan import Plan, Rendered, ServerKey, plan, structure
+from sidecar.plan import Plan, PlanKind, Rendered, ServerKey, plan, structure
 from sidecar.portmap import PortMap
 from sidecar.render.haproxy import render_config, server_options
 
@@ -87,4 +87,7 @@ def cycle(
     """Render the target, then plan it against what is applied (and the retired servers)."""
     target = render(snapshot, inputs, applied, confirmed, distrust_absent)
     options = server_options(inputs.settings)
-    return target, plan(applied, target, running, options, retired)
+    planned = plan(applied, target, running, options, retired)
+    if planned.kind is PlanKind.RUNTIME and inputs.settings.apply.strategy is Strategy.RELOAD:
+        planned = Plan(PlanKind.RELOAD, changes=planned.changes, reason="strategy = reload")
+    return target, planned

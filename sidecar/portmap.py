@@ -10,10 +10,9 @@ gateway computes the same one.
 from __future__ import annotations
 
 import csv
-import functools
 import hashlib
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sidecar import validate
@@ -31,17 +30,18 @@ class PortEntry:
 @dataclass(frozen=True, slots=True)
 class PortMap:
     entries: tuple[PortEntry, ...]
+    _index: dict[tuple[str, str], PortEntry] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        self._index.update({(e.system, e.service): e for e in self.entries})
 
     def lookup(self, system: str, service: str) -> PortEntry | None:
-        return _index(self.entries).get((system, service))
+        return self._index.get((system, service))
 
     def as_dict(self) -> dict[str, PortEntry]:
         return {f"{e.system}/{e.service}": e for e in self.entries}
-
-
-@functools.lru_cache(maxsize=8)
-def _index(entries: tuple[PortEntry, ...]) -> dict[tuple[str, str], PortEntry]:
-    return {(e.system, e.service): e for e in entries}
 
 
 def parse_port_map(text: str, source: str) -> PortMap:

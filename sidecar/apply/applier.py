@@ -88,7 +88,8 @@ class Applier:
                 if not errors:
                     self.retired.difference_update(plan.revived)
                     self._retire(plan.retire)
-                    self._save(target)
+                    # runtime changes come in streams: no fsync (a reload's file has one)
+                    self._save(target, durable=False)
                     return ApplyResult(
                         plan.kind,
                         True,
@@ -109,10 +110,10 @@ class Applier:
             message = f"cannot write the runtime directory{where}: {exc.strerror or exc}"
             return ApplyResult(plan.kind, False, message, time.monotonic() - started)
 
-    def _save(self, target: Rendered) -> None:
-        atomic_write(self.haproxy.config, target.config)
+    def _save(self, target: Rendered, durable: bool = True) -> None:
+        atomic_write(self.haproxy.config, target.config, durable=durable)
         if target.desired is not None:
-            atomic_write(self.applied_path, statefile.encode(target.desired))
+            atomic_write(self.applied_path, statefile.encode(target.desired), durable=durable)
 
     def _reload(self, target: Rendered, started: float, kind: PlanKind) -> ApplyResult:
         hp = self.haproxy
@@ -193,8 +194,16 @@ class Applier:
         info = self.haproxy.proc()
         if info is None or info.current_worker is None:
             raise HAProxyError("no current worker after reload")
-        if self.haproxy.worker_pid() != info.current_worker:
-            raise HAProxyError(f"worker {info.current_worker} does not answer on the admin socket")
+        # The admin socket is a listener handed over like the others: for a moment after the
+        # reload the old worker may still accept on it. Runtime commands must reach the new
+        # worker, so wait until it is the one answering.
+        deadline = time.monotonic() + self.haproxy.settings.haproxy.reload_timeout
+        while self.haproxy.worker_pid() != info.current_worker:
+            if time.monotonic() > deadline:
+                raise HAProxyError(
+                    f"worker {info.current_worker} does not answer on the admin socket"
+                )
+            time.sleep(0.005)
         if target.desired is not None:
             bind = self.haproxy.settings.gateway.bind
             missing = unbound_ports(bind, target.desired.public_ports)

@@ -44,19 +44,23 @@ def atomic_write(
     owner: tuple[int, int] | None = None,
     *,
     lenient_owner: bool = False,
+    durable: bool = True,
 ) -> None:
     """Replace ``path`` with ``data`` atomically, the new file with ``mode`` (the umask plays no
     part) and, when given, ``owner`` as (uid, gid).
 
     ``lenient_owner``: when the process may not give the file that owner, log it and keep the
     writer's (the CS file's behaviour for an unprivileged run); otherwise ``PermissionError``.
+    ``durable=False`` skips the fsyncs: the rename stays atomic for every reader and for a
+    crash of the writer, only a power loss may keep the older file (for files rewritten on
+    every runtime change, which HAProxy itself would not survive either).
     """
     payload = data.encode("utf-8") if isinstance(data, str) else data
     dir_fd = os.open(path.parent, _DIR_FLAGS)
     try:
         fd, name = _create_temp(dir_fd, path)
         try:
-            _fill(fd, payload, mode, owner, lenient_owner, path)
+            _fill(fd, payload, mode, owner, lenient_owner, path, durable)
             _still_ours(fd, name, dir_fd, path)
             os.replace(name, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except BaseException:
@@ -65,7 +69,8 @@ def atomic_write(
             raise
         finally:
             os.close(fd)
-        os.fsync(dir_fd)  # the rename itself survives a crash
+        if durable:
+            os.fsync(dir_fd)  # the rename itself survives a crash
     finally:
         os.close(dir_fd)
 
@@ -91,7 +96,13 @@ def _create_temp(dir_fd: int, path: Path) -> tuple[int, str]:
 
 
 def _fill(
-    fd: int, payload: bytes, mode: int, owner: tuple[int, int] | None, lenient: bool, path: Path
+    fd: int,
+    payload: bytes,
+    mode: int,
+    owner: tuple[int, int] | None,
+    lenient: bool,
+    path: Path,
+    durable: bool = True,
 ) -> None:
     view = memoryview(payload)
     while view:
@@ -104,7 +115,8 @@ def _fill(
                 raise
             log.warning("%s: cannot keep owner %d:%d", path, *owner)
     os.fchmod(fd, mode)  # after fchown, which clears set-id bits
-    os.fsync(fd)
+    if durable:
+        os.fsync(fd)
 
 
 def _still_ours(fd: int, name: str, dir_fd: int, path: Path) -> None:

@@ -82,8 +82,8 @@ class ConsulSettings(Section):
     max_stale: PositiveSeconds = 30.0  # X-Consul-LastContact accepted on stale reads
     retry_min: PositiveSeconds = 0.25
     retry_max: PositiveSeconds = 60.0
-    rate_burst: PositiveCount = 2
-    rate_interval: PositiveSeconds = 1.0  # per token, per watch, once the burst is spent
+    rate_burst: PositiveCount = 20
+    rate_interval: PositiveSeconds = 0.01  # per token, per watch, once the burst is spent
     stale_after: PositiveSeconds = 60.0  # catalog data older than this counts as stale
     reset_grace: Seconds = 120.0  # after the index goes backwards, absent instances stay
     canary_service: Annotated[Text, AfterValidator(_consul_name)] = "consul"
@@ -205,7 +205,14 @@ class HAProxySettings(Section):
     reload_timeout: PositiveSeconds = 15.0
 
 
+class Strategy(StrEnum):
+    RUNTIME = "runtime"  # the runtime API wherever it can, a reload only where it must
+    RELOAD = "reload"  # every change a full reload (render, haproxy -c, reload): the
+    # consul-template way, kept as a fallback and as the benchmarks' baseline
+
+
 class ApplySettings(Section):
+    strategy: Strategy = Strategy.RUNTIME
     min_reload_interval: Seconds = 0.0  # 0: reloads are paced only by old workers
     drift_interval: PositiveSeconds = 30.0
     max_old_workers: Count = 10
