@@ -50,6 +50,7 @@ HEARTBEAT = 2.0  # seconds between status/metrics/notify rounds while nothing ha
 COLLECT_EVERY = 2.0  # seconds between attempts to delete retired servers
 BEAT_GAP = 0.2  # seconds at least between two status rounds (a stream of applies)
 WATCHDOG_STALE = 10.0  # no WATCHDOG=1 once the main loop has not turned for this long
+FLUSH_DELAY = 0.2  # seconds after a runtime change before its file is written (one per batch)
 
 
 class Daemon:
@@ -73,6 +74,8 @@ class Daemon:
         self._beat_lock = threading.Lock()  # the status round vs SIGHUP (fleet, settings)
         self._alive_at = time.monotonic()  # the main loop's last turn (for the watchdog)
         self._next_collect = 0.0
+        self._haproxy_up = False  # known to run (an apply succeeded since the last failure)
+        self._flush_at = math.inf  # when the file of the last runtime changes is written
         self._failed_config: str | None = None
         self._retry_at = math.inf  # a deferred reload or a held-back removal to re-check
         self._next_drift = 0.0
@@ -153,6 +156,7 @@ class Daemon:
         try:
             self._loop()
         finally:
+            self._flush()
             stopping.set()
             self.beat.set()
             beats.join(HEARTBEAT + 5.0)
@@ -170,7 +174,7 @@ class Daemon:
         while True:
             now = time.monotonic()
             self._alive_at = now
-            wake = min(self._retry_at, self._next_drift, self._next_collect) - now
+            wake = min(self._retry_at, self._next_drift, self._next_collect, self._flush_at) - now
             try:
                 first: str | None = self.events.get(timeout=max(0.0, min(TICK, wake)))
             except queue.Empty:
@@ -194,6 +198,8 @@ class Daemon:
             if events & {"hup", "catalog", "certs"} or now >= self._retry_at:
                 self._retry_at = math.inf
                 acted = self.cycle()
+            if now >= self._flush_at:
+                self._flush()
             if now >= self._next_collect:
                 self._next_collect = now + COLLECT_EVERY
                 self.applier.collect()  # retired servers whose connections have ended
@@ -273,7 +279,9 @@ class Daemon:
         if distrust:
             self._retry_at = min(self._retry_at, view.reset_at + grace)  # type: ignore[operator]
         self.held.confirm(view.snapshot, time.monotonic(), distrust)
-        running = self.applier.running()
+        # `show proc` costs a round trip (and retries while the master re-executes): on the
+        # runtime path HAProxy is known to run; a failed apply makes it ask again.
+        running = self._haproxy_up or self.applier.running()
         self._fence(view.snapshot)
         target, plan = pipeline.cycle(
             view.snapshot,
@@ -293,17 +301,31 @@ class Daemon:
             log.warning("skipped: %s", problem)
         if plan.kind is PlanKind.NONE:
             self._applied_index = catalog_index(view.snapshot)
-            self.applied = target
-            self.status.record_ready(target.desired, target.config)
+            known = self.applied.config if self.applied else None
+            self.applied = dataclasses.replace(target, config=target.config or known)
+            self.status.record_ready(target.desired, self.applied.config)
             self.ops.applied("none", 0.0, target.desired)
             return False
-        if target.config == self._failed_config and plan.kind is not PlanKind.START:
+        if plan.kind is PlanKind.RELOAD and target.config == self._failed_config:
             return False  # this exact config already failed: wait for the next change
         if plan.kind is PlanKind.RELOAD and self._defer_reload():
             return True
         if self._apply(plan, target):
             self._applied_index = catalog_index(view.snapshot)
         return True
+
+    def _flush(self) -> None:
+        """Write the config of the runtime changes applied since the last write."""
+        self._flush_at = math.inf
+        try:
+            config = self.applier.flush(self.inputs)
+        except OSError as exc:
+            log.error("cannot write %s: %s", self.haproxy.config, exc)
+            return
+        if config is not None:
+            self.status.record_config(config)
+            if self.applied is not None:
+                self.applied = dataclasses.replace(self.applied, config=config)
 
     def _fence(self, snapshot: Snapshot) -> None:
         """The perimeter for this cycle: own addresses, resolved names (cached adapters)."""
@@ -369,7 +391,10 @@ class Daemon:
 
     def _apply(self, plan: Plan, target: Rendered) -> bool:
         mark = self.haproxy.log_mark()
-        result = self.applier.apply(plan, target)
+        result = self.applier.apply(plan, target, self.inputs)
+        self._haproxy_up = result.ok
+        if result.ok and result.kind is PlanKind.RUNTIME:
+            self._flush_at = min(self._flush_at, time.monotonic() + FLUSH_DELAY)
         kind = result.kind.value
         self.status.record_apply(kind, result.ok, result.message, result.reloads, time.time())
         if result.kind in (PlanKind.RELOAD, PlanKind.START):
@@ -403,6 +428,7 @@ class Daemon:
             return
         if not self.applier.running():  # master gone (a killed worker takes it along in 2.6)
             log.error("haproxy is not running; starting it again")
+            self._haproxy_up = False
             self._retry_at = time.monotonic()  # the next cycle plans START
             return
         if self.applier.repair_drift(applied.desired, self.settings):

@@ -7,7 +7,7 @@ appliers. Keeping the composition here keeps the orchestrator's fan-out small.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import jinja2
 
@@ -43,14 +43,14 @@ class Inputs:
         return hashlib.sha256(f"{template}\0{settings}".encode()).hexdigest()[:16]
 
 
-def render(
+def target_state(
     snapshot: Snapshot,
     inputs: Inputs,
     previous: Rendered | None,
     confirmed: frozenset[str] = frozenset(),
     distrust_absent: bool = False,
 ) -> Rendered:
-    """Desired state (mass removals guarded), its config and its structure; one pass."""
+    """Desired state (mass removals guarded) and its structure; the config is not rendered."""
     before = previous.desired if previous else None
     desired = desired_state(
         snapshot,
@@ -71,8 +71,25 @@ def render(
         distrust_absent,
     )
     desired = exclude_failing(guarded.desired, inputs.drained)
-    config = render_config(inputs.template, desired, inputs.settings)
-    return Rendered(desired, config, structure(desired, inputs.render_key), guarded.held)
+    return Rendered(desired, None, structure(desired, inputs.render_key), guarded.held)
+
+
+def with_config(target: Rendered, inputs: Inputs) -> Rendered:
+    """``target`` with its config text (rendered once, when a reload or a file write needs it)."""
+    if target.config is not None or target.desired is None:
+        return target
+    return replace(target, config=render_config(inputs.template, target.desired, inputs.settings))
+
+
+def render(
+    snapshot: Snapshot,
+    inputs: Inputs,
+    previous: Rendered | None,
+    confirmed: frozenset[str] = frozenset(),
+    distrust_absent: bool = False,
+) -> Rendered:
+    """Desired state, structure and config, in one pass (the CLI, the tests)."""
+    return with_config(target_state(snapshot, inputs, previous, confirmed, distrust_absent), inputs)
 
 
 def cycle(
@@ -84,10 +101,15 @@ def cycle(
     distrust_absent: bool = False,
     retired: frozenset[ServerKey] = frozenset(),
 ) -> tuple[Rendered, Plan]:
-    """Render the target, then plan it against what is applied (and the retired servers)."""
-    target = render(snapshot, inputs, applied, confirmed, distrust_absent)
+    """Plan the target against what is applied; the config is rendered only for a reload or a
+    start (or when only the applied file is known), never on the runtime path."""
+    target = target_state(snapshot, inputs, applied, confirmed, distrust_absent)
+    if applied is not None and applied.desired is None:
+        target = with_config(target, inputs)
     options = server_options(inputs.settings)
     planned = plan(applied, target, running, options, retired)
     if planned.kind is PlanKind.RUNTIME and inputs.settings.apply.strategy is Strategy.RELOAD:
         planned = Plan(PlanKind.RELOAD, changes=planned.changes, reason="strategy = reload")
+    if planned.kind in (PlanKind.RELOAD, PlanKind.START):
+        target = with_config(target, inputs)
     return target, planned

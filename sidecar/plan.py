@@ -35,10 +35,14 @@ class PlanKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Rendered:
-    """A desired state with the config it renders to and that config's structure."""
+    """A desired state with its structure and, once rendered, its config.
+
+    The runtime path never needs the config text: the servers are compared as values and the
+    file is rendered afterwards, off the path of the change (``pipeline.with_config``).
+    """
 
     desired: DesiredState | None
-    config: str
+    config: str | None
     structure: Structure | None  # None: unknown (the next change reloads)
     held: tuple[str, ...] = ()  # instances the blast-radius guard kept in rotation
 
@@ -155,13 +159,14 @@ def plan(
         return Plan(PlanKind.START, changes=changes, reason="haproxy is not running")
     if applied is None:
         return Plan(PlanKind.RELOAD, changes=changes, reason="no applied state known")
-    if applied.config == target.config:
+    if applied.desired is None:  # only the file is known: the bytes decide
+        if target.config is not None and applied.config == target.config:
+            return Plan(PlanKind.NONE)
+        return Plan(PlanKind.RELOAD, changes=changes, reason="no applied state known")
+    same = applied.structure is not None and applied.structure == target.structure
+    if same and applied.desired.backends == target.desired.backends:
         return Plan(PlanKind.NONE)
-    if (
-        applied.structure is None
-        or applied.desired is None
-        or applied.structure != target.structure
-    ):
+    if not same:
         return Plan(PlanKind.RELOAD, changes=changes, reason="structure changed")
     before = {b.name: b for b in applied.desired.backends}
     commands: list[str] = []

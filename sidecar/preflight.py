@@ -102,7 +102,8 @@ def preflight(settings: Settings, run_haproxy: bool = True) -> list[Finding]:
             findings.append(Finding(f"render ({name})", False, str(exc)))
             continue
         services = len(rendered.desired.listed) if rendered.desired else 0
-        problem = haproxy_check(settings, rendered.config) if run_haproxy else None
+        config = rendered.config or ""
+        problem = haproxy_check(settings, config) if run_haproxy else None
         detail = f"{services} services" + ("" if run_haproxy else ", haproxy -c skipped")
         findings.append(Finding(f"haproxy -c ({name})", problem is None, problem or detail))
     return findings

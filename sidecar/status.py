@@ -60,12 +60,18 @@ class Status:
         if not ok and kind != "runtime":
             self.reload_failures += 1
 
-    def record_ready(self, desired: DesiredState | None, config: str) -> None:
+    def record_ready(self, desired: DesiredState | None, config: str | None) -> None:
+        """After an apply; ``config`` (None until the file is written) sets the generation."""
         self.ready = True
         if desired is not None:
             self.services = len(desired.listed)
             self.servers_ready = sum(b.ready_count for b in desired.backends)
             self.public_ports = list(desired.public_ports)
+        if config is not None:
+            self.record_config(config)
+
+    def record_config(self, config: str) -> None:
+        """The generation: a hash of the config HAProxy serves (the fleet compares them)."""
         self.generation = hashlib.sha256(config.encode()).hexdigest()[:16]
 
     def record_problems(self, desired: DesiredState | None) -> list[str]:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -22,9 +23,9 @@ from sidecar.apply.haproxy import HAProxy, unbound_ports
 from sidecar.config.schema import Settings
 from sidecar.drift import find_drift
 from sidecar.errors import HAProxyError, SidecarError
-from sidecar.model import DesiredState
-from sidecar.pipeline import Inputs
-from sidecar.plan import Plan, PlanKind, Rendered, ServerKey, structure
+from sidecar.model import DesiredState, Server, ServerState
+from sidecar.pipeline import Inputs, with_config
+from sidecar.plan import Plan, PlanKind, Rendered, ServerKey, backend_id, structure
 from sidecar.render.haproxy import render_config, server_options
 from sidecar.runtime_state import parse_servers_state
 
@@ -47,6 +48,7 @@ class Applier:
         self.haproxy = haproxy
         self.applied_path = haproxy.dir / APPLIED_FILE
         self.retired: set[ServerKey] = set()  # in maintenance, deleted once idle
+        self.pending: Rendered | None = None  # applied at runtime, its file not written yet
 
     def running(self) -> bool:
         return self.haproxy.proc() is not None
@@ -76,9 +78,43 @@ class Applier:
             # rendered with today's settings and template: the structure is known, and a
             # restarted daemon converges through the runtime API, without a reload
             shape = structure(desired, inputs.render_key)
+            desired = self._as_running(desired)
         return Rendered(desired, config, shape)
 
-    def apply(self, plan: Plan, target: Rendered) -> ApplyResult:
+    def _as_running(self, desired: DesiredState) -> DesiredState:
+        """``desired`` with the servers HAProxy really has (the file of the last runtime
+        changes may not have been written when the daemon was killed): a restart plans
+        against what runs. Servers in maintenance are retired ones."""
+        try:
+            actual = parse_servers_state(self.haproxy.servers_state())
+        except SidecarError:
+            return desired  # HAProxy not running: the next plan starts it
+        by_backend: dict[str, list[Server]] = {}
+        for item in actual:
+            if item.server.state is ServerState.MAINT:
+                self.retired.add((item.backend, item.server.name))
+            else:
+                by_backend.setdefault(item.backend, []).append(item.server)
+        backends = []
+        for backend in desired.backends:
+            known = {s.name: s for s in backend.servers}
+            running = sorted(
+                (
+                    dataclasses.replace(
+                        s, instance=known[s.name].instance, weight=known[s.name].weight
+                    )
+                    if s.name in known
+                    else s
+                    for s in by_backend.get(backend_id(backend), [])
+                ),
+                key=lambda s: s.name,
+            )
+            backends.append(dataclasses.replace(backend, servers=tuple(running)))
+        return dataclasses.replace(desired, backends=tuple(backends))
+
+    def apply(self, plan: Plan, target: Rendered, inputs: Inputs | None = None) -> ApplyResult:
+        """Carry ``plan`` out; ``inputs`` render the config should the runtime API refuse and
+        a reload be needed instead."""
         started = time.monotonic()
         try:
             if plan.kind is PlanKind.NONE:
@@ -88,8 +124,7 @@ class Applier:
                 if not errors:
                     self.retired.difference_update(plan.revived)
                     self._retire(plan.retire)
-                    # runtime changes come in streams: no fsync (a reload's file has one)
-                    self._save(target, durable=False)
+                    self.pending = target  # the file follows (``flush``): off the change's path
                     return ApplyResult(
                         plan.kind,
                         True,
@@ -101,6 +136,8 @@ class Applier:
                     len(errors),
                     errors[0],
                 )
+                if inputs is not None:
+                    target = with_config(target, inputs)
                 return self._reload(target, started, PlanKind.RELOAD)
             return self._reload(target, started, plan.kind)
         except SidecarError as exc:
@@ -110,14 +147,37 @@ class Applier:
             message = f"cannot write the runtime directory{where}: {exc.strerror or exc}"
             return ApplyResult(plan.kind, False, message, time.monotonic() - started)
 
-    def _save(self, target: Rendered, durable: bool = True) -> None:
-        atomic_write(self.haproxy.config, target.config, durable=durable)
-        if target.desired is not None:
-            atomic_write(self.applied_path, statefile.encode(target.desired), durable=durable)
+    def flush(self, inputs: Inputs) -> str | None:
+        """Write the config of the last runtime changes (a later reload or restart starts from
+        the same servers); returns the text written, None when nothing was pending.
+
+        Runtime changes come in streams: their files are written without fsync and at most
+        once per batch (the daemon calls this a moment after the last one, and before any
+        reload); a reload's file is durable.
+        """
+        target, self.pending = self.pending, None
+        if target is None or target.desired is None:
+            return None
+        config = target.config
+        if config is None:
+            config = render_config(inputs.template, target.desired, inputs.settings)
+        self._write(config, target.desired, durable=False)
+        return config
+
+    def _save(self, target: Rendered) -> None:
+        assert target.config is not None, "a reload's target is rendered"
+        self._write(target.config, target.desired, durable=True)
+
+    def _write(self, config: str, desired: DesiredState | None, durable: bool) -> None:
+        atomic_write(self.haproxy.config, config, durable=durable)
+        if desired is not None:
+            atomic_write(self.applied_path, statefile.encode(desired), durable=durable)
 
     def _reload(self, target: Rendered, started: float, kind: PlanKind) -> ApplyResult:
         hp = self.haproxy
         hp.prepare()
+        assert target.config is not None, "a reload's target is rendered (pipeline.cycle)"
+        self.pending = None  # the reload writes the whole target
         hp.validate(target.config)  # raises ValidationFailed: nothing replaced
         if hp.config.exists() and self.running():
             atomic_copy(hp.config, hp.last_good)  # 0600, never half a file

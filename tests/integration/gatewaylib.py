@@ -369,3 +369,26 @@ def undeclared(name: str = "GwUndeclared") -> tuple[str, int]:
     from sidecar.portmap import hashed_port
 
     return f"Undeclared/{name}", hashed_port("Undeclared", name, 20000, 29999)
+
+
+def settled(path: Path, quiet: float = 0.1, timeout: float = 10.0) -> str:
+    """The config file once the daemon has written the runtime changes made before this call.
+
+    The daemon writes the file of runtime changes within ``sidecar.daemon.FLUSH_DELAY`` (200 ms)
+    of the change, once per batch: wait past that deadline, then until the file is quiet.
+    """
+    import time
+
+    from sidecar.daemon import FLUSH_DELAY
+
+    start = time.monotonic()
+    deadline = start + timeout
+    while True:
+        try:
+            age = time.time() - path.stat().st_mtime
+        except FileNotFoundError:
+            age = -1.0
+        late = time.monotonic() - start >= FLUSH_DELAY + 0.1
+        if (late and age >= quiet) or time.monotonic() > deadline:
+            return path.read_text()
+        time.sleep(0.02)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from faultlib import failed_calls
-from gatewaylib import SERVICES, Gateway
+from gatewaylib import SERVICES, Gateway, settled
 from helpers import wait_until
 
 from sidecar.apply.dirac_cs import read_cs_file, sync_cs_file
@@ -43,7 +43,7 @@ def leftovers(runtime: Path) -> list[str]:
 
 
 def config_valid(gw: Gateway) -> None:
-    text = gw.haproxy_cfg.read_text()
+    text = settled(gw.haproxy_cfg)
     gw.haproxy.validate(text)  # haproxy -c; raises ValidationFailed
 
 

@@ -14,7 +14,7 @@ import subprocess
 import time
 
 import pytest
-from gatewaylib import Gateway, sidecar_command, undeclared
+from gatewaylib import Gateway, settled, sidecar_command, undeclared
 from helpers import free_port, wait_until
 
 from sidecar.dev.client import ConnectionFailedError, TLSError, TLSVerificationError
@@ -83,7 +83,7 @@ def test_registered_service_is_routed_and_passes_the_proxy_chain_through(
     assert answer["is_proxy"] is True
     assert answer["identity"] == user_dn
     assert answer["group"] == "dirac_user"
-    config = gateway.haproxy_cfg.read_text()
+    config = settled(gateway.haproxy_cfg)
     assert f"bind 127.0.0.1:{port}\n" in config
     assert re.search(rf"server \S+ 127\.0\.0\.1:{backend.port} check ", config)
 
@@ -145,7 +145,7 @@ def test_last_instance_gone_port_stays_bound_and_rejects_at_once(
     gateway.deregister(sid)  # the service leaves the catalog: its port is kept, rejecting
     _wait_rejecting(gateway, port)
     _rejects_fast(gateway, port)
-    assert f"bind 127.0.0.1:{port}\n" in gateway.haproxy_cfg.read_text()
+    assert f"bind 127.0.0.1:{port}\n" in settled(gateway.haproxy_cfg)
 
 
 def test_maintenance_drains_an_instance(gateway: Gateway, backend_factory) -> None:
@@ -167,7 +167,7 @@ def test_maintenance_drains_an_instance(gateway: Gateway, backend_factory) -> No
     state = {s.server.port: s.server for s in parse_servers_state(gateway.haproxy.servers_state())}
     assert state[a1_port].weight == 0
     assert state[a1_port].state.value == "drain"
-    config = gateway.haproxy_cfg.read_text()
+    config = settled(gateway.haproxy_cfg)
     assert re.search(rf"127\.0\.0\.1:{a1_port} check .* weight 0\n", config)
 
     gateway.maintenance(ids["a1"], False)
@@ -353,6 +353,7 @@ def test_sigkill_daemon_haproxy_keeps_serving_restart_converges_without_reload(
     gateway.register_backend("alpha", a1, "a1")
     gateway.wait_routed(port, "a1")
     info = gateway.proc_info()
+    settled(gateway.haproxy_cfg)  # the file of the runtime change is written
     mtime = gateway.haproxy_cfg.stat().st_mtime_ns
 
     # Killed and restarted with nothing changed: same HAProxy, no reload, no rewrite.
@@ -365,7 +366,20 @@ def test_sigkill_daemon_haproxy_keeps_serving_restart_converges_without_reload(
         info.reloads,
         info.current_worker,
     )
+    settled(gateway.haproxy_cfg)
     assert gateway.haproxy_cfg.stat().st_mtime_ns == mtime
+
+    # Killed between a runtime change and the write of its file: the restarted daemon plans
+    # against the servers HAProxy really has, not the stale file: still no reload.
+    a3 = backend_factory(host="backend3", name=ALPHA, instance="a3")
+    sid3 = gateway.register_backend("alpha", a3, "a3")
+    gateway.wait_routed(port, "a3")
+    gateway.kill()  # within FLUSH_DELAY of the change, most of the time
+    gateway.start()
+    gateway.wait_routed(port, "a3")
+    assert gateway.proc_info().reloads == info.reloads
+    gateway.deregister(sid3)
+    gateway.wait_only(port, {"a1"})
 
     # Killed, the catalog changes meanwhile: the restarted daemon converges through the
     # runtime API, still without a reload.

@@ -11,7 +11,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from gatewaylib import Gateway, undeclared
+from gatewaylib import Gateway, settled, undeclared
 from helpers import wait_until
 
 from sidecar.apply.sockets import send_command
@@ -62,7 +62,7 @@ def test_a_service_grows_and_shrinks_without_a_reload(gateway: Gateway, backend_
         gateway.deregister(sid)
     gateway.wait_only(port, {"s0"})
     assert gateway.reload_count() == reloads
-    assert gateway.haproxy_cfg.read_text().count("    server ") == 1
+    assert settled(gateway.haproxy_cfg).count("    server ") == 1
 
 
 def server_load(admin: Path, backend: str) -> str:
@@ -135,8 +135,14 @@ def test_failing_new_worker_is_rolled_back(gateway_unstarted: Gateway, backend_f
         assert "operator_extra" in (gw.runtime_dir / "haproxy.cfg.failed").read_text()
         gw.wait_routed(gw.ports[ALPHA], "a1", timeout=5)  # still serving throughout
         assert gw.proc_info().current_worker is not None  # the rollback's worker
-        status = gw.status()
-        assert status["last_apply_ok"] is False and status["reload_failures"] >= 1
+        # the status file is written by the status round, a moment after the apply
+        wait_until(
+            lambda: (st := gw.status()).get("last_apply_ok") is False
+            and st.get("reload_failures", 0) >= 1,
+            10,
+            0.05,
+            "the failure in status.json",
+        )
     finally:
         squatter.close()
         gw.template_path.write_text(template)

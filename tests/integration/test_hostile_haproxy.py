@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gatewaylib import Gateway
+from gatewaylib import Gateway, settled
 from helpers import wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -130,7 +130,7 @@ def test_daemon_serves_good_services_next_to_hostile_registrations(
     second = backend_factory(instance="good2")
     gw.register_backend("alpha", second, "good2", ALPHA)
     gw.wait_routed(gw.ports[ALPHA], "good2")
-    config = gw.haproxy_cfg.read_text()
+    config = settled(gw.haproxy_cfg)
     assert CANARY not in config and "6.6.6.6" not in config
     assert gw.status()["last_apply_ok"] is True
 

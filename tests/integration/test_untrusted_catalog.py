@@ -50,7 +50,7 @@ from typing import Any
 
 import psutil
 import pytest
-from gatewaylib import Gateway, sidecar_command
+from gatewaylib import Gateway, settled, sidecar_command
 from helpers import free_port, wait_until
 
 from sidecar.config.loader import load_settings
@@ -550,7 +550,7 @@ def test_default_policy_refuses_loopback_and_link_local_and_never_connects(
     }
     for address, sid in sids.items():
         wait_problem(gw, instance_needle(gw, sid), reasons[address])
-    config = gw.haproxy_cfg.read_text()
+    config = settled(gw.haproxy_cfg)
     assert server_addresses(config) == [], config  # not one server line
     assert "169.254" not in config and "127.0.0.2" not in config
     _, out = run_cli(gw, "certs")  # the certificate probe, on the same fenced catalog
@@ -650,7 +650,7 @@ def test_explicit_networks_no_relay_names_resolved_ports_not_taken_over(
         gw, instance_needle(gw, outside["169.254.169.254"]), "outside [gateway] backend_networks"
     )
     wait_problem(gw, f"instance '{any_node}/{any_id}'", "unspecified address")
-    config = gw.haproxy_cfg.read_text()
+    config = settled(gw.haproxy_cfg)
     hosts = server_addresses(config)
     assert hosts and all(ipaddress.ip_address(h) for h in hosts), hosts  # only IPs
     assert "localhost" not in config  # the name never reaches HAProxy: it cannot resolve it
@@ -717,7 +717,7 @@ def _replay_port_takeovers(gw: Gateway, backend_factory: Any, taken: set[int]) -
     gw.register("b", "yb2", b_backend.port, "Xsys/Ysvc", meta={"dirac_port": str(port)})
     wait_problem(gw, taken_by)
     gw.wait_only(port, {"xa1"}, streak=8)
-    config = gw.haproxy_cfg.read_text()
+    config = settled(gw.haproxy_cfg)
     endpoints = server_endpoints(config)
     assert f"127.0.0.1:{b_backend.port}" not in endpoints, endpoints  # B is no server at all
     assert f"127.0.0.1:{z_port}" not in endpoints, endpoints  # nor the 9162 claimant
@@ -804,7 +804,7 @@ def test_eacces_port_is_left_out_and_the_gateway_keeps_changing(
     wait_until(lambda: gw.status().get("last_apply_ok"), 20, 0.1, "a successful apply")
     status = gw.status()
     assert status["ready"] and gw.alive() and status["reload_failures"] >= 1
-    assert not listens_on(gw.haproxy_cfg.read_text(), low) and low not in status["public_ports"]
+    assert not listens_on(settled(gw.haproxy_cfg), low) and low not in status["public_ports"]
 
 
 def test_squatter_appearing_while_the_frontend_is_added(
@@ -852,7 +852,7 @@ def test_squatter_appearing_while_the_frontend_is_added(
         wait_until(lambda: gw.status().get("last_apply_ok"), 20, 0.1, "a successful apply")
         status = gw.status()
         assert status["ready"] and gw.alive() and status["reload_failures"] >= 1
-        assert not listens_on(gw.haproxy_cfg.read_text(), late_port)
+        assert not listens_on(settled(gw.haproxy_cfg), late_port)
         assert late_port not in status["public_ports"]
     finally:
         squatter.close()
@@ -880,7 +880,7 @@ def test_bind_address_not_local_is_reported_and_the_daemon_keeps_running(
     status = gw.status()
     assert gw.alive() and status["ready"] and status["last_apply_ok"], status
     assert status["public_ports"] == [], status["public_ports"]
-    assert not re.search(r"(?m)^frontend ", gw.haproxy_cfg.read_text())
+    assert not re.search(r"(?m)^frontend ", settled(gw.haproxy_cfg))
     assert status["reload_failures"] == 0
 
 
@@ -1126,7 +1126,7 @@ def test_limits_cap_instances_and_problems(
     for instance in sorted(oldest):
         gw.wait_routed(port, instance)
     gw.wait_only(port, oldest, streak=12)
-    endpoints = set(server_endpoints(gw.haproxy_cfg.read_text()))
+    endpoints = set(server_endpoints(settled(gw.haproxy_cfg)))
     rendered = {name for name, p in ports.items() if f"127.0.0.1:{p}" in endpoints}
     assert rendered == oldest, endpoints  # the newer two are not even servers
 
@@ -1180,7 +1180,7 @@ def test_status_endpoint_on_an_ephemeral_port_is_refused_too(gateway: Gateway) -
     )
 
     def judged() -> str:  # either refused, or rendered: then the relay is live
-        if listens_on(gw.haproxy_cfg.read_text(), public):
+        if listens_on(settled(gw.haproxy_cfg), public):
             return "rendered"
         return next((p for p in problems_of(gw) if instance_needle(gw, sid) in p), "")
 
