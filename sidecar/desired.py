@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import re
 from collections.abc import Mapping
@@ -49,6 +50,7 @@ class Candidate:
         return f"{self.system}/{self.service}"
 
 
+@functools.lru_cache(maxsize=65536)  # the same instances come back on every cycle
 def server_name(instance_key: str) -> str:
     """The HAProxy server name of an instance: readable, stable, and safe whatever the key.
 
@@ -119,15 +121,22 @@ def _kept_claims(
     return claims, kept
 
 
-def _declared(settings: Settings, port_map: PortMap) -> dict[str, tuple[int, Protocol, str]]:
-    """Every declared service: path -> (its declared port, protocol, "map" | "config")."""
+@functools.lru_cache(maxsize=16)  # settings and map change only on SIGHUP
+def _declared_cached(
+    overrides: tuple[tuple[str, int], ...], port_map: PortMap
+) -> dict[str, tuple[int, Protocol, str]]:
     found = {
         f"{e.system}/{e.service}": (e.gateway_port, e.protocol, "map") for e in port_map.entries
     }
-    for path, port in settings.ports.overrides:
+    for path, port in overrides:
         protocol = found[path][1] if path in found else Protocol.DIPS
         found[path] = (port, protocol, "config")
     return found
+
+
+def _declared(settings: Settings, port_map: PortMap) -> dict[str, tuple[int, Protocol, str]]:
+    """Every declared service: path -> (its declared port, protocol, "map" | "config")."""
+    return _declared_cached(settings.ports.overrides, port_map)
 
 
 def _declared_backends(

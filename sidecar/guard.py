@@ -36,6 +36,8 @@ def _guard_backend(
     held_before: frozenset[str],
     distrust_absent: bool,
 ) -> tuple[Backend, list[str]]:
+    if old.servers == new.servers:
+        return new, []  # nothing left (the common case: most backends did not change)
     was_ready = {s.instance: s for s in old.servers if s.state is ServerState.READY and s.instance}
     now_ready = {s.instance for s in new.servers if s.instance}
     lost = sorted(set(was_ready) - now_ready)

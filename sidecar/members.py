@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from sidecar import validate
 from sidecar.admission import Perimeter, backend_address, public_port
 from sidecar.config.schema import Settings
-from sidecar.model import Health, Instance, Problem, Protocol, ServerState, Snapshot
+from sidecar.model import (
+    Health,
+    Instance,
+    Problem,
+    Protocol,
+    ServerState,
+    ServiceEntries,
+    Snapshot,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,36 +84,65 @@ def _admit(member: Member, perimeter: Perimeter) -> Member:
     return member if address == member.address else dataclasses.replace(member, address=address)
 
 
+def _entries_members(
+    entries: ServiceEntries, include_warning: bool, perimeter: Perimeter
+) -> tuple[tuple[tuple[str, str, Member], ...], tuple[Problem, ...]]:
+    """One health answer -> (system, service, member) per usable entry, and its problems."""
+    problems: list[Problem] = list(entries.problems)
+    if entries.error is not None:
+        problems.append(Problem(f"consul service {entries.name!r}", entries.error))
+        return (), tuple(problems)
+    found: list[tuple[str, str, Member]] = []
+    seen: set[str] = set()
+    for inst in entries.instances:
+        if inst.key in seen:
+            problems.append(Problem(_subject(inst), "duplicate instance ID, ignored"))
+            continue
+        seen.add(inst.key)
+        try:
+            system, service, member = validate_instance(inst)
+            state = _state(inst.health, include_warning)
+            # a member with no usable state keeps its service known (its port stays bound)
+            member = dataclasses.replace(member, state=state or ServerState.MAINT)
+            member = _admit(member, perimeter)
+        except ValueError as exc:
+            problems.append(Problem(_subject(inst), str(exc)))
+            continue
+        if member.state is ServerState.MAINT:
+            member = dataclasses.replace(member, address="", port=0)
+        found.append((system, service, member))
+    return tuple(found), tuple(problems)
+
+
+# Catalog reads repeat: the watcher hands on the same ServiceEntries object for every service
+# that did not change, so its members are worked out once (keyed by identity: hashing a
+# whole answer would cost about as much as the work itself).
+_MEMO: dict[int, tuple[ServiceEntries, bool, Perimeter, object]] = {}
+_MEMO_MAX = 20000
+
+
+def _memo_members(
+    entries: ServiceEntries, include_warning: bool, perimeter: Perimeter
+) -> tuple[tuple[tuple[str, str, Member], ...], tuple[Problem, ...]]:
+    hit = _MEMO.get(id(entries))
+    if hit is not None and hit[0] is entries and hit[1] is include_warning and hit[2] == perimeter:
+        return hit[3]  # type: ignore[return-value]
+    result = _entries_members(entries, include_warning, perimeter)
+    if len(_MEMO) >= _MEMO_MAX:
+        _MEMO.clear()
+    _MEMO[id(entries)] = (entries, include_warning, perimeter, result)
+    return result
+
+
 def group_members(
     snapshot: Snapshot, settings: Settings, perimeter: Perimeter, problems: list[Problem]
 ) -> dict[tuple[str, str], list[Member]]:
     groups: dict[tuple[str, str], list[Member]] = {}
     include_warning = settings.consul.include_warning
     for entries in sorted(snapshot.services, key=lambda e: e.name):
-        problems.extend(entries.problems)
-        if entries.error is not None:
-            problems.append(Problem(f"consul service {entries.name!r}", entries.error))
-            continue
-        seen: set[str] = set()
-        for inst in entries.instances:
-            if inst.key in seen:
-                problems.append(Problem(_subject(inst), "duplicate instance ID, ignored"))
-                continue
-            seen.add(inst.key)
-            try:
-                system, service, member = validate_instance(inst)
-                state = _state(inst.health, include_warning)
-                if state is None:
-                    # Keep the service known (its port stays bound) with no usable instance.
-                    member = dataclasses.replace(member, state=ServerState.MAINT)
-                else:
-                    member = dataclasses.replace(member, state=state)
-                member = _admit(member, perimeter)
-            except ValueError as exc:
-                problems.append(Problem(_subject(inst), str(exc)))
-                continue
-            if member.state is ServerState.MAINT:
-                member = dataclasses.replace(member, address="", port=0)
+        found, found_problems = _memo_members(entries, include_warning, perimeter)
+        problems.extend(found_problems)
+        for system, service, member in found:
             groups.setdefault((system, service), []).append(member)
     return _bounded(groups, settings.limits.max_instances, problems)
 

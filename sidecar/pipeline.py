@@ -7,7 +7,7 @@ appliers. Keeping the composition here keeps the orchestrator's fan-out small.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import jinja2
 
@@ -34,13 +34,15 @@ class Inputs:
     perimeter: Perimeter | None = None  # None: no network facts (plain-data tests, render)
     drained: frozenset[tuple[str, int]] = frozenset()  # (address, port): certificate fails
     template_digest: str = ""  # of the template's source (daemon); "" in tests
+    render_key: str = field(default="", compare=False)  # derived in __post_init__
 
-    @property
-    def render_key(self) -> str:
-        """What, besides the desired state, the rendered bytes depend on (stable digest)."""
+    def __post_init__(self) -> None:
+        # What, besides the desired state, the rendered bytes depend on (a stable digest,
+        # computed once: the planner compares it on every cycle).
         template = self.template_digest or str(id(self.template))
         settings = self.settings.model_dump_json(exclude={"source"})
-        return hashlib.sha256(f"{template}\0{settings}".encode()).hexdigest()[:16]
+        key = hashlib.sha256(f"{template}\0{settings}".encode()).hexdigest()[:16]
+        object.__setattr__(self, "render_key", key)
 
 
 def target_state(

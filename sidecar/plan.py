@@ -154,6 +154,17 @@ def plan(
     """
     assert target.desired is not None
     old_desired = applied.desired if applied else None
+    unchanged = (
+        applied is not None
+        and applied.desired is not None
+        and applied.structure is not None
+        and applied.structure == target.structure
+        and applied.desired.backends == target.desired.backends
+    )
+    if unchanged:  # the common case in a stream: answer before describing anything
+        if running:
+            return Plan(PlanKind.NONE)
+        return Plan(PlanKind.START, reason="haproxy is not running")
     changes = describe(old_desired, target.desired)
     if not running:
         return Plan(PlanKind.START, changes=changes, reason="haproxy is not running")
