@@ -42,13 +42,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from sidecar.apply.haproxy import HAProxy  # noqa: E402
+from devkit.client import client_context  # noqa: E402
+from devkit.consul_agent import ConsulAgent, find_consul  # noqa: E402
+from devkit.pki import DevPKI, make_dev_pki  # noqa: E402
 from sidecar.config.loader import load_settings  # noqa: E402
 from sidecar.config.schema import Settings  # noqa: E402
-from sidecar.dev.client import client_context  # noqa: E402
-from sidecar.dev.consul_agent import ConsulAgent, find_consul  # noqa: E402
-from sidecar.dev.pki import DevPKI, make_dev_pki  # noqa: E402
-from sidecar.status import read_status  # noqa: E402
+from sidecar.haproxy.process import HAProxy  # noqa: E402
+from sidecar.health.status import read_status  # noqa: E402
 
 GATEWAY_NAMES = ("dirac-gw.bench", "localhost")
 SERVER_NAME = GATEWAY_NAMES[0]
@@ -373,7 +373,7 @@ class Sink:
 
 
 def client_ctx(pki: DevPKI) -> ssl.SSLContext:
-    """The client context of ``sidecar.dev.client``: the proxy chain as client certificate,
+    """The client context of ``devkit.client``: the proxy chain as client certificate,
     the dev CA, hostname check on. Built once and reused (building it per call costs ms)."""
     return client_context(pki.proxy, pki.ca_dir)
 
@@ -382,7 +382,7 @@ FAILURE_KINDS = ("refused", "reset", "timeout", "tls", "closed", "other")
 
 
 def classify(exc: BaseException) -> str:
-    """One of FAILURE_KINDS, the same split as ``sidecar.dev.client``."""
+    """One of FAILURE_KINDS, the same split as ``devkit.client``."""
     if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
         return "closed"
     if isinstance(exc, ssl.SSLError):

@@ -1,6 +1,6 @@
 """Scale: 138 services x 10 instances and 1,000 services x 5 instances.
 
-1. Render + validate: ``sidecar.pipeline.render`` on a synthetic Snapshot (first render, and a
+1. Render + validate: ``sidecar.core.pipeline.render`` on a synthetic Snapshot (first render, and a
    steady-state render with the previous state, as the daemon does on every cycle), then
    ``HAProxy(settings).validate`` (``haproxy -c``). 5 repetitions, median and max.
 2. The daemon at that size on a real Consul agent: time to converge from start, RSS once
@@ -52,12 +52,12 @@ from common import (
     workdir,
 )
 
-from sidecar import pipeline
-from sidecar.apply.haproxy import HAProxy
+from devkit.consul_agent import ConsulAgent, find_consul
 from sidecar.config.loader import parse_settings
-from sidecar.dev.consul_agent import ConsulAgent, find_consul
-from sidecar.inputs import build_inputs
-from sidecar.model import Health, Instance, ServiceEntries, Snapshot
+from sidecar.core import pipeline
+from sidecar.core.model import Health, Instance, ServiceEntries, Snapshot
+from sidecar.haproxy.inputs import build_inputs
+from sidecar.haproxy.process import HAProxy
 
 
 def synthetic(services: int, instances: int, port0: int) -> Snapshot:
@@ -213,7 +213,7 @@ def daemon_run(
             base / f"gw-{label}", consul.addr, overrides=overrides, sections=sections
         ).start(stack, timeout=300)
         wait_for(
-            lambda: sidecar.status().get("servers_ready") == services * instances,
+            lambda: sidecar.health.status().get("servers_ready") == services * instances,
             300,
             0.2,
             f"{services * instances} servers ready",
@@ -223,17 +223,17 @@ def daemon_run(
         proc = psutil.Process(sidecar.pid)
         rss = proc.memory_info().rss
         threads = proc.num_threads()
-        st0 = sidecar.status()
+        st0 = sidecar.health.status()
         cpu0, wall0 = proc.cpu_times(), time.monotonic()
         per_second = []
         last = st0.get("consul_requests", 0)
         while time.monotonic() - wall0 < idle:
             time.sleep(1.0)
-            now = sidecar.status().get("consul_requests", last)
+            now = sidecar.health.status().get("consul_requests", last)
             per_second.append(now - last)
             last = now
         cpu1, wall1 = proc.cpu_times(), time.monotonic()
-        st1 = sidecar.status()
+        st1 = sidecar.health.status()
         rss_end = proc.memory_info().rss
     cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / (wall1 - wall0) * 100
     reqs = st1.get("consul_requests", 0) - st0.get("consul_requests", 0)

@@ -133,9 +133,9 @@ from streamlib import (
 )
 
 from sidecar import data
-from sidecar.apply.haproxy import HAProxy
-from sidecar.portmap import hashed_port, load_port_map
-from sidecar.runtime_state import ProcInfo
+from sidecar.core.answers import ProcInfo
+from sidecar.core.portmap import hashed_port, load_port_map
+from sidecar.haproxy.process import HAProxy
 
 PROJECT, BASELINE = "project", "baseline"
 GATEWAYS: tuple[str, ...] = (PROJECT, BASELINE)  # --no-baseline: the project alone

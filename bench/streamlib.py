@@ -37,11 +37,11 @@ from typing import Any
 import requests
 from common import FAILURE_KINDS, TAG, HarnessError, client_ctx, percentile, tls_call
 
-from sidecar.apply.haproxy import HAProxy
-from sidecar.dev.pki import DevPKI
-from sidecar.errors import SidecarError
-from sidecar.model import ServerState
-from sidecar.runtime_state import parse_servers_state
+from devkit.pki import DevPKI
+from sidecar.base.errors import SidecarError
+from sidecar.core.answers import parse_servers_state
+from sidecar.core.model import ServerState
+from sidecar.haproxy.process import HAProxy
 
 OUTCOMES = ("ok", *FAILURE_KINDS)
 MAX_SAMPLES = 50  # failed client connections kept with their message, per client
@@ -63,7 +63,7 @@ class Service:
 
     @property
     def backend(self) -> str:
-        """The HAProxy backend name (``sidecar.plan.backend_id``)."""
+        """The HAProxy backend name (``sidecar.core.plan.backend_id``)."""
         return f"bk_{self.system}_{self.service}"
 
 

@@ -1,6 +1,6 @@
-"""The sample DIRAC-like TLS backend of ``sidecar.dev.backend`` without its 40 ms artefact.
+"""The sample DIRAC-like TLS backend of ``devkit.backend`` without its 40 ms artefact.
 
-``sidecar.dev.backend`` writes its TLS 1.3 session tickets and then its one-line answer as two
+``devkit.backend`` writes its TLS 1.3 session tickets and then its one-line answer as two
 small writes on a socket without TCP_NODELAY: Nagle holds the answer until the peer's delayed
 ACK (~40 ms on Linux), so every call through it takes ~45 ms even though the handshake is done
 in ~3 ms. Through the gateway the peer is HAProxy, so the client cannot ACK faster. For the
@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sidecar.dev.backend import BackendServer, server_context
+from devkit.backend import BackendServer, server_context
 
 
 class FastBackend(BackendServer):

@@ -6,4 +6,4 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/install-deps.sh"
 export PATH="$ROOT/.deps/bin:$ROOT/.venv/bin:$PATH"
-exec "$ROOT/.venv/bin/python" -m sidecar.dev.demo "$@"
+exec "$ROOT/.venv/bin/python" -m devkit.demo "$@"

@@ -9,4 +9,5 @@ export PATH="$ROOT/.deps/bin:$ROOT/.venv/bin:$PATH"
 cd "$ROOT"
 echo "== ruff"; ruff check sidecar tests bench
 echo "== mypy"; mypy
+echo "== import contract"; lint-imports
 echo "== pytest"; exec pytest -p no:cacheprovider "$@"

@@ -1,10 +1,10 @@
 """Shared pytest fixtures: a throwaway PKI, a real Consul dev agent and sample TLS backends.
 
 Fixtures:
-- ``pki`` (session): :class:`sidecar.dev.pki.DevPKI` with gateway names ``GATEWAY_NAMES`` and
+- ``pki`` (session): :class:`devkit.pki.DevPKI` with gateway names ``GATEWAY_NAMES`` and
   host certificates for ``BACKEND_HOSTS`` (SANs: host, every gateway name, localhost,
   127.0.0.1), user ``alice``, proxy with DIRAC group ``dirac_user``.
-- ``consul_agent`` (module): a started :class:`sidecar.dev.consul_agent.ConsulAgent`; stopped
+- ``consul_agent`` (module): a started :class:`devkit.consul_agent.ConsulAgent`; stopped
   by PID (SIGTERM then SIGKILL) at module teardown. Skips when no consul binary is found.
 - ``backend_factory`` (function): ``start(host="backend1", name=..., instance=None,
   process=False, cert=None, key=None)`` starts a sample backend on a free 127.0.0.1 port
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.dev.backend import BackendProcess, BackendServer, backend_args, start_backend
-from sidecar.dev.consul_agent import ConsulAgent, find_consul
-from sidecar.dev.pki import DevPKI, make_dev_pki
+from devkit.backend import BackendProcess, BackendServer, backend_args, start_backend
+from devkit.consul_agent import ConsulAgent, find_consul
+from devkit.pki import DevPKI, make_dev_pki
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # make ``import helpers`` work
 

@@ -13,12 +13,12 @@ from collections.abc import Callable
 
 import click
 
-from sidecar.catalog.client import ConsulClient
+from sidecar.base.errors import ConfigError, SidecarError
+from sidecar.base.inert import inert
 from sidecar.config.loader import load_settings, read_token
 from sidecar.config.schema import DEFAULT_CONFIG, Settings
-from sidecar.errors import ConfigError, SidecarError
-from sidecar.inert import inert
-from sidecar.logs import setup_logging
+from sidecar.consul.client import ConsulClient
+from sidecar.host.logs import setup_logging
 
 CONFIG_HELP = f"settings file (default $SIDECAR_CONFIG, else {DEFAULT_CONFIG})"
 _KEY = "config_path"

@@ -13,19 +13,19 @@ from collections.abc import Callable
 
 import click
 
-from sidecar import pipeline
-from sidecar.apply.cs_once import sync_with_lock, writer
-from sidecar.apply.cs_writer import CSWriteStatus
-from sidecar.apply.gateway_registry import GatewayInfo, fleet, lagging
-from sidecar.apply.lock import CSLock
-from sidecar.catalog.client import ConsulClient
-from sidecar.catalog.fetch import fetch_snapshot
+from sidecar.base.errors import SidecarError
+from sidecar.base.inert import inert
 from sidecar.cli.common import client_of, guarded, settings_of
 from sidecar.config.schema import Settings
-from sidecar.errors import SidecarError
-from sidecar.inert import inert
-from sidecar.model import DesiredState
-from sidecar.status import read_status
+from sidecar.consul.client import ConsulClient
+from sidecar.consul.fetch import fetch_snapshot
+from sidecar.core import pipeline
+from sidecar.core.model import DesiredState
+from sidecar.dirac_cs.writer import CSWriteStatus
+from sidecar.fleet.cs_once import sync_with_lock, writer
+from sidecar.fleet.lock import CSLock
+from sidecar.fleet.registry import GatewayInfo, fleet, lagging
+from sidecar.health.status import read_status
 
 
 def _exit_with(func: Callable[[], int]) -> None:
@@ -33,8 +33,8 @@ def _exit_with(func: Callable[[], int]) -> None:
 
 
 def _desired(settings: Settings, client: ConsulClient) -> DesiredState:
-    from sidecar.inputs import build_inputs
-    from sidecar.netfacts import fenced
+    from sidecar.haproxy.inputs import build_inputs
+    from sidecar.host.netfacts import fenced
 
     snapshot = fetch_snapshot(client, settings.consul.tag)
     desired = pipeline.render(snapshot, fenced(build_inputs(settings), snapshot), None).desired

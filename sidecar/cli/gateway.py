@@ -12,13 +12,13 @@ import sys
 
 import click
 
-from sidecar import pipeline
-from sidecar.catalog.fetch import fetch_snapshot
+from sidecar.base.errors import ConfigError
+from sidecar.base.inert import inert
 from sidecar.cli.common import client_of, guarded, reloader, settings_of
 from sidecar.config.loader import load_settings
-from sidecar.errors import ConfigError
-from sidecar.inert import inert
-from sidecar.netfacts import fenced
+from sidecar.consul.fetch import fetch_snapshot
+from sidecar.core import pipeline
+from sidecar.host.netfacts import fenced
 
 
 @click.command()
@@ -26,8 +26,8 @@ from sidecar.netfacts import fenced
 @click.pass_context
 def run(ctx: click.Context, stop_haproxy: bool) -> None:
     """Run the daemon (systemd Type=notify; SIGHUP reloads the settings)."""
-    from sidecar.daemon import Daemon
-    from sidecar.privileges import drop_effective_capabilities
+    from sidecar.daemon.loop import Daemon
+    from sidecar.host.privileges import drop_effective_capabilities
 
     settings = settings_of(ctx)
 
@@ -35,7 +35,7 @@ def run(ctx: click.Context, stop_haproxy: bool) -> None:
         # First, before any thread or child exists: capabilities are per thread, and HAProxy
         # gets CAP_NET_BIND_SERVICE through the ambient set, not through our effective one.
         for note in drop_effective_capabilities():
-            logging.getLogger("sidecar.privileges").info("%s", note)
+            logging.getLogger("sidecar.host.privileges").info("%s", note)
         daemon = Daemon(settings, reloader(ctx), stop_haproxy=stop_haproxy)
         daemon.install_signals()
         return daemon.run()
@@ -47,7 +47,7 @@ def run(ctx: click.Context, stop_haproxy: bool) -> None:
 @click.pass_context
 def render(ctx: click.Context) -> None:
     """Print the HAProxy config for the current catalog; changes nothing."""
-    from sidecar.inputs import build_inputs
+    from sidecar.haproxy.inputs import build_inputs
 
     settings = settings_of(ctx)
 
@@ -67,9 +67,9 @@ def render(ctx: click.Context) -> None:
 @click.pass_context
 def once(ctx: click.Context) -> None:
     """One full sync (render, validate, apply, CS), then exit non-zero on failure."""
-    from sidecar.apply.applier import Applier
-    from sidecar.apply.haproxy import HAProxy
-    from sidecar.inputs import build_inputs
+    from sidecar.haproxy.applier import Applier
+    from sidecar.haproxy.inputs import build_inputs
+    from sidecar.haproxy.process import HAProxy
 
     settings = settings_of(ctx)
 
@@ -89,7 +89,7 @@ def once(ctx: click.Context) -> None:
         if not result.ok:
             return 1
         if settings.dirac_cs.enabled and target.desired is not None:
-            from sidecar.apply.cs_once import sync_with_lock
+            from sidecar.fleet.cs_once import sync_with_lock
 
             outcome = sync_with_lock(settings, client, target.desired, wait=30.0, who="once")
             click.echo(f"cs: {outcome.status.value}{': ' + outcome.error if outcome.error else ''}")
@@ -109,7 +109,7 @@ def validate(ctx: click.Context, no_haproxy: bool) -> None:
     error is listed with its key path.
     """
     from sidecar.cli.common import config_path
-    from sidecar.preflight import preflight
+    from sidecar.haproxy.preflight import preflight
 
     try:
         settings = load_settings(config_path(ctx))

@@ -1,7 +1,7 @@
 """Operations commands: ``check``, ``certs`` and ``files`` (CLI wiring, no logic).
 
-Added to the group in ``sidecar.cli.app``; the judgement lives in ``sidecar.check`` and
-``sidecar.certs``, the probing in ``sidecar.checkfacts`` and ``sidecar.certprobe``, the shipped
+Added to the group in ``sidecar.cli.app``; the judgement lives in ``sidecar.health.check`` and
+``health.certs``, the probing in ``health.checkfacts`` and ``health.certprobe``, the shipped
 files in ``sidecar.data``.
 """
 
@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 import click
 
 from sidecar import data
+from sidecar.base.errors import SidecarError
 from sidecar.cli.common import client_of, settings_of
 from sidecar.config.schema import Settings
-from sidecar.errors import SidecarError
-from sidecar.severity import Severity
+from sidecar.core.severity import Severity
 
 if TYPE_CHECKING:
-    from sidecar.certprobe import ProbeTarget
+    from sidecar.health.certprobe import ProbeTarget
 
 
 @click.command()
@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 @click.pass_context
 def check(ctx: click.Context, as_json: bool, no_consul: bool) -> None:
     """Health probe: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (Nagios convention)."""
-    from sidecar.check import CheckResult, evaluate_check
-    from sidecar.checkfacts import gather
+    from sidecar.health.check import CheckResult, evaluate_check
+    from sidecar.health.checkfacts import gather
 
     settings = settings_of(ctx, error_code=int(Severity.UNKNOWN))
     try:
@@ -48,11 +48,11 @@ def check(ctx: click.Context, as_json: bool, no_consul: bool) -> None:
 
 
 def _catalog_targets(settings: Settings) -> list[ProbeTarget]:
-    from sidecar import pipeline
-    from sidecar.catalog.fetch import fetch_snapshot
-    from sidecar.certprobe import targets
-    from sidecar.inputs import build_inputs
-    from sidecar.netfacts import fenced
+    from sidecar.consul.fetch import fetch_snapshot
+    from sidecar.core import pipeline
+    from sidecar.haproxy.inputs import build_inputs
+    from sidecar.health.certprobe import targets
+    from sidecar.host.netfacts import fenced
 
     client = client_of(settings)
     snapshot = fetch_snapshot(client, settings.consul.tag)
@@ -61,7 +61,7 @@ def _catalog_targets(settings: Settings) -> list[ProbeTarget]:
 
 
 def _explicit_targets(values: Sequence[str]) -> list[ProbeTarget]:
-    from sidecar.certprobe import ProbeTarget
+    from sidecar.health.certprobe import ProbeTarget
 
     found: list[ProbeTarget] = []
     for value in values:
@@ -85,8 +85,8 @@ def _explicit_targets(values: Sequence[str]) -> list[ProbeTarget]:
 @click.pass_context
 def certs(ctx: click.Context, as_json: bool, explicit: tuple[str, ...]) -> None:
     """Certificate report for every backend server; exit 0 OK, 1 WARNING, 2 CRITICAL."""
-    from sidecar.certprobe import Prober, check_local_files, probe_all
-    from sidecar.certs import CertReport
+    from sidecar.core.certs import CertReport
+    from sidecar.health.certprobe import Prober, check_local_files, probe_all
 
     settings = settings_of(ctx)
     ops = settings

@@ -1,7 +1,7 @@
 """``sidecar register`` (command line): register the local DIRAC services in Consul.
 
 Added to the group in ``sidecar.cli.app``. Parse options, call in; the plan is
-``sidecar.register_plan`` (pure), the work ``sidecar.register``. Exit codes: 0 = stopped cleanly
+``register.plan`` (pure), the work ``register.agent``. Exit codes: 0 = stopped cleanly
 (SIGTERM/SIGINT, all deregistered); 1 = Consul unreachable past ``--retry-for`` (nothing left
 registered) or deregistration errors; 2 = bad DIRAC config or options (nothing registered).
 """
@@ -15,10 +15,10 @@ from types import FrameType
 
 import click
 
-from sidecar import register as reg
-from sidecar import register_plan as rp
+from sidecar.base.errors import ConfigError, SidecarError
 from sidecar.cli.common import client_of, settings_of
-from sidecar.errors import ConfigError, SidecarError
+from sidecar.register import agent as reg
+from sidecar.register import plan as rp
 
 
 def _install_signals(stop: threading.Event) -> None:

@@ -12,7 +12,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
-from sidecar import validate
+from sidecar.base import validate
 from sidecar.config.base import Issue, Section
 from sidecar.config.types import FilePath, Flag, HostName, PositiveCount, Seconds, Text
 

@@ -21,10 +21,10 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
+from sidecar.base.errors import ConfigError
 from sidecar.config.base import Section
 from sidecar.config.durations import show_duration, to_seconds
 from sidecar.config.schema import DEFAULT_CONFIG, SECTIONS, Settings
-from sidecar.errors import ConfigError
 
 # Relative paths in a settings file are relative to the file, not to the working directory.
 PATH_KEYS = {

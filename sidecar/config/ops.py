@@ -10,7 +10,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator
 
-from sidecar import validate
+from sidecar.base import validate
 from sidecar.config.base import Issue, Section
 from sidecar.config.types import Count, FilePath, Flag, PositiveSeconds, Text
 

@@ -26,7 +26,8 @@ from pydantic import (
 )
 from pydantic import ValidatorFunctionWrapHandler as Handler
 
-from sidecar import data, validate
+from sidecar import data
+from sidecar.base import validate
 from sidecar.config.base import Issue, Section
 from sidecar.config.cs import CSSettings
 from sidecar.config.ops import CertSettings, CheckSettings, StatusSettings

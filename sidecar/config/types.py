@@ -14,7 +14,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, StrictInt, StrictStr
 
-from sidecar import validate
+from sidecar.base import validate
 from sidecar.config.durations import to_seconds
 
 # Printable text without control characters: a newline in a setting must never become a

@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 from gatewaylib import Gateway, unique_prefix
 
-from sidecar.dev.consul_agent import ConsulAgent
-from sidecar.dev.pki import DevPKI
+from devkit.consul_agent import ConsulAgent
+from devkit.pki import DevPKI
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

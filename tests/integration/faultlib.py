@@ -24,8 +24,8 @@ from typing import Any
 import requests
 from gatewaylib import Gateway, unique_prefix
 
-from sidecar.dev.consul_agent import ConsulAgent, find_consul, free_port
-from sidecar.dev.pki import DevPKI
+from devkit.consul_agent import ConsulAgent, find_consul, free_port
+from devkit.pki import DevPKI
 
 
 class FaultAgent(ConsulAgent):

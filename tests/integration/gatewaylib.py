@@ -18,18 +18,18 @@ from typing import Any
 import psutil
 from helpers import free_port, wait_until
 
+from devkit import consul_agent as consul
+from devkit.backend import BackendProcess, BackendServer
+from devkit.client import CallError, call
+from devkit.consul_agent import ConsulAgent
+from devkit.pki import DevPKI
+from devkit.procs import stop_process
 from sidecar import data
-from sidecar.apply.haproxy import HAProxy
 from sidecar.config.loader import load_settings
 from sidecar.config.schema import Settings
-from sidecar.dev import consul_agent as consul
-from sidecar.dev.backend import BackendProcess, BackendServer
-from sidecar.dev.client import CallError, call
-from sidecar.dev.consul_agent import ConsulAgent
-from sidecar.dev.pki import DevPKI
-from sidecar.dev.procs import stop_process
-from sidecar.runtime_state import ProcInfo
-from sidecar.status import read_status
+from sidecar.core.answers import ProcInfo
+from sidecar.haproxy.process import HAProxy
+from sidecar.health.status import read_status
 
 # DIRAC services the tests may register; each gets a free public port in [ports.overrides].
 SERVICES = ("Framework/GwAlpha", "Framework/GwBeta", "DataManagement/GwGamma")
@@ -366,7 +366,7 @@ def unique_prefix() -> str:
 def undeclared(name: str = "GwUndeclared") -> tuple[str, int]:
     """A DIRAC service nobody declared (not in the port map, not in [ports.overrides]): its
     port is hashed into the auto range and its arrival needs a reload."""
-    from sidecar.portmap import hashed_port
+    from sidecar.core.portmap import hashed_port
 
     return f"Undeclared/{name}", hashed_port("Undeclared", name, 20000, 29999)
 
@@ -374,12 +374,12 @@ def undeclared(name: str = "GwUndeclared") -> tuple[str, int]:
 def settled(path: Path, quiet: float = 0.1, timeout: float = 10.0) -> str:
     """The config file once the daemon has written the runtime changes made before this call.
 
-    The daemon writes the file of runtime changes within ``sidecar.daemon.FLUSH_DELAY`` (200 ms)
+    The daemon writes the file of runtime changes within ``daemon.loop.FLUSH_DELAY`` (200 ms)
     of the change, once per batch: wait past that deadline, then until the file is quiet.
     """
     import time
 
-    from sidecar.daemon import FLUSH_DELAY
+    from sidecar.daemon.loop import FLUSH_DELAY
 
     start = time.monotonic()
     deadline = start + timeout

@@ -17,7 +17,7 @@ from typing import Any
 import requests
 from gatewaylib import sidecar_command
 
-from sidecar.dev.procs import stop_process
+from devkit.procs import stop_process
 
 STOP_TIMEOUT = 10.0
 

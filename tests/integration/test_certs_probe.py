@@ -9,13 +9,13 @@ import pytest
 from click.testing import CliRunner
 from helpers import free_port, wait_until
 
-from sidecar.certprobe import CertMonitor, Prober, ProbeTarget, probe_all, targets
-from sidecar.certs import CertReport
+from devkit.pki import DevPKI, make_dev_pki
 from sidecar.cli import main
 from sidecar.config.ops import CertSettings, CheckSettings
-from sidecar.dev.pki import DevPKI, make_dev_pki
-from sidecar.model import Backend, DesiredState, Protocol, Server, ServerState
-from sidecar.severity import Severity
+from sidecar.core.certs import CertReport
+from sidecar.core.model import Backend, DesiredState, Protocol, Server, ServerState
+from sidecar.core.severity import Severity
+from sidecar.health.certprobe import CertMonitor, Prober, ProbeTarget, probe_all, targets
 
 GATEWAY_NAMES = ("dirac-gw.test", "localhost")  # as tests/conftest.py makes the PKI
 

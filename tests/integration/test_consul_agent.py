@@ -9,7 +9,7 @@ import pytest
 import requests
 from helpers import wait_until
 
-from sidecar.dev.consul_agent import (
+from devkit.consul_agent import (
     ConsulAgent,
     deregister,
     find_consul,

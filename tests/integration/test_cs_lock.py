@@ -17,10 +17,10 @@ import pytest
 import requests
 from helpers import free_port, wait_until
 
-from sidecar.apply.lock import CSLock, takeover_bound
-from sidecar.catalog.client import ConsulClient
+from devkit.consul_agent import ConsulAgent
 from sidecar.config.schema import ConsulSettings
-from sidecar.dev.consul_agent import ConsulAgent
+from sidecar.consul.client import ConsulClient
+from sidecar.fleet.lock import CSLock, takeover_bound
 
 REPO = Path(__file__).resolve().parents[2]
 TTL = 10.0  # Consul's minimum session TTL
@@ -29,8 +29,8 @@ DELAY = 2.0
 HOLDER_SCRIPT = textwrap.dedent(
     """
     import sys, time
-    from sidecar.apply.lock import CSLock
-    from sidecar.catalog.client import ConsulClient
+    from sidecar.fleet.lock import CSLock
+    from sidecar.consul.client import ConsulClient
     from sidecar.config.schema import ConsulSettings
 
     address, key, ttl, delay = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])

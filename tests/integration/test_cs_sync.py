@@ -15,16 +15,16 @@ import pytest
 from click.testing import CliRunner
 from helpers import free_port, wait_until
 
-from sidecar.apply.cs_writer import CSWriter, CSWriteStatus
-from sidecar.apply.fleet_member import Beat, FleetMember
-from sidecar.apply.gateway_registry import GatewayRegistry, fleet, lagging, live_gateway_names
-from sidecar.apply.lock import CSLock
-from sidecar.catalog.client import ConsulClient
+from devkit.consul_agent import ConsulAgent, deregister, health, register
 from sidecar.cli import main
 from sidecar.config.cs import CSSettings
 from sidecar.config.schema import ConsulSettings, GatewaySettings, Settings
-from sidecar.dev.consul_agent import ConsulAgent, deregister, health, register
-from sidecar.model import Backend, DesiredState, Protocol
+from sidecar.consul.client import ConsulClient
+from sidecar.core.model import Backend, DesiredState, Protocol
+from sidecar.dirac_cs.writer import CSWriter, CSWriteStatus
+from sidecar.fleet.lock import CSLock
+from sidecar.fleet.member import Beat, FleetMember
+from sidecar.fleet.registry import GatewayRegistry, fleet, lagging, live_gateway_names
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "cs"
 ALLOWED = (".test",)  # the gateway names these tests register

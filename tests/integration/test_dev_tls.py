@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 from helpers import free_port
 
-from sidecar.dev.client import (
+from devkit.client import (
     ConnectionFailedError,
     TLSError,
     TLSVerificationError,
     call,
 )
-from sidecar.dev.pki import DevCA, DevPKI, make_dev_pki
-from sidecar.dev.x509tools import dirac_dn, load_cert
+from devkit.pki import DevCA, DevPKI, make_dev_pki
+from devkit.x509tools import dirac_dn, load_cert
 
 GATEWAY = "dirac-gw.test"
 

@@ -32,8 +32,8 @@ from gatewaylib import Gateway, sidecar_command
 from helpers import REPO_ROOT, free_port, wait_until
 from registerlib import RegisterProcess, check_status, write_settings
 
-from sidecar.dev.pki import DevPKI
-from sidecar.register import HostCredentials, diset_ping, tls_context
+from devkit.pki import DevPKI
+from sidecar.register.agent import HostCredentials, diset_ping, tls_context
 
 HERE = Path(__file__).resolve().parent / "dirac_e2e"
 DIRAC_VENV = Path(os.environ.get("DIRAC_VENV", str(REPO_ROOT / ".deps" / "dirac-venv")))

@@ -23,8 +23,8 @@ from faultlib import FaultAgent, FaultProxy, failed_calls, gateway_on
 from gatewaylib import Gateway, sidecar_command
 from helpers import wait_until
 
-from sidecar.dev.consul_agent import ConsulAgent
-from sidecar.dev.pki import DevPKI
+from devkit.consul_agent import ConsulAgent
+from devkit.pki import DevPKI
 
 pytestmark = [pytest.mark.integration]
 

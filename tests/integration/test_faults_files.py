@@ -24,11 +24,11 @@ from faultlib import failed_calls
 from gatewaylib import SERVICES, Gateway, settled
 from helpers import wait_until
 
-from sidecar.apply.dirac_cs import read_cs_file, sync_cs_file
+from sidecar.base.errors import CSError
 from sidecar.config.cs import CSSettings
-from sidecar.errors import CSError
-from sidecar.model import Backend, DesiredState, Protocol
-from sidecar.render.dirac_cs import render_cs
+from sidecar.core.model import Backend, DesiredState, Protocol
+from sidecar.dirac_cs.file import read_cs_file, sync_cs_file
+from sidecar.dirac_cs.render import render_cs
 
 pytestmark = [pytest.mark.integration]
 

@@ -17,11 +17,11 @@ import pytest
 from gatewaylib import Gateway, settled, sidecar_command, undeclared
 from helpers import free_port, wait_until
 
-from sidecar.dev.client import ConnectionFailedError, TLSError, TLSVerificationError
-from sidecar.dev.consul_agent import health
-from sidecar.dev.pki import DevPKI
-from sidecar.dev.x509tools import dirac_dn, load_cert
-from sidecar.runtime_state import parse_servers_state
+from devkit.client import ConnectionFailedError, TLSError, TLSVerificationError
+from devkit.consul_agent import health
+from devkit.pki import DevPKI
+from devkit.x509tools import dirac_dn, load_cert
+from sidecar.core.answers import parse_servers_state
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

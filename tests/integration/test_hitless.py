@@ -14,8 +14,8 @@ import pytest
 from gatewaylib import Gateway, settled, undeclared
 from helpers import wait_until
 
-from sidecar.apply.sockets import send_command
-from sidecar.runtime_state import parse_servers_state
+from sidecar.core.answers import parse_servers_state
+from sidecar.haproxy.sockets import send_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

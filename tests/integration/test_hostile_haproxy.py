@@ -19,8 +19,8 @@ from helpers import wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sidecar import pipeline
-from sidecar.apply.haproxy import HAProxy
+from sidecar.core import pipeline
+from sidecar.haproxy.process import HAProxy
 from tests.unit.test_hostile_catalog import (
     CANARY,
     anchor_entry,

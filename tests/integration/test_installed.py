@@ -21,7 +21,7 @@ import pytest
 from gatewaylib import Gateway
 from helpers import REPO_ROOT, free_port, wait_until
 
-from sidecar.dev.consul_agent import ConsulAgent
+from devkit.consul_agent import ConsulAgent
 
 pytestmark = pytest.mark.integration
 

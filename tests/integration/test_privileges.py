@@ -3,7 +3,7 @@
 Each case starts a small Python child under ``setpriv`` the way the systemd unit starts the
 daemon (``User=`` an unprivileged account, ``CapabilityBoundingSet=`` and
 ``AmbientCapabilities=CAP_NET_BIND_SERVICE``). The child optionally calls
-:func:`sidecar.privileges.drop_effective_capabilities` (as ``sidecar run`` does), tries to bind
+:func:`sidecar.host.privileges.drop_effective_capabilities` (as ``sidecar run`` does), tries to bind
 127.0.0.1 on a free port below 1024 itself, then spawns a grandchild (standing for HAProxy)
 that binds the same port, and looks at the grandchild's /proc entries the way the daemon looks
 at HAProxy's (``stat`` and ``cmdline``, psutil's status and start time). It prints one JSON
@@ -54,7 +54,7 @@ python = next(
     if p and os.access(p, os.X_OK)
 )
 if mode == "drop":
-    from sidecar.privileges import drop_effective_capabilities
+    from sidecar.host.privileges import drop_effective_capabilities
     out["notes"] = drop_effective_capabilities()
 out["caps"] = {
     l.split(":")[0]: l.split()[1] for l in open("/proc/self/status") if l.startswith("Cap")

@@ -21,9 +21,9 @@ import pytest
 from helpers import wait_until
 from registerlib import RegisterProcess, agent_services, check_status, write_settings
 
-from sidecar.dev.backend import BackendProcess, BackendServer
-from sidecar.dev.consul_agent import ConsulAgent, health
-from sidecar.dev.pki import DevCA, DevPKI
+from devkit.backend import BackendProcess, BackendServer
+from devkit.consul_agent import ConsulAgent, health
+from devkit.pki import DevCA, DevPKI
 
 _unique = itertools.count(1)
 WAIT = 20.0

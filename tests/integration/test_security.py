@@ -30,10 +30,10 @@ from faultlib import FaultAgent, gateway_on
 from gatewaylib import Gateway, sidecar_command
 from helpers import wait_until
 
+from devkit.consul_agent import ConsulAgent
+from devkit.pki import DevCA, DevPKI
+from sidecar.base.validate import parse_listen
 from sidecar.config.ops import StatusSettings
-from sidecar.dev.consul_agent import ConsulAgent
-from sidecar.dev.pki import DevCA, DevPKI
-from sidecar.validate import parse_listen
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 

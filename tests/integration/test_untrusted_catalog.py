@@ -53,10 +53,10 @@ import pytest
 from gatewaylib import Gateway, settled, sidecar_command
 from helpers import free_port, wait_until
 
+from devkit import consul_agent as consul
+from devkit.consul_agent import ConsulAgent
 from sidecar.config.loader import load_settings
-from sidecar.dev import consul_agent as consul
-from sidecar.dev.consul_agent import ConsulAgent
-from sidecar.portmap import hashed_port
+from sidecar.core.portmap import hashed_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

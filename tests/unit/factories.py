@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from sidecar.config.schema import GatewaySettings, HAProxySettings, Settings
-from sidecar.model import Health, Instance, ServiceEntries, Snapshot
-from sidecar.portmap import PortMap, load_port_map
+from sidecar.core.model import Health, Instance, ServiceEntries, Snapshot
+from sidecar.core.portmap import PortMap, load_port_map
 
 
 def inst(

@@ -13,8 +13,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from sidecar.certprobe import check_local_files, verify_chain
-from sidecar.certs import (
+from devkit.pki import DevPKI
+from devkit.x509tools import load_certs
+from sidecar.config.ops import CertSettings, CheckSettings
+from sidecar.core.certs import (
     CertInfo,
     CertReport,
     cert_info_from_der,
@@ -25,11 +27,9 @@ from sidecar.certs import (
     name_covered,
     unreachable,
 )
-from sidecar.config.ops import CertSettings, CheckSettings
-from sidecar.dev.pki import DevPKI
-from sidecar.dev.x509tools import load_certs
-from sidecar.model import Backend, DesiredState, Protocol, Server, ServerState
-from sidecar.severity import Severity
+from sidecar.core.model import Backend, DesiredState, Protocol, Server, ServerState
+from sidecar.core.severity import Severity
+from sidecar.health.certprobe import check_local_files, verify_chain
 
 NOW = dt.datetime(2030, 6, 1, tzinfo=dt.UTC)
 T = NOW.timestamp()
@@ -217,7 +217,7 @@ def test_exclude_failing_drains_only_failing_ready_servers() -> None:
 
 
 def test_verify_chain_against_the_ca_dir(pki: DevPKI, tmp_path: Path) -> None:
-    from sidecar.certprobe import trust_store
+    from sidecar.health.certprobe import trust_store
 
     store = trust_store(CertSettings(ca_dir=str(pki.ca_dir)))
     assert store is not None

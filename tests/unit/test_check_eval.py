@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from sidecar.check import (
+from sidecar.config.ops import CheckSettings
+from sidecar.core.severity import Severity
+from sidecar.health.check import (
     CheckResult,
     Facts,
     HAProxyFacts,
@@ -13,8 +15,6 @@ from sidecar.check import (
     liveness,
     readiness,
 )
-from sidecar.config.ops import CheckSettings
-from sidecar.severity import Severity
 
 NOW = 1_900_000_000.0
 TH = CheckSettings()

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from sidecar.apply.dirac_csapi import CSAPIBackend, commit_with_retry, is_conflict
+from sidecar.base.errors import CSError
 from sidecar.config.cs import CSSettings
-from sidecar.errors import CSError
-from sidecar.model import Backend, DesiredState, Protocol
-from sidecar.render.dirac_cs import render_cs
+from sidecar.core.model import Backend, DesiredState, Protocol
+from sidecar.dirac_cs.csapi import CSAPIBackend, commit_with_retry, is_conflict
+from sidecar.dirac_cs.render import render_cs
 
 GW = ("dirac-gw1.example.org", "dirac-gw2.example.org")
 DESIRED = DesiredState(

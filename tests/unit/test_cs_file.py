@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from diraccfg import CFG
 
-from sidecar.apply.dirac_cs import diff_cs_file, read_cs_file, sync_cs_file
+from sidecar.base.errors import CSError
 from sidecar.config.cs import CSSettings
-from sidecar.errors import CSError
-from sidecar.model import Backend, DesiredState, Protocol
-from sidecar.render.dirac_cs import CSOptions, render_cs
+from sidecar.core.model import Backend, DesiredState, Protocol
+from sidecar.dirac_cs.file import diff_cs_file, read_cs_file, sync_cs_file
+from sidecar.dirac_cs.render import CSOptions, render_cs
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "cs"
 GW = ("dirac-gw1.example.org", "dirac-gw2.example.org")

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.apply import dirac_cs
-from sidecar.apply.dirac_cs import read_cs_file, sync_cs_file
+from sidecar.base.errors import CSError
 from sidecar.config.cs import CSSettings
-from sidecar.errors import CSError
-from sidecar.model import Backend, DesiredState, Protocol
-from sidecar.render.dirac_cs import CSOptions, render_cs
+from sidecar.core.model import Backend, DesiredState, Protocol
+from sidecar.dirac_cs import file as dirac_cs
+from sidecar.dirac_cs.file import read_cs_file, sync_cs_file
+from sidecar.dirac_cs.render import CSOptions, render_cs
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="reproduced as root vs nobody")
 

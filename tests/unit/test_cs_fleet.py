@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.apply.gateway_registry import GatewayInfo, catalog_index, lagging
-from sidecar.apply.lock import takeover_bound
 from sidecar.config.durations import consul_duration, parse_duration
-from sidecar.model import ServiceEntries, Snapshot
+from sidecar.core.model import ServiceEntries, Snapshot
+from sidecar.fleet.lock import takeover_bound
+from sidecar.fleet.registry import GatewayInfo, catalog_index, lagging
 
 
 def gw(name: str, index: int, generation: str, status: str = "passing") -> GatewayInfo:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from sidecar.config.cs import CSSettings
-from sidecar.model import Backend, DesiredState, Protocol, Server, ServerState
-from sidecar.render.dirac_cs import (
+from sidecar.core.model import Backend, DesiredState, Protocol, Server, ServerState
+from sidecar.dirac_cs.render import (
     CSChange,
     CSOptions,
     in_scope,

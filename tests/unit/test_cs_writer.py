@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from sidecar.apply.cs_writer import RESYNC, CSWriter, CSWriteStatus, FileBackend
+from sidecar.base.errors import CatalogError
 from sidecar.config.cs import CSSettings
-from sidecar.errors import CatalogError
-from sidecar.model import Backend, DesiredState, Protocol
+from sidecar.core.model import Backend, DesiredState, Protocol
+from sidecar.dirac_cs.backend import FileBackend
+from sidecar.dirac_cs.writer import RESYNC, CSWriter, CSWriteStatus
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "cs"
 GW = ("dirac-gw1.example.org", "dirac-gw2.example.org")

@@ -2,8 +2,8 @@ import dataclasses
 import re
 
 from sidecar.config.schema import PortSettings, Settings
-from sidecar.desired import desired_state, server_name
-from sidecar.model import (
+from sidecar.core.desired import desired_state, server_name
+from sidecar.core.model import (
     DesiredState,
     Health,
     Origin,

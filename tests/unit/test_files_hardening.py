@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from sidecar import data
-from sidecar.apply.files import atomic_copy, atomic_write, ensure_private_dir
+from sidecar.base.errors import ConfigError, TemplateError, UnsafePathError
 from sidecar.config.loader import load_settings
-from sidecar.errors import ConfigError, TemplateError, UnsafePathError
-from sidecar.render.haproxy import load_template
+from sidecar.haproxy.inputs import load_template
+from sidecar.host.files import atomic_copy, atomic_write, ensure_private_dir
 
 NOBODY = 65534
 ROOT = os.geteuid() == 0

@@ -1,9 +1,9 @@
-from sidecar.desired import desired_state
-from sidecar.drift import find_drift
-from sidecar.guard import blast_guard
-from sidecar.model import DesiredState, Health, Server, ServerState, Snapshot
-from sidecar.render.haproxy import server_options
-from sidecar.runtime_state import ActualServer
+from sidecar.core.answers import ActualServer
+from sidecar.core.desired import desired_state
+from sidecar.core.drift import find_drift
+from sidecar.core.guard import blast_guard
+from sidecar.core.model import DesiredState, Health, Server, ServerState, Snapshot
+from sidecar.core.render import server_options
 from tests.unit.factories import inst, port_map, settings, snap
 
 S = settings()

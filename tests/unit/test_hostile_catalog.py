@@ -32,16 +32,18 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sidecar import data, pipeline
-from sidecar.catalog.parse import parse_health
+from sidecar import data
+from sidecar.base.validate import consul_service_name
 from sidecar.config.cs import CSSettings
 from sidecar.config.loader import parse_settings
-from sidecar.desired import server_name
-from sidecar.model import Health, ServerState, ServiceEntries, Snapshot
-from sidecar.portmap import load_port_map
-from sidecar.render.dirac_cs import render_cs
-from sidecar.render.haproxy import load_template, template_context
-from sidecar.validate import consul_service_name
+from sidecar.consul.parse import parse_health
+from sidecar.core import pipeline
+from sidecar.core.desired import server_name
+from sidecar.core.model import Health, ServerState, ServiceEntries, Snapshot
+from sidecar.core.portmap import load_port_map
+from sidecar.core.render import template_context
+from sidecar.dirac_cs.render import render_cs
+from sidecar.haproxy.inputs import load_template
 
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
 EXAMPLES = {"ci": 200, "deep": 5000}.get(PROFILE, 200)
@@ -59,7 +61,7 @@ ANCHOR_PORT = 7001
 ANCHOR_KEY = "anchor-node/anchor-1"
 GATEWAY = "dirac-gw.example.org"
 
-# --- the validated alphabets, written independently of sidecar.validate -------------------
+# --- the validated alphabets, written independently of sidecar.base.validate -------------------
 
 NAME = r"[A-Za-z][A-Za-z0-9_]{0,63}"
 PORT = r"[0-9]{1,5}"

@@ -1,4 +1,4 @@
-"""``sidecar.inert``: control characters escaped visibly, unambiguously, cut safely (issue 6)."""
+"""``core.inert``: control characters escaped visibly, unambiguously, cut safely (issue 6)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar import inert as inert_module
-from sidecar.inert import inert, needs_escape
+from sidecar.base import inert as inert_module
+from sidecar.base.inert import inert, needs_escape
 
 HYPOTHESIS = settings(max_examples=300, derandomize=True, deadline=None, database=None)
 BIDI = {chr(c) for c in (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))}

@@ -1,4 +1,4 @@
-"""``sidecar.logs``: every record one inert line, and the same line at most N times a window."""
+"""``host.logs``: every record one inert line, and the same line at most N times a window."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from sidecar.logs import (
+from sidecar.host.logs import (
     MAX_KEYS,
     REPEAT_LIMIT,
     InertFormatter,

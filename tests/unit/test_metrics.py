@@ -15,7 +15,7 @@ from helpers import free_port, wait_until
 from prometheus_client import REGISTRY
 
 from sidecar.config.ops import StatusSettings
-from sidecar.metrics import Metrics, StatusServer, update_from_status
+from sidecar.health.metrics import Metrics, StatusServer, update_from_status
 
 NOW = 1_900_000_000.0
 

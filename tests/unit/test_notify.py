@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar import notify
-from sidecar.notify import Notifier
+from sidecar.health import notify
+from sidecar.health.notify import Notifier
 
 
 @pytest.fixture

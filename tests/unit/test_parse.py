@@ -1,5 +1,5 @@
-from sidecar.catalog.parse import aggregate_health, parse_health, tagged_services
-from sidecar.model import Health
+from sidecar.consul.parse import aggregate_health, parse_health, tagged_services
+from sidecar.core.model import Health
 
 
 def entry(checks: list[dict[str, str]], **service: object) -> dict[str, object]:

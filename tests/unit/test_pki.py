@@ -13,8 +13,8 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from OpenSSL import crypto
 
-from sidecar.dev.pki import DevCA, DevPKI, make_dev_pki
-from sidecar.dev.x509tools import (
+from devkit.pki import DevCA, DevPKI, make_dev_pki
+from devkit.x509tools import (
     DIRAC_GROUP_OID,
     PROXY_CERT_INFO_OID,
     PROXY_POLICY_LIMITED,

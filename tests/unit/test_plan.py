@@ -1,10 +1,11 @@
 import dataclasses
 
-from sidecar.desired import desired_state, permissive, server_name
-from sidecar.model import DesiredState, Health, Snapshot
-from sidecar.pipeline import Inputs, cycle, render
-from sidecar.plan import PlanKind, Rendered, plan
-from sidecar.render.haproxy import load_template, server_options
+from sidecar.core.desired import desired_state, permissive, server_name
+from sidecar.core.model import DesiredState, Health, Snapshot
+from sidecar.core.pipeline import Inputs, cycle, render
+from sidecar.core.plan import PlanKind, Rendered, plan
+from sidecar.core.render import server_options
+from sidecar.haproxy.inputs import load_template
 from tests.unit.factories import inst, port_map, settings, snap
 
 S = settings()

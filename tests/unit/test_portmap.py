@@ -1,7 +1,7 @@
 import pytest
 
-from sidecar.model import Protocol
-from sidecar.portmap import hashed_port, parse_port_map
+from sidecar.core.model import Protocol
+from sidecar.core.portmap import hashed_port, parse_port_map
 from tests.unit.factories import port_map
 
 

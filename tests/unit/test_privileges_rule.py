@@ -1,4 +1,4 @@
-"""The rule of sidecar.privileges (when the effective set is cleared) and its never-raise promise.
+"""The rule of host.privileges (when the effective set is cleared) and its never-raise promise.
 
 The real capability change, under setpriv as an unprivileged account with an ambient
 CAP_NET_BIND_SERVICE, is in tests/integration/test_privileges.py.
@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from sidecar import privileges
-from sidecar.privileges import CapSets, drop_effective_capabilities, names, should_drop
+from sidecar.host import privileges
+from sidecar.host.privileges import CapSets, drop_effective_capabilities, names, should_drop
 
 NBS = 1 << 10  # CAP_NET_BIND_SERVICE
 KILL = 1 << 5

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.errors import ConfigError
-from sidecar.register_plan import (
+from sidecar.base.errors import ConfigError
+from sidecar.register.plan import (
     LocalService,
     consul_name,
     credential_candidates,

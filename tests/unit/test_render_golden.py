@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from sidecar.config.schema import HAProxySettings
-from sidecar.model import Health
-from sidecar.pipeline import Inputs, render
-from sidecar.render.haproxy import load_template
+from sidecar.core.model import Health
+from sidecar.core.pipeline import Inputs, render
+from sidecar.haproxy.inputs import load_template
 from tests.unit.factories import inst, port_map, settings, snap
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
@@ -109,8 +109,8 @@ def test_timeouts_suit_long_dirac_rpcs() -> None:
 
 
 def test_strict_undefined(tmp_path: Path) -> None:
-    from sidecar.errors import TemplateError
-    from sidecar.render.haproxy import render_config
+    from sidecar.base.errors import TemplateError
+    from sidecar.core.render import render_config
 
     bad = tmp_path / "bad.j2"
     bad.write_text("global\n    maxconn {{ settings.no_such_key }}\n")

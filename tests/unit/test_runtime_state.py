@@ -1,5 +1,5 @@
-from sidecar.model import ServerState
-from sidecar.runtime_state import parse_servers_state, parse_show_proc
+from sidecar.core.answers import parse_servers_state, parse_show_proc
+from sidecar.core.model import ServerState
 
 SHOW_PROC = """#<PID>          <type>          <reloads>       <uptime>        <version>
 4816            master          3 [failed: 1]   0d00h00m37s     2.6.12-1+deb12u4

@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 
 from sidecar import data
+from sidecar.base.errors import ConfigError
 from sidecar.config.loader import load_settings, parse_settings
 from sidecar.config.schema import Settings
-from sidecar.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = data.path(data.EXAMPLE_SETTINGS)
@@ -132,8 +132,8 @@ def test_files_writable_by_others_are_refused(tmp_path: Path) -> None:
 
 
 def test_templates_writable_by_others_are_refused(tmp_path: Path) -> None:
-    from sidecar.errors import TemplateError
-    from sidecar.render.haproxy import load_template
+    from sidecar.base.errors import TemplateError
+    from sidecar.haproxy.inputs import load_template
 
     template = tmp_path / "t.j2"
     template.write_text("global\n")

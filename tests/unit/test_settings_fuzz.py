@@ -11,9 +11,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sidecar.base.errors import ConfigError
 from sidecar.config.loader import load_settings, parse_settings
 from sidecar.config.schema import SECTIONS, Settings
-from sidecar.errors import ConfigError
 
 KNOWN = {name: list(model.model_fields) for name, model in SECTIONS.items()}
 scalars = st.one_of(

@@ -1,6 +1,6 @@
 import pytest
 
-from sidecar import validate
+from sidecar.base import validate
 
 
 @pytest.mark.parametrize("value", ["Framework", "SystemAdministrator", "X1_y"])

@@ -1,9 +1,9 @@
 import itertools
 import threading
 
-from sidecar.catalog.client import Answer
-from sidecar.catalog.watch import TokenBucket, Watch, WatchTiming, backoff_delay, next_cursor
-from sidecar.errors import CatalogError
+from sidecar.base.errors import CatalogError
+from sidecar.consul.client import Answer
+from sidecar.consul.watch import TokenBucket, Watch, WatchTiming, backoff_delay, next_cursor
 
 
 def test_index_rules() -> None:

@@ -1,1 +1,0 @@
-"""Adapters that change the world: files, HAProxy, the DIRAC CS."""

@@ -1,1 +1,0 @@
-"""Reading the Consul catalog: client adapter, blocking-query watch, pure parsing."""

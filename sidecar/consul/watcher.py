@@ -1,0 +1,249 @@
+"""The catalog watcher: the services watch plus one health watch per DIRAC service (adapter).
+
+It owns the watch threads and the latest answer of each, and turns them into a ``Snapshot``
+for the pure stages. It never decides policy: every answer is parsed by ``consul.parse`` and
+handed on; the orchestrator is told through ``notify`` that something may have changed.
+
+Freshness: a watch that fails is "failing since T"; the age of the data is the time since the
+oldest still-failing watch last succeeded, so an operator sees how old the served state is
+while Consul is down, and the CS writer refuses to write stale data.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sidecar.base import validate
+from sidecar.base.errors import CatalogError
+from sidecar.config.schema import ConsulSettings
+from sidecar.consul import parse
+from sidecar.consul.client import Answer, ConsulClient
+from sidecar.consul.watch import Watch, WatchTiming
+from sidecar.core.model import ServiceEntries, Snapshot
+
+log = logging.getLogger(__name__)
+SERVICES_KEY = "/v1/catalog/services"
+SHARED_POOL = 4096  # parked health queries one gateway may hold (one per DIRAC service)
+MASS_VANISH = 3  # this many DIRAC services or more vanishing in one answer is suspicious
+CANARY_MISSING = (
+    "the catalog does not list the {!r} service: the ACL token lacks service:read (or the "
+    "answer is broken); keeping the last good state"
+)
+
+ClientFactory = Callable[[], ConsulClient]
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogView:
+    """What the orchestrator reads: the snapshot plus how much it can be trusted."""
+
+    snapshot: Snapshot
+    complete: bool  # every watch has answered at least once
+    failing_since: float | None  # monotonic time of the oldest unresolved failure
+    last_error: str
+    requests: int
+    reset_at: float | None = None  # monotonic time the catalog index last went backwards
+
+
+class CatalogWatcher:
+    def __init__(
+        self,
+        settings: ConsulSettings,
+        client_factory: ClientFactory,
+        notify: Callable[[], None],
+        rng: random.Random | None = None,
+    ) -> None:
+        self._settings = settings
+        self._client_factory = client_factory
+        self._notify = notify
+        self._rng = rng or random.Random()
+        self._lock = threading.Lock()
+        self._watches: dict[str, Watch] = {}
+        self._entries: dict[str, ServiceEntries] = {}
+        self._services_seen = False
+        self._failing: dict[str, float] = {}
+        self._last_error = ""
+        self._index = 0
+        self._reset_at: float | None = None
+        self._health_client: ConsulClient | None = None
+        self._timing = WatchTiming(
+            settings.wait,
+            settings.retry_min,
+            settings.retry_max,
+            settings.rate_burst,
+            settings.rate_interval,
+        )
+
+    def start(self) -> None:
+        client = self._client_factory()
+        watch = Watch(
+            SERVICES_KEY,
+            lambda i, w: client.services(i, w),
+            self._on_services,
+            self._timing,
+            random.Random(self._rng.random()),
+        )
+        with self._lock:
+            self._watches[SERVICES_KEY] = watch
+        watch.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            watches = list(self._watches.values())
+            self._watches.clear()
+        for watch in watches:
+            watch.stop()
+
+    def view(self) -> CatalogView:
+        with self._lock:
+            services = tuple(self._entries[name] for name in sorted(self._entries))
+            names = [k for k in self._watches if k != SERVICES_KEY]
+            complete = self._services_seen and all(n in self._entries for n in names)
+            failing = min(self._failing.values()) if self._failing else None
+            requests = sum(w.requests for w in self._watches.values())
+            return CatalogView(
+                Snapshot(services, self._index),
+                complete,
+                failing,
+                self._last_error,
+                requests,
+                self._reset_at,
+            )
+
+    # -- callbacks from watch threads ---------------------------------------------------------
+
+    def _failed(self, key: str, error: CatalogError) -> None:
+        with self._lock:
+            self._failing.setdefault(key, time.monotonic())
+            self._last_error = f"{key}: {error}"
+        log.debug("watch %s failed: %s", key, error)
+
+    def _recovered(self, key: str) -> None:
+        self._failing.pop(key, None)
+        if not self._failing:
+            self._last_error = ""
+
+    def _on_services(self, key: str, answer: Answer | None, error: CatalogError | None) -> None:
+        if error is not None or answer is None:
+            if error is not None:
+                self._failed(key, error)
+            self._notify()
+            return
+        if not self._canary_visible(answer.body):
+            self._failed(key, CatalogError(CANARY_MISSING.format(self._settings.canary_service)))
+            self._notify()
+            return
+        names = set(parse.tagged_services(answer.body, self._settings.tag))
+        with self._lock:
+            first, recovered = not self._services_seen, key in self._failing
+            self._recovered(key)
+            self._services_seen = True
+            known = {k for k in self._watches if k != SERVICES_KEY}
+            if answer.index < self._index:  # Consul's data was wiped or restored
+                self._suspect(f"catalog index went backwards ({self._index} -> {answer.index})")
+            elif len(known) >= MASS_VANISH and not names:  # a handful going is plausible
+                self._suspect(f"all {len(known)} DIRAC services vanished in one answer")
+            self._index = answer.index
+            current = {k for k in self._watches if k != SERVICES_KEY}
+            for gone in current - names:
+                self._watches.pop(gone).stop()
+                self._entries.pop(gone, None)
+                self._failing.pop(gone, None)
+            new = sorted(names - current)
+            started = [self._add_watch(name) for name in new]
+            changed = first or recovered or bool(new) or bool(current - names)
+        for watch in started:
+            if watch is not None:
+                watch.start()
+        log.debug("catalog services: %d tagged %r", len(names), self._settings.tag)
+        if changed:  # an unrelated write (another service, a gateway's own entry) is no event
+            self._notify()
+
+    def _add_watch(self, name: str) -> Watch | None:
+        """Called with the lock held; a name Consul cannot be asked about is reported only."""
+        try:
+            validate.consul_service_name(name)
+        except ValueError as exc:
+            self._entries[name] = ServiceEntries(name, 0, (), error=str(exc))
+            self._watches[name] = _NullWatch(name)  # type: ignore[assignment]
+            return None
+        client = self._shared_client()
+        tag = self._settings.tag
+
+        def query(index: int, wait: float) -> Answer:
+            return client.health(name, tag, index, wait)
+
+        watch = Watch(name, query, self._on_health, self._timing, random.Random(self._rng.random()))
+        self._watches[name] = watch
+        return watch
+
+    def _shared_client(self) -> ConsulClient:
+        """One client (one HTTP session, a large connection pool) for every health watch."""
+        if self._health_client is None:
+            self._health_client = self._client_factory()
+            self._health_client.pool_for(SHARED_POOL)
+        return self._health_client
+
+    def _suspect(self, what: str) -> None:
+        """Called with the lock held: absent instances prove nothing for a while."""
+        self._reset_at = time.monotonic()
+        log.warning("%s: instances that are merely absent stay for consul.reset_grace", what)
+
+    def _canary_visible(self, body: object) -> bool:
+        """Consul servers always register the ``consul`` service: an answer without it is
+        filtered by ACLs (a token that lost service:read gets 200 and an empty catalog in
+        Consul 1.8, not 403) or broken, and must not empty the gateway."""
+        canary = self._settings.canary_service
+        return not canary or (isinstance(body, dict) and canary in body)
+
+    def _empties(self, key: str, answer: Answer) -> bool:
+        with self._lock:
+            before = self._entries.get(key)
+        return bool(before and before.instances) and answer.body == []
+
+    def _confirm_empty(self, key: str, answer: Answer) -> CatalogError | None:
+        """A service emptied at once: check that the catalog is still fully visible."""
+        try:
+            services = self._client_factory().services(0, 0)
+        except CatalogError as exc:
+            return exc
+        if not self._canary_visible(services.body):
+            return CatalogError(CANARY_MISSING.format(self._settings.canary_service))
+        return None
+
+    def _on_health(self, key: str, answer: Answer | None, error: CatalogError | None) -> None:
+        if answer is not None and self._empties(key, answer):
+            error = self._confirm_empty(key, answer) or error
+            answer = None if error is not None else answer
+        with self._lock:
+            if key not in self._watches:
+                return  # the service left the catalog while this query was parked
+            previous = self._entries.get(key)
+            if answer is not None and previous is not None and answer.index < previous.index:
+                self._suspect(f"{key}: index went backwards ({previous.index} -> {answer.index})")
+            if error is not None:
+                self._failing.setdefault(key, time.monotonic())
+                self._last_error = f"{key}: {error}"
+                if not error.retryable:  # e.g. HTTP 400: this service is broken, not Consul
+                    self._failing.pop(key, None)
+                    self._entries[key] = ServiceEntries(key, 0, (), error=str(error))
+            elif answer is not None:
+                self._recovered(key)
+                self._entries[key] = parse.parse_health(key, answer.index, answer.body)
+        self._notify()
+
+
+class _NullWatch:
+    """Placeholder for a service that is reported but never queried."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.requests = 0
+
+    def stop(self) -> None:
+        return None

@@ -1,0 +1,146 @@
+"""The daemon's operations side in one object: systemd notify, metrics and health endpoint,
+certificate monitor (adapter wiring).
+
+Keeps the orchestrator's fan-out small: the daemon makes a handful of calls (start, stop,
+reloading/reloaded, applied, heartbeat, drained) and this object fans them out to
+``health.notify``, ``health.metrics`` and ``health.certprobe``. Everything here runs in the
+daemon's main loop except the certificate probes (their own thread) and the HTTP server (its
+own threads), which only read values the main loop published.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sidecar.core.certs import CertReport, failing_servers
+from sidecar.core.model import DesiredState
+from sidecar.haproxy.process import HAProxy
+from sidecar.health.certprobe import CertMonitor
+from sidecar.health.metrics import Metrics, StatusServer, update_from_status
+from sidecar.health.notify import Notifier
+from sidecar.health.status import Status
+
+log = logging.getLogger(__name__)
+PROC_EVERY = 5.0  # seconds between two ``show proc`` for the old-workers count
+
+
+def local_cert_files(settings: Any) -> tuple[str, ...]:
+    """The sidecar's own certificate files whose expiry is watched."""
+    certs = settings.certs
+    consul = settings.consul
+    files = (consul.cert_file, consul.ca_file, certs.ca_file, certs.client_cert)
+    return tuple(f for f in files if f)
+
+
+def summary(status: Status) -> str:
+    """The short ``STATUS=`` text systemd shows."""
+    if not status.ready:
+        return "waiting for the catalog and the first apply"
+    stale = f", catalog error: {status.catalog_error[:80]}" if status.catalog_error else ""
+    return f"serving {status.services} services, {status.servers_ready} servers ready{stale}"
+
+
+class Operations:
+    """Notify, metrics, health endpoint and certificate checks of one daemon."""
+
+    def __init__(self, settings: Any, on_certs: Callable[[CertReport], None] | None = None,
+                 notifier: Notifier | None = None) -> None:  # fmt: skip
+        ops = settings
+        self.notifier = notifier or Notifier()
+        self.metrics = Metrics()
+        self.server = (
+            StatusServer(self.metrics, ops.status, ops.check) if ops.status.enabled else None
+        )
+        self.certs = CertMonitor(ops.certs, ops.check, settings.gateway.names,
+                                 local_cert_files(settings), on_report=on_certs)  # fmt: skip
+        self._exclude = ops.certs.exclude_failing
+        self._watchdog_every = self.notifier.watchdog_interval()
+        self._last_watchdog = -math.inf
+        self._next_proc = 0.0
+        self._old_workers: int | None = None
+        self._ready_sent = False
+        self._status_text = ""
+
+    def start(self) -> None:
+        if self.server is not None:
+            try:
+                self.server.start()
+            except OSError as exc:  # a taken port must not stop the gateway
+                log.error("metrics endpoint %s:%d not started: %s", *self.server.address, exc)
+                self.server = None
+        self.certs.start()
+
+    def stop(self) -> None:
+        self.notifier.stopping("stopping")
+        self.certs.stop()
+        if self.server is not None:
+            self.server.stop()
+
+    def reloading(self) -> None:
+        self.notifier.reloading("reloading configuration")
+
+    def reloaded(self, settings: Any) -> None:
+        """After SIGHUP (applied or not): new certificate settings, then READY=1 again."""
+        ops = settings
+        self._exclude = ops.certs.exclude_failing
+        self.certs.configure(ops.certs, ops.check, settings.gateway.names,
+                             local_cert_files(settings))  # fmt: skip
+        self.notifier.ready(self._status_text or "configuration reloaded")
+
+    def applied(self, kind: str, seconds: float, desired: DesiredState | None) -> None:
+        """After a successful apply (``kind`` is PlanKind.value)."""
+        if kind in ("reload", "start"):
+            self.metrics.observe_reload(seconds)
+        self.certs.set_targets(desired)
+
+    def drained(self) -> frozenset[tuple[str, int]]:
+        """Servers to keep out of rotation (``certs.exclude_failing``), for pipeline.Inputs."""
+        report = self.certs.report
+        if not self._exclude or report is None:
+            return frozenset()
+        return failing_servers(report)
+
+    def heartbeat(
+        self,
+        status: Status,
+        desired: DesiredState | None,
+        haproxy: HAProxy,
+        loop_alive: bool = True,
+    ) -> None:
+        """Call from the main loop before the status file is written."""
+        now = time.time()
+        report = self.certs.report
+        if report is not None and hasattr(status, "certs"):
+            status.certs = report.to_status()
+        if time.monotonic() >= self._next_proc:
+            self._next_proc = time.monotonic() + PROC_EVERY
+            info = haproxy.proc(timeout=0.5)
+            self._old_workers = len(info.old_workers) if info is not None else None
+            if self._old_workers is not None and hasattr(status, "old_workers"):
+                status.old_workers = self._old_workers
+        record = dataclasses.asdict(status)
+        if report is not None:
+            record["certs"] = report.to_status()
+        up = {b.name: b.ready_count for b in desired.listed} if desired else None
+        update_from_status(self.metrics, record, now, servers_up=up,
+                           old_workers=self._old_workers)  # fmt: skip
+        self._notify(status, loop_alive)
+
+    def _notify(self, status: Status, loop_alive: bool = True) -> None:
+        text = summary(status)
+        if status.ready and not self._ready_sent:
+            self._ready_sent = self.notifier.ready(text) or not self.notifier.enabled
+            self._status_text = text
+        elif text != self._status_text:
+            self.notifier.status(text)
+            self._status_text = text
+        every = self._watchdog_every
+        due = every is not None and time.monotonic() - self._last_watchdog >= every
+        if due and loop_alive:  # a hung main loop must let systemd's watchdog fire
+            self.notifier.watchdog()  # the main loop is alive: it is calling us
+            self._last_watchdog = time.monotonic()

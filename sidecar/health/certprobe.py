@@ -1,0 +1,379 @@
+"""Certificate probe: read each backend server's certificate chain over TLS (adapter).
+
+Sits after apply, beside the status: it connects (pyOpenSSL) to every server of the desired
+state, reads the chain the server sends, verifies it against the CA directory/file
+(``X509Store`` + ``X509StoreContext``) and hands the result to the pure ``sidecar.core.certs``.
+
+DISET servers require a client certificate. The server's chain is readable without one: with
+TLS 1.3 the client's handshake completes before the server rejects the (empty) client
+certificate, and with TLS 1.2 the server's Certificate message arrives before the server's
+alert, and OpenSSL keeps it. Configure ``certs.client_cert`` (the gateway host certificate)
+anyway: otherwise every probe leaves a "peer did not return a certificate" line in the
+service's log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from OpenSSL import SSL, crypto
+
+from sidecar.base.errors import SidecarError
+from sidecar.config.ops import CertSettings, CheckSettings
+from sidecar.core.certs import (
+    CertFinding,
+    CertReport,
+    cert_info_from_der,
+    evaluate,
+    expiry_verdict,
+)
+from sidecar.core.certs import unreachable as unreachable_finding
+from sidecar.core.model import DesiredState, ServerState
+from sidecar.core.severity import Severity
+
+log = logging.getLogger(__name__)
+NO_CHECK_TIME = 0x200000  # X509_V_FLAG_NO_CHECK_TIME: expiry is judged by certs.evaluate
+MAX_PARALLEL = 16
+
+
+class ProbeError(SidecarError):
+    """The server's certificate could not be read (refused, timeout, not TLS)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeTarget:
+    backend: str  # HAProxy backend name (System_Service)
+    server: str  # stable server slot name
+    address: str
+    port: int
+    path: str  # System/Service
+
+
+def targets(desired: DesiredState) -> tuple[ProbeTarget, ...]:
+    """Every server slot that points at an instance (ready or draining)."""
+    return tuple(
+        ProbeTarget(b.name, s.name, s.address, s.port, b.path)
+        for b in desired.backends
+        for s in b.servers
+        if s.state is not ServerState.MAINT
+    )
+
+
+# --- TLS --------------------------------------------------------------------------------------
+
+
+def _context(settings: CertSettings) -> SSL.Context:
+    ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+    ctx.set_verify(SSL.VERIFY_PEER, lambda *args: True)  # read everything; verify afterwards
+    if settings.client_cert:
+        try:
+            ctx.use_certificate_chain_file(settings.client_cert)
+            ctx.use_privatekey_file(settings.client_key or settings.client_cert)
+        except (SSL.Error, OSError) as exc:
+            raise ProbeError(f"client certificate {settings.client_cert}: {exc}") from None
+    return ctx
+
+
+def _handshake(conn: SSL.Connection, sock: socket.socket, deadline: float) -> str:
+    """Drive the handshake on a non-blocking socket; returns the TLS error text, or ""."""
+    while True:
+        try:
+            conn.do_handshake()
+            return ""
+        except SSL.WantReadError:
+            wait_read = True
+        except SSL.WantWriteError:
+            wait_read = False
+        except SSL.Error as exc:
+            return str(exc) or type(exc).__name__
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ProbeError("TLS handshake timed out")
+        if wait_read:
+            select.select([sock], [], [], left)
+        else:
+            select.select([], [sock], [], left)
+
+
+def fetch_chain(
+    address: str, port: int, server_name: str, ctx: SSL.Context, timeout: float
+) -> list[x509.Certificate]:
+    """The chain the server sends (leaf first); raises ProbeError when there is none."""
+    deadline = time.monotonic() + timeout
+    try:
+        sock = socket.create_connection((address, port), timeout=timeout)
+    except OSError as exc:
+        raise ProbeError(f"connect {address}:{port}: {exc.strerror or exc}") from None
+    try:
+        sock.setblocking(False)
+        conn = SSL.Connection(ctx, sock)
+        if server_name and not _is_ip(server_name):
+            conn.set_tlsext_host_name(server_name.encode("idna"))
+        conn.set_connect_state()
+        error = _handshake(conn, sock, deadline)
+        chain = conn.get_peer_cert_chain(as_cryptography=True) or []
+        if not chain:
+            leaf = conn.get_peer_certificate(as_cryptography=True)
+            chain = [leaf] if leaf is not None else []
+        if not chain:
+            raise ProbeError(f"TLS handshake with {address}:{port} failed: {error or 'no cert'}")
+        if not error:
+            with contextlib.suppress(SSL.Error):
+                conn.shutdown()  # close_notify: a polite goodbye
+        return list(chain)
+    finally:
+        sock.close()
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in name else socket.AF_INET, name)
+    except OSError:
+        return False
+    return True
+
+
+# --- chain verification ------------------------------------------------------------------------
+
+
+def trust_store(settings: CertSettings) -> crypto.X509Store | None:
+    """The CAs to verify against, or None when neither the directory nor the file exists."""
+    ca_file = settings.ca_file if settings.ca_file and Path(settings.ca_file).is_file() else None
+    ca_dir = settings.ca_dir if settings.ca_dir and Path(settings.ca_dir).is_dir() else None
+    if ca_file is None and ca_dir is None:
+        return None
+    store = crypto.X509Store()
+    try:
+        store.load_locations(ca_file, ca_dir)
+    except crypto.Error as exc:
+        raise ProbeError(f"cannot load CAs ({ca_file or ''} {ca_dir or ''}): {exc}") from None
+    store.set_flags(NO_CHECK_TIME)
+    return store
+
+
+def verify_chain(
+    store: crypto.X509Store, chain: Sequence[x509.Certificate]
+) -> tuple[str, float | None]:
+    """("", earliest CA expiry) when ``chain`` verifies, else (the reason, None)."""
+    leaf = crypto.X509.from_cryptography(chain[0])
+    untrusted = [crypto.X509.from_cryptography(c) for c in chain[1:]]
+    try:
+        verified = crypto.X509StoreContext(store, leaf, untrusted).get_verified_chain()
+    except crypto.X509StoreContextError as exc:
+        return str(exc) or "verification failed", None
+    ends = [c.to_cryptography().not_valid_after_utc.timestamp() for c in verified[1:]]
+    return "", (min(ends) if ends else None)
+
+
+# --- one server, every server --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Prober:
+    """Everything one probe needs; built once per run."""
+
+    ctx: SSL.Context
+    store: crypto.X509Store | None
+    gateway_names: tuple[str, ...]
+    timeout: float
+    thresholds: CheckSettings
+
+    @classmethod
+    def build(
+        cls, settings: CertSettings, gateway_names: Sequence[str], thresholds: CheckSettings
+    ) -> Prober:
+        return cls(
+            _context(settings),
+            trust_store(settings),
+            tuple(gateway_names),
+            settings.connect_timeout,
+            thresholds,
+        )
+
+    def probe(self, target: ProbeTarget, now: float) -> CertFinding:
+        where = {
+            "backend": target.backend,
+            "server": target.server,
+            "address": target.address,
+            "port": target.port,
+        }
+        sni = self.gateway_names[0] if self.gateway_names else ""
+        try:
+            chain = fetch_chain(target.address, target.port, sni, self.ctx, self.timeout)
+        except ProbeError as exc:
+            return replace(unreachable_finding(str(exc)), **where)  # type: ignore[arg-type]
+        error, issuers_end = ("", None) if self.store is None else verify_chain(self.store, chain)
+        info = cert_info_from_der(
+            chain[0].public_bytes(Encoding.DER), self.store is not None, error, issuers_end
+        )
+        finding = evaluate(info, self.gateway_names, now, self.thresholds)
+        return replace(finding, **where)  # type: ignore[arg-type]
+
+
+def probe_all(prober: Prober, wanted: Iterable[ProbeTarget], now: float) -> CertReport:
+    """Probe every target (in parallel, bounded) and gather the report."""
+    todo = sorted(set(wanted), key=lambda t: (t.backend, t.server))
+    if not todo:
+        return CertReport((), now)
+    with ThreadPoolExecutor(
+        max_workers=min(MAX_PARALLEL, len(todo)), thread_name_prefix="certprobe"
+    ) as pool:
+        findings = tuple(pool.map(lambda t: prober.probe(t, now), todo))
+    return CertReport(findings, now)
+
+
+# --- the sidecar's own files ------------------------------------------------------------------
+
+
+def check_local_files(
+    paths: Iterable[str], now: float, thresholds: CheckSettings
+) -> tuple[CertFinding, ...]:
+    """Expiry of every certificate in each PEM file (Consul client certificate, CA bundles)."""
+    findings: list[CertFinding] = []
+    for path in sorted({p for p in paths if p}):
+        try:
+            certs = x509.load_pem_x509_certificates(Path(path).read_bytes())
+        except (OSError, ValueError) as exc:
+            findings.append(CertFinding(Severity.WARNING, (f"cannot read: {exc}",), server=path))
+            continue
+        ends = [c.not_valid_after_utc.timestamp() for c in certs]
+        level, reason = expiry_verdict(min(ends), now, thresholds)
+        findings.append(
+            CertFinding(
+                level,
+                (reason,) if reason else (),
+                days_left=round((min(ends) - now) / 86400.0, 2),
+                fails_clients=min(ends) <= now,
+                subject=certs[0].subject.rfc4514_string(),
+                server=path,
+            )
+        )
+    return tuple(findings)
+
+
+# --- in the daemon ----------------------------------------------------------------------------
+
+
+class CertMonitor:
+    """Runs the certificate check in a background thread: every ``interval`` seconds, soon
+    after the set of servers changes, and on :meth:`rerun` (e.g. the CA directory changed).
+
+    ``on_report`` is called from the monitor thread with each new report; it should only post
+    an event to the daemon's queue (to drain failing servers) or store the report.
+    """
+
+    def __init__(
+        self,
+        certs: CertSettings,
+        thresholds: CheckSettings,
+        gateway_names: Sequence[str],
+        local_files: Sequence[str] = (),
+        on_report: Callable[[CertReport], None] | None = None,
+        clock: Callable[[], float] = time.time,
+        min_gap: float = 10.0,
+    ) -> None:
+        self._min_gap = min_gap  # seconds at least between two runs (catalog churn)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._on_report = on_report
+        self._clock = clock
+        self._targets: frozenset[ProbeTarget] = frozenset()
+        self._full = True  # next run probes every server (interval, rerun, settings)
+        self._thread: threading.Thread | None = None
+        self.report: CertReport | None = None
+        self.configure(certs, thresholds, gateway_names, local_files)
+
+    def configure(
+        self,
+        certs: CertSettings,
+        thresholds: CheckSettings,
+        gateway_names: Sequence[str],
+        local_files: Sequence[str] = (),
+    ) -> None:
+        """New settings (SIGHUP): taken at the next run, which happens soon."""
+        with self._lock:
+            self._config = (certs, thresholds, tuple(gateway_names), tuple(local_files))
+            self._full = True
+        self._wake.set()
+
+    def set_targets(self, desired: DesiredState | None) -> None:
+        wanted = frozenset(targets(desired)) if desired is not None else frozenset()
+        with self._lock:
+            changed, self._targets = wanted != self._targets, wanted
+        if changed:
+            self._wake.set()
+
+    def rerun(self) -> None:
+        with self._lock:
+            self._full = True
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="certs", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def run_once(self) -> CertReport:
+        """Probe the servers: all of them on a full run; after a change of the set of servers
+        only the new ones (catalog churn must not cost a handshake with every backend)."""
+        with self._lock:
+            (certs, thresholds, names, files), wanted = self._config, self._targets
+            full, self._full = self._full or self.report is None, False
+        now = self._clock()
+        kept: tuple[CertFinding, ...] = ()
+        if not full and self.report is not None:
+            where = {(t.backend, t.server, t.address, t.port): t for t in wanted}
+            kept = tuple(f for f in self.report.findings
+                         if (f.backend, f.server, f.address, f.port) in where)  # fmt: skip
+            done = {(f.backend, f.server, f.address, f.port) for f in kept}
+            wanted = frozenset(t for key, t in where.items() if key not in done)
+        try:
+            report = probe_all(Prober.build(certs, names, thresholds), wanted, now)
+            report = CertReport(kept + report.findings, now)
+        except ProbeError as exc:  # the client certificate or the CAs cannot be loaded
+            report = CertReport((CertFinding(Severity.WARNING, (str(exc),), server="certs"),), now)
+        local = check_local_files(files, now, thresholds)
+        report = CertReport(report.findings + local, now)
+        self.report = report
+        log.log(
+            logging.INFO if report.status is Severity.OK else logging.WARNING, "%s", report.summary
+        )
+        if self._on_report is not None:
+            self._on_report(report)
+        return report
+
+    def _run(self) -> None:
+        last = time.monotonic() - self._min_gap
+        while not self._stop.is_set():
+            gap = self._min_gap - (time.monotonic() - last)
+            if gap > 0 and self._stop.wait(gap):
+                return
+            self._wake.clear()
+            last = time.monotonic()
+            try:
+                self.run_once()
+            except Exception:  # a bug must not kill the thread: report and go on
+                log.exception("certificate check failed unexpectedly")
+            with self._lock:
+                interval = self._config[0].interval
+            if not self._wake.wait(interval):
+                with self._lock:
+                    self._full = True  # the periodic run re-checks everything

@@ -1,0 +1,279 @@
+"""Prometheus metrics and the loopback ``/metrics`` ``/healthz`` ``/readyz`` server (adapter).
+
+Sits at the end of the flow, beside the status file: the daemon feeds :class:`Metrics` the
+same status record it writes to ``status.json`` (one call per heartbeat, plus one per reload
+for its duration); :class:`StatusServer` serves the metrics and answers the health endpoints
+from the last record it was given. Each daemon has its own ``CollectorRegistry`` (never the
+process-global default), so tests and restarts do not collide.
+
+Counters mirror the daemon's cumulative counts in the status record: they advance by the
+difference between two records, so they never go backwards.
+
+The server trusts no client: a connection must deliver its request within
+``status.idle_timeout`` seconds (each read, and the request as a whole: see
+``host.deadline_io``) or it is closed, and a failed connection is logged at DEBUG rather than
+printed, so neither an idle nor a trickling client holds a thread or floods stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from sidecar.base.validate import parse_listen
+from sidecar.config.ops import CheckSettings, StatusSettings
+from sidecar.health.check import liveness, readiness
+from sidecar.host.deadline_io import deadline_rfile
+
+log = logging.getLogger(__name__)
+NS = "sidecar"
+RELOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    """Every metric of one daemon, in its own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.catalog_age = Gauge(
+            f"{NS}_catalog_sync_age_seconds",
+            "Seconds since the catalog was last known fresh",
+            registry=r,
+        )
+        self.catalog_errors = Counter(
+            f"{NS}_catalog_errors", "Catalog read failures (new error episodes)", registry=r
+        )
+        self.consul_index = Gauge(f"{NS}_consul_index", "Consul index of the catalog", registry=r)
+        self.consul_requests = Counter(
+            f"{NS}_consul_requests", "Requests sent to Consul", registry=r
+        )
+        self.applies = Counter(f"{NS}_applies", "Changes applied, by kind", ["kind"], registry=r)
+        self.reload_duration = Histogram(
+            f"{NS}_reload_duration_seconds",
+            "Duration of HAProxy reloads",
+            registry=r,
+            buckets=RELOAD_BUCKETS,
+        )
+        self.reload_failures = Counter(
+            f"{NS}_reload_failures", "Failed HAProxy reloads", registry=r
+        )
+        self.old_workers = Gauge(
+            f"{NS}_haproxy_old_workers", "Old HAProxy workers still draining", registry=r
+        )
+        self.servers_up = Gauge(
+            f"{NS}_backend_servers_up", "Servers ready per backend", ["backend"], registry=r
+        )
+        self.cert_days = Gauge(
+            f"{NS}_certificate_days_left",
+            "Days until a backend server certificate expires",
+            ["backend", "server"],
+            registry=r,
+        )
+        self.lock_holder = Gauge(
+            f"{NS}_lock_holder", "1 when this gateway holds the CS writer lock", registry=r
+        )
+        self.problems = Gauge(f"{NS}_problems", "Catalog entries skipped", registry=r)
+        self.ready = Gauge(f"{NS}_ready", "1 after the first successful apply", registry=r)
+        self.heartbeat = Gauge(
+            f"{NS}_heartbeat_timestamp_seconds",
+            "Wall clock of the daemon's last heartbeat",
+            registry=r,
+        )
+        self._last: dict[str, float] = {}
+        self._last_error = ""
+        self.status: dict[str, Any] | None = None  # the last record, for the health endpoints
+
+    def _advance(self, counter: Counter, key: str, value: object) -> None:
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return
+        delta = float(value) - self._last.get(key, 0.0)
+        if delta > 0:
+            counter.inc(delta)
+        self._last[key] = float(value)
+
+    def observe_reload(self, seconds: float) -> None:
+        self.reload_duration.observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def update_from_status(
+    metrics: Metrics,
+    status: Mapping[str, Any],
+    now: float,
+    servers_up: Mapping[str, int] | None = None,
+    old_workers: int | None = None,
+    lock_holder: bool | None = None,
+) -> None:
+    """Feed one status record (``dataclasses.asdict(Status)``) into ``metrics``.
+
+    ``servers_up`` (backend -> ready servers), ``old_workers`` and ``lock_holder`` are taken
+    from the record (keys of the same names) when not given.
+    """
+    m = metrics
+    ok_at = status.get("catalog_ok_at") or 0.0
+    m.catalog_age.set(max(0.0, now - ok_at) if ok_at else float("nan"))
+    error = str(status.get("catalog_error") or "")
+    if error and error != m._last_error:
+        m.catalog_errors.inc()
+    m._last_error = error
+    m.consul_index.set(float(status.get("catalog_index") or 0))
+    m._advance(m.consul_requests, "consul_requests", status.get("consul_requests"))
+    for kind, count in (status.get("applies") or {}).items():
+        m._advance(m.applies.labels(kind=str(kind)), f"applies/{kind}", count)
+    m._advance(m.reload_failures, "reload_failures", status.get("reload_failures"))
+    workers = old_workers if old_workers is not None else status.get("old_workers")
+    if isinstance(workers, int):
+        m.old_workers.set(workers)
+    up = servers_up if servers_up is not None else status.get("servers_up")
+    if isinstance(up, Mapping):
+        m.servers_up.clear()
+        for backend, count in up.items():
+            m.servers_up.labels(backend=str(backend)).set(count)
+    holder = lock_holder if lock_holder is not None else status.get("lock_holder")
+    if isinstance(holder, bool):
+        m.lock_holder.set(1 if holder else 0)
+    m.problems.set(len(status.get("problems") or []))
+    m.ready.set(1 if status.get("ready") else 0)
+    m.heartbeat.set(float(status.get("heartbeat") or 0.0))
+    _update_certs(m, status.get("certs"))
+    m.status = dict(status)
+
+
+def _update_certs(m: Metrics, certs: object) -> None:
+    if not isinstance(certs, Mapping):
+        return
+    m.cert_days.clear()
+    for item in certs.get("servers") or []:
+        days = item.get("days_left") if isinstance(item, Mapping) else None
+        if isinstance(days, int | float):
+            m.cert_days.labels(
+                backend=str(item.get("backend")), server=str(item.get("server"))
+            ).set(days)
+
+
+# --- the HTTP endpoint ------------------------------------------------------------------------
+
+
+def _handler(
+    metrics: Metrics, thresholds: CheckSettings, clock: Callable[[], float], idle_timeout: float
+) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "dirac-sidecar"
+        # The socket timeout of every read and write: a client that connects and sends
+        # nothing is dropped after it instead of holding its thread for ever. HTTP/1.0 (the
+        # default protocol_version): one request per connection, so no keep-alive to idle in.
+        timeout = idle_timeout
+
+        def setup(self) -> None:
+            super().setup()
+            self.rfile.close()  # else its reference keeps the socket open after close()
+            # ... and the whole request (line and headers; BaseHTTPRequestHandler caps them at
+            # 64 KiB a line and 100 headers) must arrive within the same time, so a client
+            # trickling a byte at a time cannot keep resetting the per-read timeout.
+            self.rfile = deadline_rfile(self.connection, idle_timeout)
+
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, metrics.render(), CONTENT_TYPE_LATEST)
+            elif path in ("/healthz", "/readyz"):
+                judge = liveness if path == "/healthz" else readiness
+                ok, reason = judge(metrics.status, clock(), thresholds)
+                self._send(200 if ok else 503, (reason + "\n").encode(), "text/plain")
+            else:
+                self._send(404, b"not found: try /metrics /healthz /readyz\n", "text/plain")
+
+        def _send(self, code: int, body: bytes, content_type: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("%s %s", self.address_string(), format % args)
+
+    return Handler
+
+
+class StatusServer:
+    """``ThreadingHTTPServer`` in a daemon thread on ``StatusSettings.listen``."""
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        settings: StatusSettings,
+        thresholds: CheckSettings | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.metrics = metrics
+        self.address = parse_listen(settings.listen)
+        self._handler = _handler(
+            metrics, thresholds or CheckSettings(), clock, settings.idle_timeout
+        )
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0)."""
+        return int(self._httpd.server_address[1]) if self._httpd else self.address[1]
+
+    def start(self) -> None:
+        """Bind and serve; raises OSError when the address cannot be bound."""
+        host, port = self.address
+        server_class = _v6_server if ":" in host else _Server
+        self._httpd = server_class((host, port), self._handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            name="status-http",
+            kwargs={"poll_interval": 0.5},
+            daemon=True,
+        )
+        self._thread.start()
+        log.info("metrics and health on http://%s:%d/metrics", host, self.port)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        httpd.shutdown()
+        httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver prints the traceback of a reset or broken connection to stderr, past
+        # the log's formatting and repeat limit: a client can cause as many as it likes.
+        log.debug("status endpoint: connection from %s failed", client_address, exc_info=True)
+
+
+class _V6Server(_Server):
+    address_family = socket.AF_INET6
+
+
+def _v6_server(
+    address: tuple[str, int], handler: type[BaseHTTPRequestHandler]
+) -> ThreadingHTTPServer:
+    return _V6Server(address, handler)

@@ -1,0 +1,94 @@
+"""The daemon's status record (adapter: one JSON file in the runtime directory).
+
+The daemon rewrites it on every cycle and heartbeat; ``sidecar check`` (a separate process,
+possibly in another container) reads it together with what it can see of HAProxy itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sidecar.core.model import DesiredState
+from sidecar.host.files import atomic_write
+
+STATUS_FILE = "status.json"
+
+
+@dataclass(slots=True)
+class Status:
+    pid: int = 0
+    started: float = 0.0  # wall clock, seconds since the epoch
+    heartbeat: float = 0.0
+    ready: bool = False  # first successful apply done
+    catalog_complete: bool = False
+    catalog_index: int = 0
+    catalog_ok_at: float = 0.0  # wall clock of the last moment the catalog was known fresh
+    catalog_error: str = ""
+    consul_requests: int = 0
+    last_apply_kind: str = ""
+    last_apply_ok: bool = True
+    last_apply_message: str = ""
+    last_apply_at: float = 0.0
+    applies: dict[str, int] = field(default_factory=dict)
+    reloads: int = 0
+    reload_failures: int = 0
+    runtime_changes: int = 0
+    services: int = 0
+    servers_ready: int = 0
+    public_ports: list[int] = field(default_factory=list)
+    bind: str = ""
+    problems: list[str] = field(default_factory=list)
+    generation: str = ""  # hash of the applied config
+    lock_holder: bool = False  # this gateway holds the fleet's CS writer lock
+    cs_status: str = ""  # last CS writer outcome (written, unchanged, not_holder, ...)
+    cs_error: str = ""
+    old_workers: int = 0  # HAProxy workers of earlier configs still draining
+    certs: dict[str, Any] = field(default_factory=dict)  # CertReport.to_status()
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True) + "\n"
+
+    def record_apply(self, kind: str, ok: bool, message: str, reloads: int, now: float) -> None:
+        self.last_apply_kind, self.last_apply_ok = kind, ok
+        self.last_apply_message, self.last_apply_at = message, now
+        self.applies[kind] = self.applies.get(kind, 0) + 1
+        self.reloads += reloads
+        if not ok and kind != "runtime":
+            self.reload_failures += 1
+
+    def record_ready(self, desired: DesiredState | None, config: str | None) -> None:
+        """After an apply; ``config`` (None until the file is written) sets the generation."""
+        self.ready = True
+        if desired is not None:
+            self.services = len(desired.listed)
+            self.servers_ready = sum(b.ready_count for b in desired.backends)
+            self.public_ports = list(desired.public_ports)
+        if config is not None:
+            self.record_config(config)
+
+    def record_config(self, config: str) -> None:
+        """The generation: a hash of the config HAProxy serves (the fleet compares them)."""
+        self.generation = hashlib.sha256(config.encode()).hexdigest()[:16]
+
+    def record_problems(self, desired: DesiredState | None) -> list[str]:
+        """Store the current problems; returns the ones that are new (to log once)."""
+        problems = [str(p) for p in desired.problems] if desired else []
+        new = sorted(set(problems) - set(self.problems))
+        self.problems = problems
+        return new
+
+
+def write_status(runtime_dir: Path, status: Status) -> None:
+    atomic_write(runtime_dir / STATUS_FILE, status.to_json(), mode=0o644)
+
+
+def read_status(runtime_dir: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((runtime_dir / STATUS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

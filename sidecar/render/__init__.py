@@ -1,1 +1,0 @@
-"""Rendering (pure): desired state -> HAProxy configuration text, CS URL lists."""
