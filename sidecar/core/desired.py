@@ -156,9 +156,14 @@ def _declared_backends(
             if backend.public_port != port:
                 exposed[path] = dataclasses.replace(backend, extra_ports=(port,))
             continue
-        system, service = path.split("/")
-        out.append(Backend(system, service, protocol, port, (), source, 0, Origin.DECLARED))
+        out.append(_declared_backend(path, protocol, port, source))
     return out
+
+
+@functools.lru_cache(maxsize=4096)  # the same value on every cycle: one object, compared fast
+def _declared_backend(path: str, protocol: Protocol, port: int, source: str) -> Backend:
+    system, service = path.split("/")
+    return Backend(system, service, protocol, port, (), source, 0, Origin.DECLARED)
 
 
 def desired_state(
@@ -205,7 +210,14 @@ def desired_state(
     blocked = {**unbindable, **{port: "reserved" for port in reserved_ports}}
     declared = _declared_backends(_declared(settings, port_map), exposed, owners, blocked)
     backends = sorted([*exposed.values(), *declared], key=lambda b: (b.public_port, b.path))
+    # An unchanged backend is the previous object: the guard, the planner and the next cycle
+    # compare it by identity instead of field by field (values are equal either way).
+    backends = [_same(prev_backends.get(b.path), b) for b in backends]
     return DesiredState(tuple(backends), _capped(problems, settings.limits.max_problems))
+
+
+def _same(before: Backend | None, backend: Backend) -> Backend:
+    return before if before is not None and before == backend else backend
 
 
 def _capped(problems: list[Problem], limit: int) -> tuple[Problem, ...]:

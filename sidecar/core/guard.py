@@ -80,14 +80,16 @@ def blast_guard(
     if previous is None or max_share >= 1.0:
         return Guarded(new, ())
     before = {b.path: b for b in previous.backends}
-    registered = _registered(snapshot)
+    registered: set[str] | None = None  # worked out once a backend's servers differ
     backends: list[Backend] = []
     held: list[str] = []
     for backend in new.backends:
         old = before.get(backend.path)
-        if old is None:
-            backends.append(backend)
+        if old is None or old.servers == backend.servers:
+            backends.append(backend)  # nothing to hold back (most backends of a cycle)
             continue
+        if registered is None:
+            registered = _registered(snapshot)
         guarded, kept = _guard_backend(
             old, backend, registered, confirmed, max_share, held_before, distrust_absent
         )

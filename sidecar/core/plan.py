@@ -77,6 +77,8 @@ def describe(old: DesiredState | None, new: DesiredState) -> tuple[str, ...]:
         f"-service {p}:{before[p].public_port}" for p in sorted(before.keys() - after.keys())
     ]
     for path in sorted(after.keys() & before.keys()):
+        if before[path] == after[path]:
+            continue  # most backends of a stream's cycle (often the same object)
         if before[path].ports != after[path].ports:
             changes.append(f"port {path} {before[path].ports}->{after[path].ports}")
         old_servers = {s.name: s for s in before[path].servers}
@@ -184,7 +186,10 @@ def plan(
     retire: list[ServerKey] = []
     revived: list[ServerKey] = []
     for backend in target.desired.backends:
-        more, gone, back = backend_commands(before[backend.name], backend, options, retired)
+        old = before[backend.name]
+        if old.servers == backend.servers:
+            continue  # no command for it: every server is there, unchanged
+        more, gone, back = backend_commands(old, backend, options, retired)
         commands += more
         retire += gone
         revived += back

@@ -24,7 +24,7 @@ from sidecar.base import validate
 from sidecar.config.schema import Settings
 from sidecar.core.admission import Perimeter
 from sidecar.core.desired import perimeter_for
-from sidecar.core.model import Snapshot
+from sidecar.core.model import ServiceEntries, Snapshot
 from sidecar.core.pipeline import Inputs
 from sidecar.core.portmap import PortMap
 
@@ -88,15 +88,21 @@ def _safe_lookup(name: str) -> tuple[str, ...]:
 
 def host_names(snapshot: Snapshot) -> set[str]:
     """Addresses in the snapshot that are host names (the rest are IPs or junk)."""
-    names = set()
+    names: set[str] = set()
     for entries in snapshot.services:
-        for inst in entries.instances:
-            if inst.address and not validate.is_ip(inst.address):
-                try:
-                    names.add(validate.host(inst.address))
-                except ValueError:
-                    continue
+        names |= _entries_host_names(entries)
     return names
+
+
+def _entries_host_names(entries: ServiceEntries) -> frozenset[str]:
+    names = set()
+    for inst in entries.instances:
+        if inst.address and not validate.is_ip(inst.address):
+            try:
+                names.add(validate.host(inst.address))
+            except ValueError:
+                continue
+    return frozenset(names)
 
 
 class NetFacts:
@@ -115,6 +121,11 @@ class NetFacts:
             tuple[tuple[object, ...], tuple[frozenset[tuple[str, int]], frozenset[int]]] | None
         ) = None
         self.status_port: int | None = None  # the status endpoint's real port, once bound
+        # Per cycle of a change stream, most services are the very ServiceEntries objects of
+        # the previous read: their host names are worked out once (keyed by identity), and an
+        # unchanged perimeter is the previous object (compared by identity downstream).
+        self._names_memo: dict[int, tuple[ServiceEntries, frozenset[str]]] = {}
+        self._perimeter: tuple[tuple[object, ...], Perimeter] | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="resolve")
 
     def own_addresses(self) -> frozenset[str]:
@@ -149,14 +160,29 @@ class NetFacts:
             refused = refused_endpoints(settings, self.status_port)
             self._refused = ((*key, self.status_port), refused)
         pairs, ports = self._refused[1]
-        perimeter = perimeter_for(
-            settings,
-            port_map,
-            self.own_addresses(),
-            pairs,
-            self.resolve(host_names(snapshot)),
-        )
-        return dataclasses.replace(perimeter, own_ports=ports)
+        facts = (settings, port_map, self.own_addresses(), pairs, ports,
+                 self.resolve(self._host_names(snapshot)))  # fmt: skip
+        last = self._perimeter
+        if last is not None and all(a is b or a == b for a, b in zip(last[0], facts, strict=True)):
+            return last[1]
+        perimeter = perimeter_for(settings, port_map, facts[2], pairs, facts[5])
+        perimeter = dataclasses.replace(perimeter, own_ports=ports)
+        self._perimeter = (facts, perimeter)
+        return perimeter
+
+    def _host_names(self, snapshot: Snapshot) -> set[str]:
+        """``host_names(snapshot)``, memoised per ServiceEntries object."""
+        memo = self._names_memo
+        if len(memo) > 4 * len(snapshot.services) + 64:
+            memo.clear()  # entries replaced by newer reads: forget them
+        names: set[str] = set()
+        for entries in snapshot.services:
+            hit = memo.get(id(entries))
+            if hit is None or hit[0] is not entries:
+                hit = (entries, _entries_host_names(entries))
+                memo[id(entries)] = hit
+            names |= hit[1]
+        return names
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
