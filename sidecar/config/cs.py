@@ -67,7 +67,10 @@ class CSSettings(Section):
     discover_allowed: tuple[Annotated[Text, AfterValidator(_allowed)], ...] = ()
     lock_key: Annotated[Text, AfterValidator(_kv_key)] = "dirac-sidecar/cs-writer/lock"
     lock_ttl: Annotated[Seconds, Field(ge=10.0, le=86400.0)] = 15.0
-    lock_delay: Annotated[Seconds, Field(ge=0.0, le=60.0)] = 5.0
+    lock_delay: Annotated[Seconds, Field(ge=0.0, le=60.0)] = 1.0
+    # The daemon's session is also bound to a TTL check of the writer on its local agent:
+    # a dead or frozen writer loses the lock this long after its last pass (0: session TTL only)
+    lock_check_ttl: Annotated[Seconds, Field(ge=0.0, le=60.0)] = 2.0
 
     def cross_checks(self) -> list[Issue]:
         issues: list[Issue] = []
@@ -75,4 +78,6 @@ class CSSettings(Section):
             issues.append(("setup", "only with layout v8 (v9 has no setups)"))
         if self.master_server and not self.configuration_servers:
             issues.append(("master_server", "needs configuration_servers = true"))
+        if 0 < self.lock_check_ttl < 1:
+            issues.append(("lock_check_ttl", "at least 1s (0 turns the writer check off)"))
         return issues

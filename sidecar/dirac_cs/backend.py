@@ -69,6 +69,10 @@ class FileBackend:
             return BackendResult((), options.problems)
         if not may_write():
             return BackendResult(changes, options.problems, blocked=True)
-        result = sync_cs_file(self.settings.file, options, self.settings, now)
+        # may_write twice: before planning the write (no backup for a non-holder) and as the
+        # fence right before the rename (a writer frozen in between has lost the lock by then)
+        result = sync_cs_file(self.settings.file, options, self.settings, now, fence=may_write)
+        if result.fenced:
+            return BackendResult(changes, options.problems, blocked=True)
         backup = str(result.backup) if result.backup else ""
         return BackendResult(result.changes, options.problems, backup=backup)

@@ -20,7 +20,7 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +54,7 @@ class CSSyncResult:
     path: Path
     changes: tuple[CSChange, ...] = ()  # empty: nothing was written
     backup: Path | None = None
+    fenced: bool = False  # the fence said no right before the rename: nothing written
 
     @property
     def changed_paths(self) -> tuple[str, ...]:
@@ -326,16 +327,19 @@ def diff_cs_file(path: str | Path, desired: CSOptions, settings: CSSettings) -> 
 # --- writing: backup, atomic replace, directory fsync ---
 
 
-def _write_atomic(target: Path, data: bytes, like: os.stat_result) -> None:
+def _write_atomic(
+    target: Path, data: bytes, like: os.stat_result, fence: Callable[[], bool] | None = None
+) -> bool:
     """Replace ``target`` with ``data`` keeping the mode and owner of ``like`` (the CS file).
 
     Through ``atomic_write``: the directory may be writable by an account that would swap the
     temporary file for a symlink, so the temp file is created O_EXCL|O_NOFOLLOW and its mode
     and owner are set on the open descriptor, never by name. Unprivileged, the owner may not be
-    kept: logged, as before.
+    kept: logged, as before. ``fence`` is asked right before the rename (False: not written).
     """
     owner = (like.st_uid, like.st_gid)
-    atomic_write(target, data, like.st_mode & 0o7777, owner, lenient_owner=True)
+    mode = like.st_mode & 0o7777
+    return atomic_write(target, data, mode, owner, lenient_owner=True, before_replace=fence)
 
 
 def _backup(cs: CSFile, like: os.stat_result, settings: CSSettings, now: datetime) -> Path:
@@ -382,12 +386,18 @@ def _reread(real: Path, path: str | Path) -> tuple[os.stat_result, bytes]:
 
 
 def sync_cs_file(
-    path: str | Path, desired: CSOptions, settings: CSSettings, now: datetime
+    path: str | Path,
+    desired: CSOptions,
+    settings: CSSettings,
+    now: datetime,
+    fence: Callable[[], bool] | None = None,
 ) -> CSSyncResult:
     """Bring the URL lists in the CS file at ``path`` to ``desired``; write only on a change.
 
     The file is left untouched (and ``CSError`` raised) when it cannot be parsed, the edit does
     not verify, the file changed while being edited, or it cannot be backed up or written.
+    ``fence`` (the writer's lock, confirmed once more) is asked with the new file complete,
+    right before it is renamed into place; False: nothing written, the new backup removed.
     """
     before, changes, text = _prepare(path, desired, settings)
     if not changes:
@@ -399,7 +409,10 @@ def sync_cs_file(
         if current != before.text.encode("utf-8"):
             raise CSError(f"{path}: changed while being edited; nothing written")
         backup = _backup(before, like, settings, now)
-        _write_atomic(before.path, text.encode("utf-8"), like)
+        if not _write_atomic(before.path, text.encode("utf-8"), like, fence):
+            backup.unlink(missing_ok=True)  # the copy of a write that did not happen
+            log.warning("CS %s: writer lock lost right before the write; nothing written", path)
+            return CSSyncResult(before.path, fenced=True)
     except OSError as exc:
         raise CSError(f"{path}: cannot write: {exc.strerror or exc}") from None
     except UnsafePathError as exc:

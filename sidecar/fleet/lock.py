@@ -2,24 +2,35 @@
 
 Sits in the apply stage (adapter, does I/O): the daemon ticks it, and the CS writer asks it
 whether this sidecar may write (``held``) and confirms with Consul right before each write
-(``confirm``). Policy-free: it only knows the key, the TTL and the lock-delay.
+(``confirm``), once before planning the write and once more right before the file is renamed
+into place (the fence). Policy-free: it only knows the key and the timings.
 
-How it works: a session (``TTL``, ``LockDelay``, ``Behavior = release``, default
-``serfHealth`` node check) is created on the local agent, and ``PUT /v1/kv/<key>?acquire=<id>``
-stores this gateway's holder name (``<node>/<gateway name>``) in the key. ``tick()``, called by
-the daemon about once a second, renews the session every TTL/2 and tries to acquire while not
-holding; no background thread is needed.
+How it works: a session (``TTL``, ``LockDelay``, ``Behavior = release``) is created on the
+local agent, and ``PUT /v1/kv/<key>?acquire=<id>`` stores this gateway's holder name
+(``<node>/<gateway name>``) in the key.
 
-Losing the lock stops writing at once: ``held`` turns False as soon as a renew fails (Consul
-unreachable, or HTTP 404: the session was invalidated or destroyed), when ``confirm`` sees
-another session (or none) in the key, and in any case once TTL has passed since the last
-successful renew (a stalled daemon cannot believe it still holds the lock).
+Fast failover (``check_ttl`` > 0, the daemon's case): the session is also bound to a TTL check
+of this writer on the local agent (``fleet.writer_check``) besides ``serfHealth``. A keeper
+thread passes that check every ``check_ttl / 4``, renews the session every TTL/2, and while
+not holding reads the key every ``check_ttl / 4`` and acquires it when it is free. When the
+holder is SIGKILLed or SIGSTOPped its passes stop; ``check_ttl`` later the agent marks the check
+critical, Consul invalidates the session and frees the key, and ``lock_delay`` later another
+gateway's keeper acquires it (within :func:`takeover_bound`: 2 + 1 + 0.5 + 0.25 s with the
+defaults) and writes at once (``on_acquired``). ``tick()`` only tells the keeper that the
+daemon still wants the lock; a daemon whose status round stops ticking for ``WANTED_FOR``
+seconds loses it.
 
-Takeover after the holder dies (SIGKILL, host lost): Consul invalidates a session whose TTL
-is not renewed after at most 2*TTL (it applies a x2 multiplier to TTL timers), releases the
-key, and refuses new acquires of it for ``lock_delay``. Another gateway ticking every second
-takes over within ``2*TTL + lock_delay + 1 s`` (the defaults: 15 s, 5 s -> at most ~36 s;
-typically TTL..2*TTL + lock_delay). A clean ``release()`` (SIGTERM) frees it at once: no
+Never two writers: ``held`` is a local lease that ends ``check_ttl`` after the *sending* of the
+last successful pass (the agent cannot have marked the check critical before that) and TTL
+after the last renew. A writer resumed after a SIGSTOP therefore knows it lost the lock before
+any network call, and ``confirm`` reads the key's Session right before the write. What is left
+is the instant between the fence's last check and the rename: a process frozen exactly there
+for longer than ``lock_delay`` could still land one write; only a fence inside the storage
+could close that (docs/reliability.md).
+
+Without ``check_ttl`` (``sidecar cs sync``, ``once``: short-lived) ``tick()`` renews and
+acquires synchronously and a dead holder's session expires after at most 2*TTL (Consul applies
+a x2 multiplier to session TTLs). A clean ``release()`` (SIGTERM) frees the key at once: no
 lock-delay applies to an explicit release.
 """
 
@@ -27,6 +38,8 @@ from __future__ import annotations
 
 import base64
 import logging
+import math
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -36,12 +49,22 @@ from sidecar.config.cs import CSSettings
 from sidecar.config.durations import consul_duration
 from sidecar.consul.client import ConsulClient
 from sidecar.consul.http import ConsulHTTP, expect_ok
+from sidecar.fleet.writer_check import WriterCheck
 
 log = logging.getLogger(__name__)
 
 
-def takeover_bound(ttl: float, lock_delay: float, tick: float = 1.0) -> float:
+WANTED_FOR = 20.0  # seconds without a tick() before the keeper lets the lock go (stuck daemon)
+RETRY_DELAY = 0.1  # seconds between acquires while the key is free but in its lock-delay
+JOIN_TIMEOUT = 10.0  # seconds release() waits for the keeper's request in flight
+
+
+def takeover_bound(
+    ttl: float, lock_delay: float, tick: float = 1.0, check_ttl: float = 0.0
+) -> float:
     """Worst-case seconds from the holder's death to another gateway holding the lock."""
+    if check_ttl > 0:  # check critical, key seen free (poll), lock-delay, a retry, round trips
+        return check_ttl + max(lock_delay, check_ttl / 4) + RETRY_DELAY + 0.5
     return 2 * ttl + lock_delay + tick
 
 
@@ -56,21 +79,46 @@ class CSLock:
         ttl: float = 15.0,
         lock_delay: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        check_ttl: float = 0.0,
+        on_acquired: Callable[[], None] | None = None,
     ) -> None:
         self._http = ConsulHTTP(client)
         self.key = key
         self.holder_name = holder
         self.ttl = ttl
         self.lock_delay = lock_delay
+        self.check_ttl = check_ttl
         self._clock = clock
         self._session: str | None = None
         self._renewed_at = 0.0
         self._held = False
+        self._reported = False  # the state last logged (acquired / lost)
         self.last_error = ""
+        # fast failover: the writer check, the keeper thread and what it needs
+        self._check = WriterCheck(client, holder, check_ttl) if check_ttl > 0 else None
+        self._passed_at = -math.inf  # monotonic time the last successful pass was SENT
+        self._wanted_at = -math.inf  # the daemon's last tick()
+        self._in_lock_delay = False  # the key was free but the acquire was refused
+        self._on_acquired = on_acquired
+        self._keeper: threading.Thread | None = None
+        self._stop = threading.Event()
 
     @classmethod
-    def from_settings(cls, client: ConsulClient, cs: CSSettings, holder: str) -> CSLock:
-        return cls(client, cs.lock_key, holder, cs.lock_ttl, cs.lock_delay)
+    def from_settings(
+        cls,
+        client: ConsulClient,
+        cs: CSSettings,
+        holder: str,
+        *,
+        keeper: bool = False,
+        on_acquired: Callable[[], None] | None = None,
+    ) -> CSLock:
+        """``keeper``: bind the session to the writer check (the daemon; not the CLI)."""
+        check_ttl = cs.lock_check_ttl if keeper else 0.0
+        return cls(
+            client, cs.lock_key, holder, cs.lock_ttl, cs.lock_delay,
+            check_ttl=check_ttl, on_acquired=on_acquired,
+        )  # fmt: skip
 
     @property
     def session(self) -> str | None:
@@ -78,19 +126,44 @@ class CSLock:
 
     @property
     def held(self) -> bool:
-        """Whether this sidecar holds the lock, as far as it knows without asking Consul."""
-        fresh = self._clock() - self._renewed_at < self.ttl
+        """Whether this sidecar holds the lock, as far as it knows without asking Consul: the
+        key acquired, renewed within TTL and (fast failover) the check passed within its TTL."""
+        now = self._clock()
+        fresh = now - self._renewed_at < self.ttl
+        if self._check is not None:
+            fresh = fresh and now - self._passed_at < self.check_ttl
         return self._held and self._session is not None and fresh
 
     @property
+    def active(self) -> bool:
+        """Whether there is something to release: a session or a running keeper."""
+        return self._session is not None or self._keeper is not None
+
+    @property
     def takeover_bound(self) -> float:
-        return takeover_bound(self.ttl, self.lock_delay)
+        return takeover_bound(self.ttl, self.lock_delay, check_ttl=self.check_ttl)
 
     # -- the daemon's side -------------------------------------------------------------------
 
     def tick(self) -> bool:
-        """Renew (every TTL/2) and try to acquire while not holding; never raises."""
-        was = self.held
+        """The daemon wants the lock; returns ``held``; never raises.
+
+        With the writer check the keeper thread does the work (started here); without it,
+        renew (every TTL/2) and try to acquire, synchronously.
+        """
+        if self._check is not None:
+            self._wanted_at = self._clock()
+            if self._keeper is None or not self._keeper.is_alive():
+                self._attempt()  # the first one at once: a lone gateway writes on its first beat
+                self._stop = threading.Event()
+                self._keeper = threading.Thread(
+                    target=self._keep, args=(self._stop,), name="cs-lock-keeper", daemon=True
+                )
+                self._keeper.start()
+            return self.held
+        return self._attempt()
+
+    def _attempt(self) -> bool:
         try:
             now = self.try_acquire()
         except CSError as exc:
@@ -100,18 +173,53 @@ class CSLock:
             self.last_error = str(exc)
         else:
             self.last_error = ""
-        if now != was:
+        if now != self._reported:
+            self._reported = now
             state = "acquired" if now else "lost"
             log.info("CS writer lock %s %s (%s)", self.key, state, self.holder_name)
         return now
 
+    def _keep(self, stop: threading.Event) -> None:
+        """The keeper thread: pass the check, renew, acquire when free; until ``stop``."""
+        assert self._check is not None
+        while not stop.is_set():
+            wait = self.check_ttl / 4
+            if self._clock() - self._wanted_at > WANTED_FOR:
+                self._held = False  # nobody ticks: stop passing, the check and session lapse
+            else:
+                was = self.held
+                if self._attempt() and not was and not stop.is_set():
+                    self._acquired()
+                if self._in_lock_delay:
+                    wait = RETRY_DELAY
+            stop.wait(wait)
+
+    def _acquired(self) -> None:
+        if self._on_acquired is None:
+            return
+        try:
+            self._on_acquired()
+        except Exception:  # the keeper must survive a failing callback
+            log.exception("CS writer lock: the on-acquired action failed")
+
     def try_acquire(self) -> bool:
         """Create the session if needed, renew it when due, acquire the key; ``CSError``."""
         try:
+            if self._check is not None:
+                sent = self._clock()
+                lapsed = sent - self._passed_at >= self.check_ttl
+                self._check.pass_ttl()
+                self._passed_at = sent
+                if lapsed and self._held:  # frozen past the check's TTL: Consul may have
+                    self._held = False  # dropped the session; renew now and acquire anew
+                    self._renewed_at = -math.inf
             self._keep_session()
-            if self._held and self._held_fresh():
+            if self.held:
                 return True
             assert self._session is not None
+            if self._check is not None and self._taken():  # an acquire is a Raft write
+                self._held = self._in_lock_delay = False
+                return False
             reply = self._http.put_raw(
                 f"/v1/kv/{self.key}", self.holder_name, params=[("acquire", self._session)]
             )
@@ -120,10 +228,14 @@ class CSLock:
             self._held = False
             raise CSError(str(exc)) from None
         self._held = reply.body is True
+        self._in_lock_delay = not self._held and self._check is not None
         return self.held
 
-    def _held_fresh(self) -> bool:
-        return self._clock() - self._renewed_at < self.ttl
+    def _taken(self) -> bool:
+        """Another session holds the key (one read; our own session does not count)."""
+        entry = self._entry()
+        owner = entry.get("Session") if entry is not None else None
+        return bool(owner) and owner != self._session
 
     def _keep_session(self) -> None:
         """A live session: renewed when TTL/2 has passed, re-created when Consul lost it."""
@@ -140,12 +252,14 @@ class CSLock:
             self._create_session()
 
     def _create_session(self) -> None:
-        body = {
+        body: dict[str, Any] = {
             "Name": f"dirac-sidecar CS writer {self.holder_name}",
             "TTL": consul_duration(self.ttl),
             "LockDelay": consul_duration(self.lock_delay),
             "Behavior": "release",
         }
+        if self._check is not None:  # explicit checks replace the default: name serfHealth
+            body["Checks"] = ["serfHealth", self._check.check_id]
         reply = expect_ok(self._http.put("/v1/session/create", body), "create session")
         session = reply.body.get("ID") if isinstance(reply.body, dict) else None
         if not isinstance(session, str) or not session:
@@ -192,12 +306,19 @@ class CSLock:
         return base64.b64decode(raw).decode("utf-8", "replace") if raw else ""
 
     def release(self) -> None:
-        """Release the key and destroy the session (no lock-delay for others); never raises."""
+        """Stop the keeper, release the key, destroy the session (no lock-delay for others) and
+        remove the writer check; never raises."""
+        keeper, self._keeper = self._keeper, None
+        self._stop.set()
+        if keeper is not None and keeper is not threading.current_thread():
+            keeper.join(JOIN_TIMEOUT)
         session, self._session, self._held = self._session, None, False
-        if session is None:
-            return
+        self._passed_at, self._reported = -math.inf, False
         try:
-            self._http.put_raw(f"/v1/kv/{self.key}", self.holder_name, [("release", session)])
-            self._http.put(f"/v1/session/destroy/{session}")
+            if session is not None:
+                self._http.put_raw(f"/v1/kv/{self.key}", self.holder_name, [("release", session)])
+                self._http.put(f"/v1/session/destroy/{session}")
+            if self._check is not None and keeper is not None:
+                self._check.deregister()
         except CatalogError as exc:
             log.warning("CS writer lock: release failed (expires after the TTL): %s", exc)

@@ -6,10 +6,11 @@ on SIGHUP and ``stop`` on the way out. Each heartbeat:
 
 1. publishes this gateway in Consul (``GatewayRegistry``): TTL check passed with the applied
    generation and catalog index while ready, failed with the reason otherwise;
-2. when ``dirac_cs.enabled`` and ready: ticks the one-writer lock (renew every TTL/2, acquire
-   when free) and lets the ``CSWriter`` bring the CS to the applied desired state (it writes
-   only with fresh data, the lock held and confirmed, and a real change). A gateway that is
-   not ready releases the lock, so a ready one takes over the writing at once.
+2. when ``dirac_cs.enabled`` and ready: ticks the one-writer lock (its keeper thread passes
+   the writer check, renews, acquires when free) and lets the ``CSWriter`` bring the CS to the
+   applied desired state (it writes only with fresh data, the lock held and confirmed, and a
+   real change). A gateway that is not ready releases the lock, so a ready one takes over the
+   writing at once; a keeper that acquires writes at once with the last beat's facts.
 
 Nothing here raises into the daemon: Consul failures are logged once per distinct message.
 """
@@ -19,10 +20,11 @@ from __future__ import annotations
 import logging
 import math
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sidecar.base.errors import SidecarError
 from sidecar.config.schema import Settings
@@ -33,6 +35,7 @@ from sidecar.fleet.lock import CSLock
 from sidecar.fleet.registry import GatewayRegistry, names_provider
 
 log = logging.getLogger(__name__)
+STALE_BEAT = 10.0  # seconds: an older status round's facts are not written by the keeper
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,11 @@ class FleetMember:
         self.registry = GatewayRegistry(client, settings.gateway.names)
         self.lock: CSLock | None = None
         self.writer: CSWriter | None = None
+        # the last beat that allowed writing, and when any beat was seen: the lock's keeper
+        # writes with it at once when it acquires the lock (failover must not wait for a beat)
+        self._writable: Beat | None = None
+        self._seen_at = -math.inf
+        self._sync_mutex = threading.Lock()  # the status round and the keeper both sync
         self._build_cs(settings)
         self._last_error = ""
         self.last_outcome: CSWriteOutcome | None = None
@@ -76,7 +84,9 @@ class FleetMember:
         if not cs.enabled:
             self.lock = self.writer = None
             return
-        self.lock = lock or CSLock.from_settings(self._client, cs, self._holder)
+        self.lock = lock or CSLock.from_settings(
+            self._client, cs, self._holder, keeper=True, on_acquired=self._acquired
+        )
         names = names_provider(
             self._client, cs.discover_gateways, settings.gateway.names, cs.discover_allowed
         )
@@ -89,6 +99,7 @@ class FleetMember:
         it on every event of a burst) and return the previous outcome.
         """
         key = (beat.ready, beat.desired, beat.generation, beat.catalog_index, beat.fresh)
+        self._seen_at = self._clock()
         if key == self._last_beat and self._clock() - self._last_at < self._min_interval:
             return self.last_outcome
         self._last_beat, self._last_at = key, self._clock()
@@ -97,13 +108,27 @@ class FleetMember:
         if self.lock is None or self.writer is None:
             return None
         if not beat.ready or beat.desired is None:
-            if self.lock.session is not None:  # let a ready gateway write meanwhile
+            self._writable = None
+            if self.lock.active:  # let a ready gateway write meanwhile
                 log.info("CS writer lock released: this gateway is %s", beat.reason)
                 self.lock.release()
             return None
+        self._writable = beat
         self.lock.tick()
-        self.last_outcome = self.writer.sync(beat.desired, beat.fresh, beat.now)
+        with self._sync_mutex:
+            self.last_outcome = self.writer.sync(beat.desired, beat.fresh, beat.now)
         return self.last_outcome
+
+    def _acquired(self) -> None:
+        """The keeper just acquired the lock: sync now with the last beat's facts, if recent."""
+        beat, writer = self._writable, self.writer
+        if beat is None or beat.desired is None or writer is None:
+            return
+        if self._clock() - self._seen_at > STALE_BEAT:  # the status round is stuck: wait for it
+            return
+        with self._sync_mutex:
+            self.last_outcome = writer.sync(beat.desired, beat.fresh, datetime.now(UTC))
+        log.info("CS writer took over: %s", self.last_outcome.status.value)
 
     def _publish(self, beat: Beat) -> None:
         try:
@@ -148,4 +173,4 @@ class FleetMember:
 
 def _lock_settings(settings: Settings) -> tuple[object, ...]:
     cs = settings.dirac_cs
-    return (cs.enabled, cs.lock_key, cs.lock_ttl, cs.lock_delay)
+    return (cs.enabled, cs.lock_key, cs.lock_ttl, cs.lock_delay, cs.lock_check_ttl)

@@ -24,6 +24,7 @@ import logging
 import os
 import secrets
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from sidecar.base.errors import UnsafePathError
@@ -45,7 +46,8 @@ def atomic_write(
     *,
     lenient_owner: bool = False,
     durable: bool = True,
-) -> None:
+    before_replace: Callable[[], bool] | None = None,
+) -> bool:
     """Replace ``path`` with ``data`` atomically, the new file with ``mode`` (the umask plays no
     part) and, when given, ``owner`` as (uid, gid).
 
@@ -54,6 +56,8 @@ def atomic_write(
     ``durable=False`` skips the fsyncs: the rename stays atomic for every reader and for a
     crash of the writer, only a power loss may keep the older file (for files rewritten on
     every runtime change, which HAProxy itself would not survive either).
+    ``before_replace``: asked once the new file is complete, right before the rename (the CS
+    writer's lock fence); False leaves ``path`` untouched and returns False.
     """
     payload = data.encode("utf-8") if isinstance(data, str) else data
     dir_fd = os.open(path.parent, _DIR_FLAGS)
@@ -62,6 +66,9 @@ def atomic_write(
         try:
             _fill(fd, payload, mode, owner, lenient_owner, path, durable)
             _still_ours(fd, name, dir_fd, path)
+            if before_replace is not None and not before_replace():
+                os.unlink(name, dir_fd=dir_fd)
+                return False
             os.replace(name, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -73,6 +80,7 @@ def atomic_write(
             os.fsync(dir_fd)  # the rename itself survives a crash
     finally:
         os.close(dir_fd)
+    return True
 
 
 def atomic_copy(src: Path, dst: Path, mode: int = 0o600) -> None:

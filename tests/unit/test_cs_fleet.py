@@ -70,3 +70,5 @@ def test_consul_duration_and_takeover_bound() -> None:
     assert consul_duration(15.0) == "15000ms"
     assert consul_duration(0.0) == "0ms"
     assert takeover_bound(15.0, 5.0) == 36.0
+    # with the writer check (the daemon's defaults): inside the product's 5 s
+    assert takeover_bound(15.0, 1.0, check_ttl=2.0) == pytest.approx(3.6)

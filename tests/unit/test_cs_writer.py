@@ -77,11 +77,11 @@ def test_writes_once_then_nothing(cs_file: Path) -> None:
         "dips://dirac-02.example.org:9162/Framework/SystemAdministrator -> "
         + ", ".join(f"dips://{g}:9162/Framework/SystemAdministrator" for g in GW),
     )
-    assert Path(first.backup).is_file() and lock.confirmed == 1
+    assert Path(first.backup).is_file() and lock.confirmed == 2  # before, and as the fence
     after = state(cs_file)
     assert w.sync(DESIRED, True, NOW).status is CSWriteStatus.UNCHANGED  # memo: no I/O
     assert writer(cs_file, lock).sync(DESIRED, True, NOW).status is CSWriteStatus.UNCHANGED
-    assert state(cs_file) == after and lock.confirmed == 1
+    assert state(cs_file) == after and lock.confirmed == 2
 
 
 def test_lock_lost_right_before_the_write(cs_file: Path) -> None:
