@@ -105,6 +105,7 @@ from common import (
     loadavg,
     machine_line,
     make_pki,
+    percentile,
     print_table,
     workdir,
 )
@@ -278,7 +279,12 @@ def make_gateway(
 
 
 def start_measured(
-    sidecar: Sidecar, poller: Poller, port: int, stack: contextlib.ExitStack, label: str
+    sidecar: Sidecar,
+    poller: Poller,
+    port: int,
+    stack: contextlib.ExitStack,
+    label: str,
+    arm: str,
 ) -> dict[str, Any]:
     """Start ``sidecar`` while ``poller`` polls ``port``; the start-up figures (ms)."""
     poller.begin(port, ANSWER, None, timeout=90.0)
@@ -297,6 +303,7 @@ def start_measured(
 
     return {
         "gateway": label,
+        "arm": arm,
         "start_to_route": ms(t_start, res.wall),
         "watching_to_route": ms(watching.wall if watching else None, res.wall),
         "catalog_to_route": ms(catalog.wall if catalog else None, res.wall),
@@ -336,14 +343,20 @@ def cpu_seconds(sidecar: Sidecar, hp: HAProxy) -> dict[str, float]:
 
 
 class Runner:
-    """Runs trials on both gateways and keeps the catalog at its base size between them."""
+    """Runs trials, one arm (gateway) at a time, and keeps the catalogs at their base size.
+
+    Each arm has a Consul agent of its own: the stream and the trial change only the catalog
+    of the arm being measured, so the other one has nothing to do meanwhile (its reloads would
+    take the CPU from the measured one: on two cores, running the baseline beside the project
+    halves the project's figures). Both arms take the same client load all the time.
+    """
 
     def __init__(
         self,
-        consul: ConsulAPI,
+        consuls: dict[str, ConsulAPI],
         shared: Shared,
         pollers: dict[str, Poller],
-        hps: dict[str, HAProxy],
+        gateways: dict[str, Sidecar],
         base: list[Service],
         base_instances: list[list[tuple[str, int]]],
         portmap_pool: list[Service],
@@ -351,14 +364,16 @@ class Runner:
         trial_backends: list[Backend],
         gap: float,
         pin: bool,
-        observer: ConsulObserver,
+        observers: dict[str, ConsulObserver],
     ) -> None:
         self.pin = pin
-        self.observer = observer
-        self.consul = consul
+        self.observers = observers
+        self.consuls = consuls
         self.shared = shared
         self.pollers = pollers
-        self.hps = hps
+        self.gateways = gateways
+        self.hps = {g: gateways[g].haproxy for g in GATEWAYS}
+        self.logs = {g: JsonLog(gateways[g].log_path) for g in GATEWAYS}
         self.base = base
         self.base_instances = base_instances
         self.portmap = itertools.cycle(portmap_pool)
@@ -367,12 +382,48 @@ class Runner:
         self.gap = gap
         self.seq = itertools.count()
         self.next_base = {NEW_INSTANCE: itertools.count(), READD: itertools.count(7)}
+        # per arm: CPU seconds (daemon, haproxy -c, HAProxy) and wall seconds while measured
+        self.cpu: dict[str, dict[str, float]] = {}
+        self.active_s: dict[str, float] = {}
+        self.settle_s: list[float] = []
+        self.reset_usage()
 
-    def _procs(self) -> dict[str, ProcInfo | None]:
-        return {g: self.hps[g].proc() for g in GATEWAYS}
+    def reset_usage(self) -> None:
+        self.cpu = {g: {"daemon": 0.0, "validate": 0.0, "haproxy": 0.0} for g in GATEWAYS}
+        self.active_s = dict.fromkeys(GATEWAYS, 0.0)
+        self.settle_s = []
 
-    def _pin(self, svc: Service) -> list[socket.socket]:
-        """One idle TCP connection through each gateway to each server ``svc`` has.
+    def pick(self, kind: str) -> tuple[Service, int | None]:
+        """The service of one round of ``kind`` (the same for every arm)."""
+        if kind in (NEW_INSTANCE, READD):
+            k = next(self.next_base[kind]) % len(self.base)
+            return self.base[k], k
+        if kind == PORT_MAP:
+            return next(self.portmap), None
+        return next(self.undeclared), None  # fresh on every arm: its catalog never had it
+
+    def _activate(self, g: str) -> None:
+        """Point the stream at arm g; wait ``gap`` and until the other arm is quiet (no
+        "applied" line in its log for 0.25 s, 10 s at most) before measuring g."""
+        gi = GATEWAYS.index(g)
+        previous = self.shared.active.value
+        start = time.monotonic()
+        self.shared.activate(gi)
+        time.sleep(self.gap)
+        if previous != gi:
+            log = self.logs[GATEWAYS[previous]]
+            while time.monotonic() - start < 10.0:
+                last = next(
+                    (x.wall for x in reversed(log.refresh()) if x.message.startswith("applied ")),
+                    0.0,
+                )
+                if time.time() - last > 0.25:
+                    break
+                time.sleep(0.02)
+            self.settle_s.append(time.monotonic() - start)
+
+    def _pin(self, g: str, svc: Service) -> list[socket.socket]:
+        """One idle TCP connection through the gateway to each server ``svc`` has.
 
         The balance is leastconn (the default): with every existing server holding one
         connection, the first connection after the new server appears goes to it. Without
@@ -384,87 +435,81 @@ class Runner:
         """
         held: list[socket.socket] = []
         try:
-            for g in GATEWAYS:
-                count = len(active_ports(self.hps[g], svc.backend) or ())
-                for _ in range(count):
-                    held.append(socket.create_connection((BIND[g], svc.port), timeout=5.0))
-                    time.sleep(0.002)  # HAProxy picks a server for it before the next one
+            count = len(active_ports(self.hps[g], svc.backend) or ())
+            for _ in range(count):
+                held.append(socket.create_connection((BIND[g], svc.port), timeout=5.0))
+                time.sleep(0.002)  # HAProxy picks a server for it before the next one
         except OSError:
             _close_all(held)
             raise
         return held
 
     def _measure(
-        self, svc: Service, sid: str, backend: Backend, pin: bool
-    ) -> tuple[float, float, dict[str, PollResult], dict[str, int | None], float | None]:
-        """Register ``sid`` of ``svc`` on ``backend`` while both pollers wait for its answer
-        and the observer for Consul to list it; (t0 on perf_counter, t0 on the wall clock,
-        the poll results, reloads meanwhile, when Consul listed it)."""
-        held = self._pin(svc) if pin else []
+        self, g: str, svc: Service, sid: str, backend: Backend, pin: bool
+    ) -> tuple[float, float, PollResult, int | None, float | None]:
+        """Register ``sid`` of ``svc`` on ``backend`` in arm g's catalog while its poller waits
+        for its answer and the observer for Consul to list it; (t0 on perf_counter, t0 on the
+        wall clock, the poll result, reloads meanwhile, when Consul listed it)."""
+        held = self._pin(g, svc) if pin else []
         try:
-            before = self._procs()
-            for g in GATEWAYS:
-                self.pollers[g].begin(svc.port, INSTANCE, backend.instance, MEASURE_TIMEOUT)
-            observing = self.observer.begin(svc.name, sid, MEASURE_TIMEOUT)
-            self.consul.register(svc, sid, backend.port)
+            before = self.hps[g].proc()
+            self.pollers[g].begin(svc.port, INSTANCE, backend.instance, MEASURE_TIMEOUT)
+            observing = self.observers[g].begin(svc.name, sid, MEASURE_TIMEOUT)
+            self.consuls[g].register(svc, sid, backend.port)
             t0 = time.perf_counter()
             wall_t0 = time.time()
-            results = {g: self.pollers[g].result() for g in GATEWAYS}
-            seen = self.observer.result() if observing else None
-            after = self._procs()
+            result = self.pollers[g].result()
+            seen = self.observers[g].result() if observing else None
+            after = self.hps[g].proc()
         finally:
             _close_all(held)
-        reloads = {g: _delta(before[g], after[g]) for g in GATEWAYS}
-        return t0, wall_t0, results, reloads, seen
+        return t0, wall_t0, result, _delta(before, after), seen
 
-    def run(self, kind: str, rate: float) -> Trial:
+    def run(self, kind: str, rate: float, g: str, svc: Service, k: int | None) -> Trial:
+        self._activate(g)
+        gi = GATEWAYS.index(g)
+        consul = self.consuls[g]
+        cpu0, m0 = cpu_seconds(self.gateways[g], self.hps[g]), time.monotonic()
         n = next(self.seq)
         backend = self.trial_backends[n % len(self.trial_backends)]
         sid = f"t{n}"
-        first = self._procs()
-        k: int | None = None
-        if kind in (NEW_INSTANCE, READD):
-            k = next(self.next_base[kind]) % len(self.base)
-            svc = self.base[k]
-            if self.shared.mark_busy(k) and kind == READD:
-                # The stream's extra instance would keep the service from emptying.
-                self.consul.deregister(f"x-{k}")
-                self.shared.clear_extra(k)
-        elif kind == PORT_MAP:
-            svc = next(self.portmap)
-        else:
-            svc = next(self.undeclared)
+        first = self.hps[g].proc()
+        if k is not None and self.shared.mark_busy(k, gi) and kind == READD:
+            # The stream's extra instance would keep the service from emptying.
+            consul.deregister(f"x-{k}")
+            self.shared.clear_extra(k, gi)
         if kind == READD:
             assert k is not None
             self.shared.wait_idle(k)  # no client connection in flight on a port we empty
             for old_sid, _ in self.base_instances[k]:
-                self.consul.deregister(old_sid)
-            for res in both(list(self.pollers.values()), svc.port, REJECTED, 3, 30.0):
-                if not res.ok:
-                    raise HarnessError(f"{svc.path} still answers after its instances left")
+                consul.deregister(old_sid)
+            res = self.pollers[g].run(svc.port, REJECTED, 3, 30.0)
+            if not res.ok:
+                raise HarnessError(f"{g}: {svc.path} still answers after its instances left")
         pin = self.pin and kind == NEW_INSTANCE
-        t0, wall_t0, results, reloads, seen = self._measure(svc, sid, backend, pin)
+        t0, wall_t0, result, reloads, seen = self._measure(g, svc, sid, backend, pin)
         trial = Trial(rate, kind, svc.path, sid, wall_t0)
         trial.consul_ms = None if seen is None else (seen - t0) * 1000
         trial.needle = f"+service {svc.path}:" if kind == UNDECLARED else f"/{sid}-"
         if kind != NEW_INSTANCE:
             trial.names = len(self.base) + (0 if kind == READD else 1)
         undo_start = time.monotonic()
-        self._undo(kind, svc, sid, backend, k)
+        self._undo(g, kind, svc, sid, backend, k)
         trial.undo_s = time.monotonic() - undo_start
-        last = self._procs()
-        for g in GATEWAYS:
-            res = results[g]
-            trial.sides[g] = Side(
-                ms=(res.done - t0) * 1000 if res.ok else None,
-                attempt_ms=(res.done - res.attempt_start) * 1000,
-                attempts=res.attempts,
-                reloads_measure=reloads[g],
-                reloads_trial=_delta(first[g], last[g]),
-            )
+        last = self.hps[g].proc()
+        trial.sides[g] = Side(
+            ms=(result.done - t0) * 1000 if result.ok else None,
+            attempt_ms=(result.done - result.attempt_start) * 1000,
+            attempts=result.attempts,
+            reloads_measure=reloads,
+            reloads_trial=_delta(first, last),
+        )
         if k is not None:
             self.shared.unmark(k)
-        time.sleep(self.gap)  # the next trial starts on quiet gateways, measured on its own
+        cpu1 = cpu_seconds(self.gateways[g], self.hps[g])
+        for part, value in cpu1.items():
+            self.cpu[g][part] += value - cpu0[part]
+        self.active_s[g] += time.monotonic() - m0
         return trial
 
     def _servers_are(self, g: str, backend: str, want: set[int]) -> Callable[[], bool]:
@@ -477,37 +522,37 @@ class Runner:
 
         return check
 
-    def _undo(self, kind: str, svc: Service, sid: str, backend: Backend, k: int | None) -> None:
-        """Put the catalog back and wait until both gateways show it."""
-        pollers = list(self.pollers.values())
+    def _undo(
+        self, g: str, kind: str, svc: Service, sid: str, backend: Backend, k: int | None
+    ) -> None:
+        """Put arm g's catalog back and wait until its gateway shows it."""
+        consul, poller = self.consuls[g], self.pollers[g]
         if kind == READD:
             assert k is not None
             # The base instances first: the service never goes through empty again.
             for old_sid, port in self.base_instances[k]:
-                self.consul.register(svc, old_sid, port)
-            self.consul.deregister(sid)
+                consul.register(svc, old_sid, port)
+            consul.deregister(sid)
             want = {port for _, port in self.base_instances[k]}
             wait_gateways(
-                [self._servers_are(g, svc.backend, want) for g in GATEWAYS],
+                [self._servers_are(g, svc.backend, want)],
                 60.0,
-                f"{svc.path} back to its base instances",
+                f"{svc.path} back to its base instances on {g}",
             )
             return
-        self.consul.deregister(sid)
+        consul.deregister(sid)
         if kind == NEW_INSTANCE:
             wait_gateways(
-                [self._server_gone(g, svc.backend, backend.port) for g in GATEWAYS],
+                [self._server_gone(g, svc.backend, backend.port)],
                 60.0,
-                f"{sid} out of {svc.backend}",
+                f"{sid} out of {svc.backend} on {g}",
             )
         elif kind == PORT_MAP:  # declared: stays bound, rejecting
-            for res in both(pollers, svc.port, REJECTED, 3, 60.0):
-                if not res.ok:
-                    raise HarnessError(f"{svc.path} still answers after {sid} left")
+            if not poller.run(svc.port, REJECTED, 3, 60.0).ok:
+                raise HarnessError(f"{g}: {svc.path} still answers after {sid} left")
         else:  # undeclared, keep_vanished_services = false: its frontend goes
-            for res in both(pollers, svc.port, REFUSED, 3, 60.0):
-                if not res.ok:
-                    raise HarnessError(f"{svc.path} port {svc.port} still bound after {sid} left")
+            if not poller.run(svc.port, REFUSED, 3, 60.0).ok:
+                raise HarnessError(f"{g}: {svc.path} port {svc.port} still bound after {sid} left")
 
 
 def _close_all(socks: Sequence[socket.socket]) -> None:
@@ -532,7 +577,7 @@ def run_rate(
     args: argparse.Namespace,
     runner: Runner,
     shared: Shared,
-    consul_addr: str,
+    consul_addrs: list[str],
     base: list[Service],
     pool: list[Backend],
     gateways: dict[str, Sidecar],
@@ -540,9 +585,9 @@ def run_rate(
 ) -> tuple[list[Trial], dict[str, Any]]:
     ctx = fork_context()
     hps = runner.hps
+    runner.reset_usage()
     st0 = {g: gateways[g].status() for g in GATEWAYS}
     proc0 = {g: hps[g].proc() for g in GATEWAYS}
-    cpu0 = {g: cpu_seconds(gateways[g], hps[g]) for g in GATEWAYS}
     counts0 = shared.snapshot()
     wall0 = time.time()
     load0 = loadavg()
@@ -552,7 +597,7 @@ def run_rate(
         target=stream_main,
         args=(
             shared,
-            consul_addr,
+            consul_addrs,
             base,
             [b.port for b in pool],
             rate,
@@ -568,13 +613,18 @@ def run_rate(
     time.sleep(2.0)  # the stream runs before the first trial
     trials: list[Trial] = []
     deadline = time.monotonic() + args.seconds
-    for _ in range(args.trials):
+    for round_ in range(args.trials):
         if time.monotonic() > deadline:
             break
+        # Interleaved: each kind on every arm in turn, the order alternating by round (the
+        # machine's drift and any order effect fall on both arms alike).
+        arms = GATEWAYS if round_ % 2 == 0 else tuple(reversed(GATEWAYS))
         for kind in KINDS:
             if time.monotonic() > deadline:
                 break
-            trials.append(runner.run(kind, rate))
+            svc, k = runner.pick(kind)
+            for g in arms:
+                trials.append(runner.run(kind, rate, g, svc, k))
     stop.set()
     stream_report = out.get(timeout=60)
     stream.join(10)
@@ -582,7 +632,6 @@ def run_rate(
     wall1 = time.time()
     proc1 = {g: hps[g].proc() for g in GATEWAYS}
     st1 = {g: gateways[g].status() for g in GATEWAYS}
-    cpu1 = {g: cpu_seconds(gateways[g], hps[g]) for g in GATEWAYS}
     counts1 = shared.snapshot()
     context: dict[str, Any] = {
         "rate": rate,
@@ -599,13 +648,16 @@ def run_rate(
             g: st1[g].get("runtime_changes", 0) - st0[g].get("runtime_changes", 0) for g in GATEWAYS
         },
         "clients": {g: dict(counts1[i] - counts0[i]) for i, g in enumerate(GATEWAYS)},
+        # while the arm was measured (its trials, the stream on its catalog)
         "cpu_pct": {
             g: {
-                part: 100 * (cpu1[g][part] - cpu0[g][part]) / max(1e-9, wall1 - wall0)
-                for part in cpu0[g]
+                part: 100 * value / max(1e-9, runner.active_s[g])
+                for part, value in runner.cpu[g].items()
             }
             for g in GATEWAYS
         },
+        "active_s": dict(runner.active_s),
+        "settle_s": stats(runner.settle_s),
     }
     return trials, context
 
@@ -630,7 +682,7 @@ def attach_logs(trials: list[Trial], logs: dict[str, JsonLog]) -> None:
     """Each trial's first "applied" line naming its change, per gateway (the log clock has
     millisecond resolution)."""
     for trial in trials:
-        for g in GATEWAYS:
+        for g in trial.sides:
             found = logs[g].applied(trial.wall_t0, trial.needle)
             if found is None:
                 continue
@@ -668,8 +720,8 @@ def report_rate(
         for g in GATEWAYS:
             vals = values(trials, kind, g)
             s = stats(vals)
-            n_all = sum(1 for t in trials if t.kind == kind)
-            reloads = [t.sides[g].reloads_trial for t in trials if t.kind == kind]
+            n_all = sum(1 for t in trials if t.kind == kind and g in t.sides)
+            reloads = [t.sides[g].reloads_trial for t in trials if t.kind == kind and g in t.sides]
             reload_sum = sum(r for r in reloads if r is not None)
             target = ""
             met = ""
@@ -757,7 +809,11 @@ def report_where(trials: list[Trial], rate: float) -> None:
     for kind in KINDS:
         for g in GATEWAYS:
             consul_seen = stats(
-                [t.consul_ms for t in trials if t.kind == kind and t.consul_ms is not None]
+                [
+                    t.consul_ms
+                    for t in trials
+                    if t.kind == kind and g in t.sides and t.consul_ms is not None
+                ]
             )
             services = stats(values(trials, kind, g, "services_ms"))
             started = stats(
@@ -765,6 +821,7 @@ def report_where(trials: list[Trial], rate: float) -> None:
                     applied_ms - apply_ms
                     for t in trials
                     if t.kind == kind
+                    and g in t.sides
                     and (applied_ms := t.sides[g].applied_ms) is not None
                     and (apply_ms := t.sides[g].apply_ms) is not None
                 ]
@@ -774,7 +831,9 @@ def report_where(trials: list[Trial], rate: float) -> None:
             attempt = stats(values(trials, kind, g, "attempt_ms"))
             attempts = stats(values(trials, kind, g, "attempts"))
             kinds = Counter(
-                t.sides[g].apply_kind for t in trials if t.kind == kind and t.sides[g].apply_kind
+                t.sides[g].apply_kind
+                for t in trials
+                if t.kind == kind and g in t.sides and t.sides[g].apply_kind
             )
             where.append(
                 [
@@ -846,14 +905,18 @@ def report_context(trials: list[Trial], ctx: dict[str, Any]) -> None:
                 "0 failed",
             ],
             [
-                f"{g}: CPU % of one core: daemon / haproxy -c / HAProxy",
+                f"{g}: CPU % of one core while measured ({ctx['active_s'][g]:.0f} s): daemon / haproxy -c / HAProxy",
                 " / ".join(
                     f"{ctx['cpu_pct'][g][p]:.0f}" for p in ("daemon", "validate", "haproxy")
                 ),
                 "",
             ],
         ]
-    undeclared = sum(t.sides[PROJECT].reloads_trial or 0 for t in trials if t.kind == UNDECLARED)
+    undeclared = sum(
+        t.sides[PROJECT].reloads_trial or 0
+        for t in trials
+        if t.kind == UNDECLARED and PROJECT in t.sides
+    )
     total = ctx["reloads"][PROJECT]
     rows.append(
         [
@@ -862,6 +925,15 @@ def report_context(trials: list[Trial], ctx: dict[str, Any]) -> None:
             "0",
         ]
     )
+    settle = ctx["settle_s"]
+    if settle["n"]:
+        rows.append(
+            [
+                "arm switch: stream moved -> other arm quiet (s, p50 / max)",
+                f"{settle['p50']:.2f} / {settle['max']:.2f}",
+                "",
+            ]
+        )
     rows.append(["load average (start / end)", " / ".join(ctx["load"]), ""])
     print_table(f"stream {rate:g}/s: context", ["figure", "value", "target"], rows)
 
@@ -924,12 +996,81 @@ def report_startup(starts: list[dict[str, Any]], verdicts: list[tuple[str, bool 
         ],
         rows,
     )
-    from_catalog = [s["catalog_to_route"] for s in starts if s["catalog_to_route"] is not None]
+    from_catalog = [
+        s["catalog_to_route"]
+        for s in starts
+        if s["catalog_to_route"] is not None and s.get("arm") == PROJECT
+    ]
     verdicts.append(
         (
             f"start-up: first route <= {STARTUP_TARGET:g} ms after the first catalog answer (max of {len(from_catalog)})",
             bool(from_catalog) and max(from_catalog) <= STARTUP_TARGET,
         )
+    )
+
+
+def report_summary(trials_by_rate: dict[float, list[Trial]], starts: list[dict[str, Any]]) -> None:
+    """One table: per rate and kind, project and baseline p50 / p99 and their ratios; then
+    start-up (median over the starts of each arm)."""
+    rows: list[list[Any]] = []
+    for rate, trials in trials_by_rate.items():
+        for kind in KINDS:
+            p, b = stats(values(trials, kind, PROJECT)), stats(values(trials, kind, BASELINE))
+            rows.append(
+                [
+                    f"{rate:g}/s",
+                    kind,
+                    f"{p['n']} / {b['n']}",
+                    f"{fmt(p['p50'])} / {fmt(p['p99'])}",
+                    f"{fmt(b['p50'])} / {fmt(b['p99'])}",
+                    ratio(b["p50"], p["p50"]),
+                    ratio(b["p99"], p["p99"]),
+                    f"{TARGET_P99[kind]:g}",
+                    "-" if not p["n"] else ("yes" if p["p99"] <= TARGET_P99[kind] else "NO"),
+                ]
+            )
+    for what, key in (
+        ("first catalog answer -> first route", "catalog_to_route"),
+        ("daemon start -> first route", "start_to_route"),
+        ("daemon start -> 'watching Consul'", "start_to_watching"),
+    ):
+        got = {
+            g: [s[key] for s in starts if s.get("arm") == g and s[key] is not None]
+            for g in (PROJECT, BASELINE)
+        }
+        p50 = {g: percentile(v, 50) if v else float("nan") for g, v in got.items()}
+        worst = {g: max(v) if v else float("nan") for g, v in got.items()}
+        target = f"{STARTUP_TARGET:g}" if key == "catalog_to_route" else ""
+        met = ""
+        if target and got[PROJECT]:
+            met = "yes" if worst[PROJECT] <= STARTUP_TARGET else "NO"
+        rows.append(
+            [
+                "start-up",
+                f"{what} (median / max)",
+                f"{len(got[PROJECT])} / {len(got[BASELINE])}",
+                f"{fmt(p50[PROJECT])} / {fmt(worst[PROJECT])}",
+                f"{fmt(p50[BASELINE])} / {fmt(worst[BASELINE])}",
+                ratio(p50[BASELINE], p50[PROJECT]),
+                ratio(worst[BASELINE], worst[PROJECT]),
+                target,
+                met,
+            ]
+        )
+    print_table(
+        "summary: PUT return -> first answer by the new instance, project vs baseline (ms; ratio = baseline / project)",
+        [
+            "rate",
+            "kind",
+            "n (project / baseline)",
+            "project p50 / p99",
+            "baseline p50 / p99",
+            "p50 ratio",
+            "p99 ratio",
+            "target p99 (project)",
+            "met",
+        ],
+        rows,
     )
 
 
@@ -958,7 +1099,12 @@ def main() -> int:
     parser.add_argument(
         "--seconds", type=float, default=400.0, help="cap on each rate's trials (s)"
     )
-    parser.add_argument("--gap", type=float, default=0.3, help="pause after each trial's undo (s)")
+    parser.add_argument(
+        "--gap",
+        type=float,
+        default=0.3,
+        help="before each trial: the stream on the measured arm's catalog alone (s)",
+    )
     parser.add_argument("--clients", type=int, default=3, help="client processes")
     parser.add_argument(
         "--client-rate", type=float, default=10.0, help="connections/s per client (0: back to back)"
@@ -1011,36 +1157,41 @@ def main() -> int:
         shared = Shared(ctx, len(base), len(GATEWAYS))
         # Pollers fork now, before this process has any thread.
         pollers = {g: Poller(ctx, pki, BIND[g], args.poll_sleep).start(stack) for g in GATEWAYS}
-        consul = Consul(base_dir / "consul").start(stack)
-        print(f"# {consul.version()}; workdir {base_dir}")
-        observer = ConsulObserver(ctx, consul.addr).start(stack)
-        api = ConsulAPI(consul.addr)
-        stack.callback(api.close)
+        # One Consul agent per arm: the stream and the trials change only the catalog of the
+        # arm being measured (see Runner).
+        consuls = {g: Consul(base_dir / f"consul-{g}").start(stack) for g in GATEWAYS}
+        print(f"# {consuls[PROJECT].version()} (one dev agent per arm); workdir {base_dir}")
+        observers = {g: ConsulObserver(ctx, consuls[g].addr).start(stack) for g in GATEWAYS}
+        apis = {g: ConsulAPI(consuls[g].addr) for g in GATEWAYS}
+        for api in apis.values():
+            stack.callback(api.close)
         pool = Backends(pki, base_dir).start(stack, BASE_BACKENDS, prefix="be")
         trial_backends = Backends(pki, base_dir).start(stack, 2, prefix="trial")
         base_instances: list[list[tuple[str, int]]] = []
         for k, svc in enumerate(base):
             instances = [(f"b{k}-{j}", pool[(2 * k + j) % len(pool)].port) for j in range(2)]
             for sid, port in instances:
-                api.register(svc, sid, port)
+                for api in apis.values():
+                    api.register(svc, sid, port)
             base_instances.append(instances)
 
-        # -- start-up ---------------------------------------------------------------------
+        # -- start-up: fresh starts, the arms in turn, then the two measured gateways --------
         for r in range(args.startups):
-            sc = make_gateway(base_dir / f"fresh{r}", consul.addr, PROJECT, pki.ca_dir, extra)
-            with contextlib.ExitStack() as one:
-                starts.append(
-                    start_measured(
-                        sc, pollers[PROJECT], base[0].port, one, f"project, fresh start {r + 1}"
+            for g in GATEWAYS:
+                sc = make_gateway(base_dir / f"fresh-{g}{r}", consuls[g].addr, g, pki.ca_dir, extra)
+                with contextlib.ExitStack() as one:
+                    starts.append(
+                        start_measured(
+                            sc, pollers[g], base[0].port, one, f"{g}, fresh start {r + 1}", g
+                        )
                     )
-                )
-            time.sleep(0.5)
+                time.sleep(0.5)
         gateways: dict[str, Sidecar] = {}
         for g in GATEWAYS:
-            gateways[g] = make_gateway(base_dir / g, consul.addr, g, pki.ca_dir, extra)
+            gateways[g] = make_gateway(base_dir / g, consuls[g].addr, g, pki.ca_dir, extra)
             starts.append(
                 start_measured(
-                    gateways[g], pollers[g], base[0].port, stack, f"{g} (measured gateway)"
+                    gateways[g], pollers[g], base[0].port, stack, f"{g} (measured gateway)", g
                 )
             )
         hps = {g: gateways[g].haproxy for g in GATEWAYS}
@@ -1079,10 +1230,10 @@ def main() -> int:
         time.sleep(2.0)  # clients warm up
 
         runner = Runner(
-            api,
+            apis,
             shared,
             pollers,
-            hps,
+            gateways,
             base,
             base_instances,
             portmap_pool,
@@ -1090,11 +1241,19 @@ def main() -> int:
             trial_backends,
             args.gap,
             args.pin,
-            observer,
+            observers,
         )
         for rate in rates:
             trials, context = run_rate(
-                rate, args, runner, shared, consul.addr, base, pool, gateways, stack
+                rate,
+                args,
+                runner,
+                shared,
+                [consuls[g].addr for g in GATEWAYS],
+                base,
+                pool,
+                gateways,
+                stack,
             )
             trials_by_rate[rate] = trials
             contexts[rate] = context
@@ -1116,6 +1275,8 @@ def main() -> int:
     report_startup(starts, verdicts)
     for rate in rates:
         report_rate(trials_by_rate[rate], contexts[rate], verdicts)
+    if BASELINE in GATEWAYS:
+        report_summary(trials_by_rate, starts)
     if samples:
         report_failures(samples, reload_windows)
     print(f"\nold HAProxy workers at the end: {old_workers}")

@@ -10,7 +10,7 @@ A 5 ms GIL switch interval would be a fifth of the 25 ms target.
 - :func:`client_main`: one client process; fresh TLS connections through both gateways to
   random base services that no trial is using, outcomes counted per gateway and kind.
 - :func:`stream_main`: the background stream; toggles an extra instance of a random base
-  service at a fixed rate.
+  service at a fixed rate, in the catalog of the arm being measured (``Shared.active``).
 - :class:`Poller`: one persistent process per gateway that polls a port until a condition
   holds (answered by a given instance, any answer, refused, rejected) and reports when.
 - :func:`active_ports`: the servers a gateway routes to for one backend (admin socket).
@@ -123,7 +123,9 @@ class Shared:
     ``busy[k]``: a trial uses base service k; clients and the stream leave it alone.
     ``inflight[k]``: client connections to k in progress (the driver waits for 0 before it
     empties k, so that no client is counted failing on a port the harness emptied itself).
-    ``extra[k]``: the stream's extra instance of k is registered.
+    ``extra[g * services + k]``: the stream's extra instance of k is registered in arm g's
+    catalog (each arm, project and baseline, has a Consul agent of its own).
+    ``active``: the arm whose catalog the stream changes (the one being measured).
     ``counts``: client outcomes, gateway-major (``OUTCOMES`` per gateway).
     ``lock`` guards busy/inflight/counts (taken by clients around each call, briefly);
     ``stream_lock`` guards busy/extra and is held by the stream across its PUT, so that once
@@ -136,7 +138,8 @@ class Shared:
         self.stream_lock = ctx.Lock()
         self.busy = ctx.RawArray("b", services)
         self.inflight = ctx.RawArray("i", services)
-        self.extra = ctx.RawArray("b", services)
+        self.extra = ctx.RawArray("b", services * gateways)
+        self.active = ctx.RawValue("i", 0)
         self.counts = ctx.RawArray("q", gateways * len(OUTCOMES))
         self.gateways = gateways
 
@@ -165,17 +168,22 @@ class Shared:
             self.inflight[k] -= 1
             self.counts[gateway * len(OUTCOMES) + OUTCOMES.index(outcome)] += 1
 
-    def mark_busy(self, k: int) -> bool:
+    def mark_busy(self, k: int, g: int = 0) -> bool:
         """Take k away from the stream and the clients; returns whether the stream's extra
-        instance of k is registered (the caller may then deregister it: the stream will not
-        touch k until :meth:`unmark`)."""
+        instance of k is registered in arm g's catalog (the caller may then deregister it: the
+        stream will not touch k until :meth:`unmark`)."""
         with self.stream_lock, self.lock:
             self.busy[k] = 1
-            return bool(self.extra[k])
+            return bool(self.extra[g * self.services + k])
 
-    def clear_extra(self, k: int) -> None:
+    def clear_extra(self, k: int, g: int = 0) -> None:
         with self.stream_lock:
-            self.extra[k] = 0
+            self.extra[g * self.services + k] = 0
+
+    def activate(self, g: int) -> None:
+        """From now on the stream changes arm g's catalog."""
+        with self.stream_lock:
+            self.active.value = g
 
     def wait_idle(self, k: int, timeout: float = 15.0) -> None:
         """Wait until no client connection to k is in flight."""
@@ -244,7 +252,7 @@ def client_main(
 
 def stream_main(
     shared: Shared,
-    consul_addr: str,
+    consul_addrs: Sequence[str],
     services: Sequence[Service],
     backend_ports: Sequence[int],
     rate: float,
@@ -256,9 +264,11 @@ def stream_main(
     """The background stream: ``rate`` catalog changes per second on a fixed schedule, each
     toggling the extra instance ``x-<k>`` of a random base service k that no trial uses
     (registered if absent, deregistered if present; so registrations and deregistrations
-    alternate on average and at most one extra per service exists). Stops on ``stop`` or after
+    alternate on average and at most one extra per service exists), in the catalog of the arm
+    being measured (``consul_addrs[shared.active]``). Stops on ``stop`` or after
     ``max_seconds``, then deregisters the extras it left. Reports counts and lateness."""
-    api = ConsulAPI(consul_addr)
+    apis = [ConsulAPI(addr) for addr in consul_addrs]
+    n = shared.services
     rng = random.Random(seed)
     counts: Counter[str] = Counter()
     lateness: list[float] = []
@@ -280,14 +290,16 @@ def stream_main(
                     continue
                 k = rng.choice(free)
                 sid = f"x-{k}"
+                g = shared.active.value
+                api = apis[g]
                 try:
-                    if shared.extra[k]:
+                    if shared.extra[g * n + k]:
                         api.deregister(sid)
-                        shared.extra[k] = 0
+                        shared.extra[g * n + k] = 0
                         counts["deregister"] += 1
                     else:
                         api.register(services[k], sid, rng.choice(backend_ports))
-                        shared.extra[k] = 1
+                        shared.extra[g * n + k] = 1
                         counts["register"] += 1
                 except (HarnessError, requests.RequestException) as exc:
                     counts["error"] += 1
@@ -295,13 +307,15 @@ def stream_main(
                         errors.append(str(exc)[:200])
         elapsed = time.monotonic() - start
         with shared.stream_lock:
-            for k in range(shared.services):
-                if shared.extra[k] and not shared.busy[k]:
-                    with contextlib.suppress(HarnessError, requests.RequestException):
-                        api.deregister(f"x-{k}")
-                        shared.extra[k] = 0
+            for g, api in enumerate(apis):
+                for k in range(n):
+                    if shared.extra[g * n + k] and not shared.busy[k]:
+                        with contextlib.suppress(HarnessError, requests.RequestException):
+                            api.deregister(f"x-{k}")
+                            shared.extra[g * n + k] = 0
     finally:
-        api.close()
+        for api in apis:
+            api.close()
     out.put(
         {
             "counts": dict(counts),
