@@ -123,6 +123,17 @@ class BackendServer:
         self._lock = threading.Lock()
         self._workers: set[threading.Thread] = set()
         self._thread: threading.Thread | None = None
+        # Long calls (``hold_next``): their answers wait, after the handshake, until the gate
+        # opens or ``hold_timeout`` passes, so a test decides when a call in flight ends.
+        self.gate = threading.Event()
+        self.hold_timeout = 120.0
+        self._holds = 0
+
+    def hold_next(self, calls: int = 1) -> threading.Event:
+        """The next ``calls`` calls wait for the returned gate before they are answered."""
+        with self._lock:
+            self.gate, self._holds = threading.Event(), calls
+        return self.gate
 
     def start(self) -> Self:
         """Serve in a background thread."""
@@ -157,6 +168,10 @@ class BackendServer:
                 payload = {"service": self.name, "instance": self.instance}
                 payload["peer"] = f"{addr[0]}:{addr[1]}"
                 payload.update(describe_peer(peer_chain(tls)))
+                with self._lock:
+                    held, self._holds = self._holds > 0, max(0, self._holds - 1)
+                if held:
+                    self.gate.wait(self.hold_timeout)
                 tls.sendall(json.dumps(payload).encode() + b"\n")
                 self._close_notify(tls)
             with self._lock:

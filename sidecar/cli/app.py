@@ -6,7 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import click
 
-from sidecar.cli import cs, gateway, ops, register
+from sidecar.cli import cs, drain, gateway, ops, register
 from sidecar.cli.common import add_global_options
 
 
@@ -36,6 +36,8 @@ for command in (
     ops.files,
     cs.cs_group,
     cs.status,
+    drain.drain,
+    drain.undrain,
     register.register_cmd,
 ):
     main.add_command(command)

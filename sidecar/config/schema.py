@@ -30,6 +30,7 @@ from sidecar import data
 from sidecar.base import validate
 from sidecar.config.base import Issue, Section
 from sidecar.config.cs import CSSettings
+from sidecar.config.drain import DrainSettings
 from sidecar.config.ops import CertSettings, CheckSettings, StatusSettings
 from sidecar.config.types import (
     Count,
@@ -265,6 +266,7 @@ class Settings(Section):
     certs: CertSettings = CertSettings()
     status: StatusSettings = StatusSettings()
     limits: LimitSettings = LimitSettings()
+    drain: DrainSettings = DrainSettings()
     # Set by the loader, not by the file:
     source: str = "<defaults>"
     consul_configured: bool = False  # an address came from the file or CONSUL_HTTP_ADDR

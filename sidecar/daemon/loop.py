@@ -33,6 +33,7 @@ from sidecar.core import pipeline
 from sidecar.core.bindmemo import PREFLIGHT_RETRY, RELOAD_RETRY, BindMemo
 from sidecar.core.model import Snapshot
 from sidecar.core.plan import Plan, PlanKind, Rendered
+from sidecar.daemon.drain import DrainControl
 from sidecar.daemon.filewatch import FileWatcher
 from sidecar.daemon.ops import Operations
 from sidecar.fleet.member import Beat, FleetMember
@@ -90,6 +91,7 @@ class Daemon:
         self._applied_index = 0
         self.net = NetFacts()  # own addresses, resolved host names: for the admission policy
         self.binds = BindMemo()  # public ports HAProxy cannot bind
+        self.drain = DrainControl(settings.runtime_dir)  # ``sidecar drain``, polled each round
 
     def _file_watcher(self, settings: Settings) -> FileWatcher:
         """Settings file (and template) -> like SIGHUP; CA dirs and own certs -> re-check."""
@@ -469,6 +471,7 @@ class Daemon:
         desired = self.applied.desired if self.applied else None
         alive = time.monotonic() - self._alive_at < WATCHDOG_STALE
         self.ops.heartbeat(st, desired, self.haproxy, loop_alive=alive)
+        drain = self.drain.tick(self.haproxy, now)
         outcome = self.fleet.heartbeat(
             Beat(
                 ready=st.ready and desired is not None,
@@ -478,11 +481,13 @@ class Daemon:
                 fresh=view.complete and view.failing_since is None,
                 now=datetime.now(UTC),
                 reason=st.last_apply_message or "not ready",
+                drained=drain.reason,
             )
         )
         if outcome is not None:
             st.cs_status, st.cs_error = outcome.status.value, outcome.error
         st.lock_holder = self.fleet.lock is not None and self.fleet.lock.held
+        st.drain = drain.published(self.fleet.registry.in_maintenance)
         try:
             write_status(self.haproxy.dir, st)
         except OSError as exc:

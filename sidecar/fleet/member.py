@@ -49,6 +49,7 @@ class Beat:
     fresh: bool  # every watch answered and none is failing
     now: datetime  # wall clock, timezone-aware (CS backup names)
     reason: str = "not ready"  # published when not ready
+    drained: str | None = None  # the reason of ``sidecar drain``: in Consul maintenance, no CS
 
 
 class FleetMember:
@@ -98,7 +99,8 @@ class FleetMember:
         Calls closer than ``min_interval`` with the same facts do nothing (the daemon may call
         it on every event of a burst) and return the previous outcome.
         """
-        key = (beat.ready, beat.desired, beat.generation, beat.catalog_index, beat.fresh)
+        key = (beat.ready, beat.desired, beat.generation, beat.catalog_index, beat.fresh,
+               beat.drained)  # fmt: skip
         self._seen_at = self._clock()
         if key == self._last_beat and self._clock() - self._last_at < self._min_interval:
             return self.last_outcome
@@ -107,10 +109,11 @@ class FleetMember:
         self.last_outcome = None
         if self.lock is None or self.writer is None:
             return None
-        if not beat.ready or beat.desired is None:
+        if not beat.ready or beat.desired is None or beat.drained is not None:
             self._writable = None
             if self.lock.active:  # let a ready gateway write meanwhile
-                log.info("CS writer lock released: this gateway is %s", beat.reason)
+                why = "drained" if beat.drained is not None else beat.reason
+                log.info("CS writer lock released: this gateway is %s", why)
                 self.lock.release()
             return None
         self._writable = beat
@@ -136,6 +139,7 @@ class FleetMember:
                 self.registry.pass_ttl(beat.generation, beat.catalog_index)
             else:
                 self.registry.fail_ttl(beat.reason)
+            self.registry.set_maintenance(beat.drained)
         except SidecarError as exc:
             if str(exc) != self._last_error:
                 log.warning("cannot publish this gateway in Consul: %s", exc)

@@ -39,6 +39,7 @@ REPUBLISH = 10.0  # seconds between two publications of changed metadata
 CHECK_TTL = "30s"  # the daemon passes it at least every 5 s while ready
 DEREGISTER_AFTER = "10m"  # Consul removes a gateway that stayed critical this long (SIGKILL)
 NamesFn = Callable[[], tuple[str, ...]]
+MAINTENANCE_CHECK = "_service_maintenance:"  # Consul's check of a service in maintenance
 _UNKNOWN_CHECK = ("does not have associated ttl", "unknown check", "not found")
 
 
@@ -82,6 +83,7 @@ class GatewayRegistry:
         self._passing = False
         self._registered_at = -math.inf
         self._republish = republish
+        self._maintenance: str | None = None  # the reason, while drained (``sidecar drain``)
 
     def register(self, generation: str = "", index: int = 0) -> None:
         """(Re-)register with this metadata; the check keeps its current state."""
@@ -105,6 +107,30 @@ class GatewayRegistry:
         expect_ok(self._http.put("/v1/agent/service/register", body), "register dirac-gateway")
         self._published = (generation, index)
         self._registered_at = time.monotonic()
+        if self._maintenance is not None:  # a registration the agent had lost comes back
+            self._put_maintenance(True, self._maintenance)
+
+    @property
+    def in_maintenance(self) -> bool:
+        return self._maintenance is not None
+
+    def set_maintenance(self, reason: str | None) -> None:
+        """Consul maintenance on (a reason) or off (None) for this gateway: while on, its
+        instance is not passing, so Consul DNS and the CS writers' discovery drop its names.
+        Sent only on a change; kept across re-registrations."""
+        if (reason is None) == (self._maintenance is None):
+            return
+        if self._published is None and reason is not None:
+            self.register()
+        self._put_maintenance(reason is not None, reason or "")
+        self._maintenance = reason
+
+    def _put_maintenance(self, enable: bool, reason: str) -> None:
+        params = [("enable", "true" if enable else "false")]
+        if enable:
+            params.append(("reason", reason[:200] or "sidecar drain"))
+        path = f"/v1/agent/service/maintenance/{self.service_id}"
+        expect_ok(self._http.put(path, params=params), "maintenance dirac-gateway")
 
     def pass_ttl(self, generation: str, index: int) -> None:
         """Heartbeat while ready: publish what is applied (only when it changed), pass the TTL."""
@@ -139,6 +165,7 @@ class GatewayRegistry:
             "deregister dirac-gateway",
         )
         self._published, self._passing = None, False
+        self._maintenance = None
 
 
 def _instances(client: ConsulClient, passing: bool) -> list[dict[str, Any]]:
@@ -211,6 +238,9 @@ def live_gateway_names(
 
 def _status(checks: Iterable[dict[str, Any]]) -> str:
     order = {"passing": 0, "warning": 1, "critical": 2, "maintenance": 3}
+    checks = list(checks)
+    if any(str(c.get("CheckID", "")).startswith(MAINTENANCE_CHECK) for c in checks):
+        return "maintenance"  # drained (``sidecar drain``): not a failure
     statuses = [str(c.get("Status", "critical")) for c in checks] or ["passing"]
     return max(statuses, key=lambda s: order.get(s, 2))
 

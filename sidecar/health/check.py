@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sidecar.config.ops import CheckSettings
+from sidecar.core.drain import DrainState, phase
 from sidecar.core.severity import Severity, worst
 
 DEAD_AFTER = 3.0  # seconds without a heartbeat after which a vanished daemon PID means dead
@@ -45,6 +46,7 @@ class Facts:
     unbound_ports: tuple[int, ...] = ()
     consul_error: str = ""  # "" when /v1/status/leader answered with a leader
     unreadable: str = ""  # why the runtime directory could not be read at all
+    drain: DrainState | None = None  # ``sidecar drain`` asked for it (host.drainfile)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +101,11 @@ def _haproxy(h: HAProxyFacts, t: CheckSettings) -> Verdict:
     return Severity.OK, f"haproxy worker {h.current_worker}, {h.old_workers} old"
 
 
-def _frontends(facts: Facts) -> Verdict:
+def _frontends(facts: Facts, now: float) -> Verdict:
     st = facts.status or {}
+    if facts.drain is not None:  # paused frontends are the point of a drain, not a failure
+        left = (st.get("drain") or {}).get("connections")
+        return Severity.OK, f"drained ({phase(facts.drain, now).value}, {left} connections left)"
     if facts.unbound_ports:
         ports = ",".join(str(p) for p in facts.unbound_ports[:10])
         return Severity.CRITICAL, f"{len(facts.unbound_ports)} ports not listening: {ports}"
@@ -159,7 +164,7 @@ def evaluate_check(facts: Facts, thresholds: CheckSettings, now: float) -> Check
     parts: dict[str, Verdict] = {
         "daemon": _daemon(facts, thresholds, now),
         "haproxy": _haproxy(facts.haproxy, thresholds),
-        "frontends": _frontends(facts),
+        "frontends": _frontends(facts, now),
         "catalog": _catalog(facts, thresholds, now),
         "consul": _consul(facts),
         "apply": _apply(facts),
@@ -172,7 +177,8 @@ def evaluate_check(facts: Facts, thresholds: CheckSettings, now: float) -> Check
         if level is not Severity.OK
     ]
     st = facts.status or {}
-    text = (
+    drained = f"{parts['frontends'][1]}; " if facts.drain is not None else ""
+    text = drained + (
         "; ".join(bad)
         if bad
         else (
@@ -184,6 +190,7 @@ def evaluate_check(facts: Facts, thresholds: CheckSettings, now: float) -> Check
         name: {"status": level.label, "message": text} for name, (level, text) in parts.items()
     }
     details["haproxy_facts"] = dataclasses.asdict(facts.haproxy)
+    details["drained"] = facts.drain is not None
     perf = _perfdata(facts, thresholds, now)
     return CheckResult(code, f"SIDECAR {code.label} - {text}{perf}", details)
 

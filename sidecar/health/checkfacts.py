@@ -20,6 +20,7 @@ from sidecar.config.schema import Settings
 from sidecar.haproxy.process import HAProxy, unbound_ports
 from sidecar.health.check import Facts, HAProxyFacts
 from sidecar.health.status import STATUS_FILE, read_status
+from sidecar.host.drainfile import read_drain
 
 CONSUL_TIMEOUT = 5.0  # seconds at most for the leader probe
 
@@ -97,8 +98,9 @@ def gather(settings: Settings, consul: bool = True) -> Facts:
     """Every fact ``evaluate_check`` needs; never raises for what it observes."""
     status = read_status(settings.runtime_dir)
     haproxy = haproxy_facts(HAProxy(settings))
+    drain, _ = read_drain(settings.runtime_dir)
     ports: tuple[int, ...] = ()
-    if status and haproxy.master_pid:
+    if status and haproxy.master_pid and drain is None:  # drained: paused on purpose
         wanted = [p for p in status.get("public_ports") or [] if isinstance(p, int)]
         bind = str(status.get("bind") or settings.gateway.bind)
         ports = tuple(unbound_ports(bind, wanted, timeout=1.0))
@@ -109,4 +111,5 @@ def gather(settings: Settings, consul: bool = True) -> Facts:
         unbound_ports=ports,
         consul_error=consul_error(settings) if consul else "",
         unreadable=_unreadable(settings.runtime_dir),
+        drain=drain,
     )

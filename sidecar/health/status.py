@@ -48,6 +48,7 @@ class Status:
     cs_error: str = ""
     old_workers: int = 0  # HAProxy workers of earlier configs still draining
     certs: dict[str, Any] = field(default_factory=dict)  # CertReport.to_status()
+    drain: dict[str, Any] = field(default_factory=dict)  # core.drain.status_record; {} serving
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True) + "\n"

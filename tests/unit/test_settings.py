@@ -32,6 +32,7 @@ def test_example_file_documents_exactly_the_defaults() -> None:
         "check",
         "certs",
         "status",
+        "drain",
     ):
         fields = set(type(getattr(Settings(), section)).model_fields)
         documented = set(raw.get(section, {}))
