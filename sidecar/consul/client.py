@@ -1,27 +1,29 @@
-"""The Consul HTTP adapter: the only module that imports ``consul`` (py-consul).
+"""The Consul HTTP adapter: the only module that speaks HTTP to Consul (httpx).
 
 Thin on purpose: it sends one request and returns the decoded body with the blocking-query
-headers, or raises ``CatalogError``. Every request has a timeout: ``timeout`` for plain
-requests and ``wait + wait/16 + timeout`` for blocking ones (Consul adds up to wait/16 of
-jitter), so a dead connection can never park a watch forever. Policy (retries, index rules,
-rate limits) lives in ``consul.watch``.
+headers, or raises ``CatalogError``. One request shape (``Request``) and one answer decoder are
+shared by the two clients: ``ConsulClient`` (synchronous: the command line, the fleet lock and
+registry, the second read of held removals) and ``AsyncConsul`` (the watches, every blocking
+query on one event loop). Every request has a timeout: ``timeout`` for plain requests and
+``wait + wait/16 + timeout`` for blocking ones (Consul adds up to wait/16 of jitter), so a dead
+connection can never park a watch forever. Policy (retries, index rules, rate limits) lives in
+``consul.watch``.
 """
 
 from __future__ import annotations
 
 import json
-import logging
+import ssl
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-import consul
-import requests
+import httpx
 
 from sidecar.base.errors import CatalogError
 from sidecar.config.schema import ConsulSettings
 
-log = logging.getLogger(__name__)
+POOL = 4096  # parked health queries one gateway may hold (one per DIRAC service)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,109 +36,209 @@ class Answer:
     known_leader: bool = True
 
 
-def _int_header(headers: Any, name: str, default: int) -> int:
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A plain answer (KV, sessions, agent endpoints): the status code is the caller's."""
+
+    code: int
+    body: Any  # decoded JSON, or the raw text when the answer is not JSON
+    text: str
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 200
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    path: str
+    params: list[tuple[str, str]] = field(default_factory=list)
+    content: str = ""
+    timeout: float | None = None  # None: the client's default
+
+
+def _int_header(headers: httpx.Headers, name: str, default: int) -> int:
     try:
         return int(headers.get(name, default))
     except (TypeError, ValueError):
         return default
 
 
-class ConsulClient:
-    """One py-consul client (one HTTP session): give each watch thread its own."""
+def blocking(index: int, wait: float) -> list[tuple[str, str]]:
+    """The blocking-query parameters; index 0 is never a cursor (the call returns at once)."""
+    if index < 1:
+        return []
+    return [("index", str(index)), ("wait", f"{int(wait * 1000)}ms")]
+
+
+def tls_context(settings: ConsulSettings) -> ssl.SSLContext:
+    """The TLS of an ``https`` agent: its CA (or the system's), our client certificate."""
+    ctx = ssl.create_default_context(cafile=settings.ca_file or None)
+    if not settings.verify and not settings.ca_file:  # consul.verify = false, chosen
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if settings.cert_file:
+        ctx.load_cert_chain(settings.cert_file, settings.key_file or None)
+    return ctx
+
+
+class _Shape:
+    """What both clients share: settings, token, the request shapes and the decoders."""
 
     def __init__(self, settings: ConsulSettings, token: str) -> None:
         url = urllib.parse.urlsplit(settings.address)
-        verify: bool | str = settings.ca_file or settings.verify
-        cert = (settings.cert_file, settings.key_file) if settings.cert_file else None
-        self._settings = settings
-        self._consul = consul.Consul(
-            host=url.hostname or "127.0.0.1",
-            port=url.port or (443 if url.scheme == "https" else 8500),
-            scheme=url.scheme or "http",
-            token=token or None,
-            dc=settings.datacenter or None,
-            verify=verify,
-            cert=cert,
-            consistency="stale" if settings.stale else "default",
-            connections_timeout=settings.timeout,
-        )
-        # py-consul prefers $CONSUL_HTTP_TOKEN over the token it is given: the contract's
-        # order is the settings, then token_file, then the environment (folded in by the
-        # settings loader), so set the configured one (or none) explicitly.
-        self._consul.token = token or None
+        scheme = url.scheme or "http"
+        port = url.port or (443 if scheme == "https" else 8500)
+        self.settings = settings
+        self.base = f"{scheme}://{url.hostname or '127.0.0.1'}:{port}"
+        # The contract's order is the settings, then token_file, then the environment (folded
+        # in by the settings loader): the token given here is the only one ever sent.
+        self.headers = {"X-Consul-Token": token} if token else {}
+        self.verify: ssl.SSLContext | bool = tls_context(settings) if scheme == "https" else True
 
-    def pool_for(self, connections: int) -> None:
-        """Let up to ``connections`` requests park at once on this client's session.
+    def options(self) -> dict[str, Any]:
+        return {
+            "base_url": self.base,
+            "headers": self.headers,
+            "verify": self.verify,
+            "timeout": self.settings.timeout,
+            "trust_env": False,  # no proxy or token from the environment: the settings decide
+        }
 
-        The watcher shares one client among all its health watches (one thread each): one
-        HTTP session instead of one per service keeps a 1,000-service gateway's memory low.
-        """
-        adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=connections)
-        session = self._consul.http.session
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-
-    @property
-    def raw(self) -> Any:
-        """The py-consul client, for adapters that need other endpoints (KV, sessions)."""
-        return self._consul
-
-    def _get(self, path: str, params: list[tuple[str, Any]]) -> Answer:
-        def callback(response: Any) -> Answer:
-            code = int(response.code)
-            if code != 200:
-                excerpt = str(response.body)[:200].strip()
-                raise CatalogError(
-                    f"GET {path}: HTTP {code} {excerpt}", retryable=code != 400, status=code
-                )
-            try:
-                body = json.loads(response.body) if response.body else None
-            except ValueError:
-                raise CatalogError(f"GET {path}: answer is not JSON") from None
-            return Answer(
-                index=_int_header(response.headers, "X-Consul-Index", 0),
-                body=body,
-                last_contact_ms=_int_header(response.headers, "X-Consul-LastContact", 0),
-                known_leader=response.headers.get("X-Consul-KnownLeader", "true") == "true",
-            )
-
-        if self._consul.dc:
-            params.append(("dc", self._consul.dc))
-        if self._settings.stale:
+    def catalog(self, path: str, params: list[tuple[str, str]], wait: float) -> Request:
+        if self.settings.datacenter:
+            params.append(("dc", self.settings.datacenter))
+        if self.settings.stale:
             params.append(("stale", "1"))
-        headers = {"X-Consul-Token": self._consul.token} if self._consul.token else None
+        timeout = wait + wait / 16 + self.settings.timeout if params and wait else None
+        return Request("GET", path, params, "", timeout)
+
+    def services_req(self, index: int, wait: float) -> Request:
+        return self.catalog("/v1/catalog/services", blocking(index, wait), wait)
+
+    def health_req(self, name: str, tag: str, index: int, wait: float) -> Request:
+        params = blocking(index, wait)
+        params.append(("tag", tag))
+        return self.catalog(f"/v1/health/service/{name}", params, wait)
+
+    def plain(self, method: str, path: str, params: Any, content: str) -> Request:
+        query = list(params)
+        if self.settings.datacenter:
+            query.append(("dc", self.settings.datacenter))
+        return Request(method, path, query, content)
+
+    def answer(self, req: Request, response: httpx.Response) -> Answer:
+        if response.status_code != 200:
+            code, excerpt = response.status_code, response.text[:200].strip()
+            raise CatalogError(
+                f"GET {req.path}: HTTP {code} {excerpt}", retryable=code != 400, status=code
+            )
         try:
-            answer: Answer = self._consul.http.get(callback, path, params=params, headers=headers)
-        except requests.RequestException as exc:
-            raise CatalogError(f"GET {path}: {type(exc).__name__}: {exc}") from None
-        if self._settings.stale:
+            body = json.loads(response.content) if response.content else None
+        except ValueError:
+            raise CatalogError(f"GET {req.path}: answer is not JSON") from None
+        headers = response.headers
+        answer = Answer(
+            index=_int_header(headers, "X-Consul-Index", 0),
+            body=body,
+            last_contact_ms=_int_header(headers, "X-Consul-LastContact", 0),
+            known_leader=headers.get("X-Consul-KnownLeader", "true") == "true",
+        )
+        if self.settings.stale:
             # A stale read from a server that lost the leader long ago is not trusted.
             if not answer.known_leader:
-                raise CatalogError(f"GET {path}: the answering server knows no leader")
-            if answer.last_contact_ms > self._settings.max_stale * 1000:
+                raise CatalogError(f"GET {req.path}: the answering server knows no leader")
+            if answer.last_contact_ms > self.settings.max_stale * 1000:
                 raise CatalogError(
-                    f"GET {path}: answer {answer.last_contact_ms} ms stale (max_stale "
-                    f"{self._settings.max_stale:g} s)"
+                    f"GET {req.path}: answer {answer.last_contact_ms} ms stale (max_stale "
+                    f"{self.settings.max_stale:g} s)"
                 )
         return answer
 
     @staticmethod
-    def _blocking(index: int, wait: float) -> list[tuple[str, Any]]:
-        if index < 1:
-            return []  # index 0 is never a cursor: this call returns at once
-        return [("index", str(index)), ("wait", f"{int(wait * 1000)}ms")]
+    def reply(response: httpx.Response) -> Reply:
+        text = response.text
+        try:
+            body = json.loads(text) if text else None
+        except ValueError:
+            body = text
+        return Reply(response.status_code, body, text)
+
+    @staticmethod
+    def failed(req: Request, exc: Exception) -> CatalogError:
+        return CatalogError(f"{req.method} {req.path}: {type(exc).__name__}: {exc}")
+
+
+def _send_args(req: Request) -> dict[str, Any]:
+    args: dict[str, Any] = {"params": req.params}
+    if req.content:
+        args["content"] = req.content.encode()
+    if req.timeout is not None:
+        args["timeout"] = req.timeout
+    return args
+
+
+class ConsulClient(_Shape):
+    """The synchronous client: one HTTP connection pool, safe to share between threads."""
+
+    def __init__(self, settings: ConsulSettings, token: str) -> None:
+        super().__init__(settings, token)
+        self._http = httpx.Client(**self.options())
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _get(self, req: Request) -> Answer:
+        try:
+            response = self._http.request(req.method, req.path, **_send_args(req))
+        except httpx.HTTPError as exc:
+            raise self.failed(req, exc) from None
+        return self.answer(req, response)
 
     def services(self, index: int, wait: float) -> Answer:
         """``/v1/catalog/services``: every service name with its tags."""
-        return self._get("/v1/catalog/services", self._blocking(index, wait))
+        return self._get(self.services_req(index, wait))
 
     def health(self, name: str, tag: str, index: int, wait: float) -> Answer:
         """``/v1/health/service/<name>``: every instance with its checks (not only passing)."""
-        params = self._blocking(index, wait)
-        params.append(("tag", tag))
-        return self._get(f"/v1/health/service/{name}", params)
+        return self._get(self.health_req(name, tag, index, wait))
 
     def leader(self) -> str:
         """The current Raft leader ("" when there is none); a cheap reachability probe."""
-        answer = self._get("/v1/status/leader", [])
+        answer = self._get(Request("GET", "/v1/status/leader"))
         return str(answer.body or "")
+
+    def send(self, method: str, path: str, params: Any = (), content: str = "") -> Reply:
+        """One plain request; transport failures raise ``CatalogError``, codes are returned."""
+        req = self.plain(method, path, params, content)
+        try:
+            response = self._http.request(req.method, req.path, **_send_args(req))
+        except httpx.HTTPError as exc:
+            raise self.failed(req, exc) from None
+        return self.reply(response)
+
+
+class AsyncConsul(_Shape):
+    """The client of the watches: every blocking query on one event loop and one pool."""
+
+    def __init__(self, settings: ConsulSettings, token: str, connections: int = POOL) -> None:
+        super().__init__(settings, token)
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        self._http = httpx.AsyncClient(limits=limits, **self.options())
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _get(self, req: Request) -> Answer:
+        try:
+            response = await self._http.request(req.method, req.path, **_send_args(req))
+        except httpx.HTTPError as exc:
+            raise self.failed(req, exc) from None
+        return self.answer(req, response)
+
+    async def services(self, index: int, wait: float) -> Answer:
+        return await self._get(self.services_req(index, wait))
+
+    async def health(self, name: str, tag: str, index: int, wait: float) -> Answer:
+        return await self._get(self.health_req(name, tag, index, wait))

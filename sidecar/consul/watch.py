@@ -1,4 +1,4 @@
-"""Blocking-query watches on the Consul catalog (adapter: threads and time).
+"""Blocking-query watches on the Consul catalog (adapter: asyncio tasks and time).
 
 One watch on ``/v1/catalog/services`` sees DIRAC services appear and go; one watch per service
 on ``/v1/health/service/<name>`` sees its instances, addresses, ports and checks change (the
@@ -12,15 +12,19 @@ Consul's blocking-query rules, implemented by the pure helpers at the top of thi
 - a token bucket (``rate_burst``, one token per ``rate_interval``) limits a churning watch
   without delaying a quiet one;
 - each request asks for a slightly different ``wait`` so that watches do not wake together.
+
+Each watch is one asyncio task on the watcher's event loop (``consul.loop``): a thousand parked
+queries cost a thousand sockets and coroutines, not a thousand threads, and stopping a watch
+cancels its parked request instead of abandoning it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sidecar.base.errors import CatalogError
@@ -77,16 +81,17 @@ class WatchTiming:
     rate_interval: float
 
 
-Query = Callable[[int, float], Answer]
-Sink = Callable[[str, Answer | None, CatalogError | None], None]
+Query = Callable[[int, float], Awaitable[Answer]]
+Sink = Callable[[str, Answer | None, CatalogError | None], Awaitable[None]]
+Sleep = Callable[[float], Awaitable[None]]
 
 
 class Watch:
-    """One blocking-query loop in its own daemon thread.
+    """One blocking-query loop, run as an asyncio task.
 
-    ``sink(key, answer, None)`` is called for the first answer and every answer that may carry
-    a change; ``sink(key, None, error)`` for every failed request. The sink must be quick (it
-    only records and posts an event).
+    ``sink(key, answer, None)`` is awaited for the first answer and every answer that may carry
+    a change; ``sink(key, None, error)`` for every failed request. ``clock`` and ``sleep`` are
+    the loop's own unless a test passes fakes.
     """
 
     def __init__(
@@ -96,63 +101,58 @@ class Watch:
         sink: Sink,
         timing: WatchTiming,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.key = key
         self._query = query
         self._sink = sink
         self._timing = timing
         self._rng = rng or random.Random()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"watch:{key}", daemon=True)
+        self._clock, self._sleep = clock, sleep
+        self._task: asyncio.Task[None] | None = None
         self.requests = 0
 
     def start(self) -> None:
-        self._thread.start()
+        """Start the task on the running loop (call from the loop's thread)."""
+        self._task = asyncio.get_running_loop().create_task(self.run(), name=f"watch:{self.key}")
 
     def stop(self) -> None:
-        """Ask the loop to end; a request parked in Consul is abandoned, not waited for."""
-        self._stop.set()
+        """Cancel the task (call from the loop's thread): a parked request is cancelled too."""
+        if self._task is not None:
+            self._task.cancel()
 
     @property
     def stopped(self) -> bool:
-        return self._stop.is_set()
+        return self._task is not None and self._task.done()
 
-    def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
+    async def run(self) -> None:
         t = self._timing
-        bucket = TokenBucket.full(t.rate_burst, t.rate_interval, time.monotonic())
+        bucket = TokenBucket.full(t.rate_burst, t.rate_interval, self._clock())
         cursor, failures, first = 0, 0, True
-        while not self._stop.is_set():
-            delay = bucket.take(time.monotonic())
-            if delay and self._stop.wait(delay):
-                return
+        while True:
+            delay = bucket.take(self._clock())
+            if delay:
+                await self._sleep(delay)
             # Spread the waits (85-100 %) so parked queries do not all return together.
             wait = t.wait * (0.85 + 0.15 * self._rng.random())
             try:
                 self.requests += 1
-                answer = self._query(cursor, wait)
+                answer = await self._query(cursor, wait)
             except CatalogError as exc:
                 failures += 1
-                if not self._stop.is_set():
-                    self._sink(self.key, None, exc)
+                await self._sink(self.key, None, exc)
                 pause = backoff_delay(failures, t.retry_min, t.retry_max, self._rng.random())
-                if not exc.retryable:
-                    pause = t.retry_max
-                if self._stop.wait(pause):
-                    return
+                await self._sleep(pause if exc.retryable else t.retry_max)
                 continue
             except Exception as exc:  # never let a surprise kill the watch
                 log.exception("watch %s: unexpected error", self.key)
                 failures += 1
-                if not self._stop.is_set():
-                    self._sink(self.key, None, CatalogError(f"{type(exc).__name__}: {exc}"))
-                if self._stop.wait(backoff_delay(failures, t.retry_min, t.retry_max, 0.5)):
-                    return
+                await self._sink(self.key, None, CatalogError(f"{type(exc).__name__}: {exc}"))
+                await self._sleep(backoff_delay(failures, t.retry_min, t.retry_max, 0.5))
                 continue
             recovered, failures = failures > 0, 0
             cursor, changed = next_cursor(cursor, answer.index)
-            if (changed or first or recovered) and not self._stop.is_set():
+            if changed or first or recovered:
                 first = False
-                self._sink(self.key, answer, None)
+                await self._sink(self.key, answer, None)

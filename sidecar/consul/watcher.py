@@ -1,6 +1,7 @@
 """The catalog watcher: the services watch plus one health watch per DIRAC service (adapter).
 
-It owns the watch threads and the latest answer of each, and turns them into a ``Snapshot``
+It owns the watches (asyncio tasks on one event-loop thread, ``consul.loop``) and the latest
+answer of each, and turns them into a ``Snapshot``
 for the pure stages. It never decides policy: every answer is parsed by ``consul.parse`` and
 handed on; the orchestrator is told through ``notify`` that something may have changed.
 
@@ -22,21 +23,18 @@ from sidecar.base import validate
 from sidecar.base.errors import CatalogError
 from sidecar.config.schema import ConsulSettings
 from sidecar.consul import parse
-from sidecar.consul.client import Answer, ConsulClient
+from sidecar.consul.client import POOL, Answer, AsyncConsul
+from sidecar.consul.loop import EventLoopThread
 from sidecar.consul.watch import Watch, WatchTiming
 from sidecar.core.model import ServiceEntries, Snapshot
 
 log = logging.getLogger(__name__)
 SERVICES_KEY = "/v1/catalog/services"
-SHARED_POOL = 4096  # parked health queries one gateway may hold (one per DIRAC service)
 MASS_VANISH = 3  # this many DIRAC services or more vanishing in one answer is suspicious
 CANARY_MISSING = (
     "the catalog does not list the {!r} service: the ACL token lacks service:read (or the "
     "answer is broken); keeping the last good state"
 )
-
-ClientFactory = Callable[[], ConsulClient]
-
 
 @dataclass(frozen=True, slots=True)
 class CatalogView:
@@ -54,12 +52,12 @@ class CatalogWatcher:
     def __init__(
         self,
         settings: ConsulSettings,
-        client_factory: ClientFactory,
+        token: str,
         notify: Callable[[], None],
         rng: random.Random | None = None,
     ) -> None:
         self._settings = settings
-        self._client_factory = client_factory
+        self._token = token
         self._notify = notify
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
@@ -70,7 +68,8 @@ class CatalogWatcher:
         self._last_error = ""
         self._index = 0
         self._reset_at: float | None = None
-        self._health_client: ConsulClient | None = None
+        self._loop = EventLoopThread()
+        self._client: AsyncConsul | None = None  # created on the loop, closed by ``stop``
         self._timing = WatchTiming(
             settings.wait,
             settings.retry_min,
@@ -80,10 +79,14 @@ class CatalogWatcher:
         )
 
     def start(self) -> None:
-        client = self._client_factory()
+        self._loop.start()
+        self._loop.call(self._start_services)
+
+    def _start_services(self) -> None:
+        client = self._client = AsyncConsul(self._settings, self._token, POOL)
         watch = Watch(
             SERVICES_KEY,
-            lambda i, w: client.services(i, w),
+            client.services,
             self._on_services,
             self._timing,
             random.Random(self._rng.random()),
@@ -93,11 +96,15 @@ class CatalogWatcher:
         watch.start()
 
     def stop(self) -> None:
+        """Cancel every watch (their parked requests too), close the pool, end the thread."""
         with self._lock:
-            watches = list(self._watches.values())
             self._watches.clear()
-        for watch in watches:
-            watch.stop()
+
+        async def cleanup() -> None:
+            if self._client is not None:
+                await self._client.aclose()
+
+        self._loop.close(cleanup)
 
     def view(self) -> CatalogView:
         with self._lock:
@@ -115,7 +122,7 @@ class CatalogWatcher:
                 self._reset_at,
             )
 
-    # -- callbacks from watch threads ---------------------------------------------------------
+    # -- callbacks, on the loop's thread -------------------------------------------------------
 
     def _failed(self, key: str, error: CatalogError) -> None:
         with self._lock:
@@ -128,7 +135,9 @@ class CatalogWatcher:
         if not self._failing:
             self._last_error = ""
 
-    def _on_services(self, key: str, answer: Answer | None, error: CatalogError | None) -> None:
+    async def _on_services(
+        self, key: str, answer: Answer | None, error: CatalogError | None
+    ) -> None:
         if error is not None or answer is None:
             if error is not None:
                 self._failed(key, error)
@@ -172,22 +181,15 @@ class CatalogWatcher:
             self._entries[name] = ServiceEntries(name, 0, (), error=str(exc))
             self._watches[name] = _NullWatch(name)  # type: ignore[assignment]
             return None
-        client = self._shared_client()
-        tag = self._settings.tag
+        client, tag = self._client, self._settings.tag
+        assert client is not None  # created before the services watch that calls this
 
-        def query(index: int, wait: float) -> Answer:
-            return client.health(name, tag, index, wait)
+        async def query(index: int, wait: float) -> Answer:
+            return await client.health(name, tag, index, wait)
 
         watch = Watch(name, query, self._on_health, self._timing, random.Random(self._rng.random()))
         self._watches[name] = watch
         return watch
-
-    def _shared_client(self) -> ConsulClient:
-        """One client (one HTTP session, a large connection pool) for every health watch."""
-        if self._health_client is None:
-            self._health_client = self._client_factory()
-            self._health_client.pool_for(SHARED_POOL)
-        return self._health_client
 
     def _suspect(self, what: str) -> None:
         """Called with the lock held: absent instances prove nothing for a while."""
@@ -206,19 +208,22 @@ class CatalogWatcher:
             before = self._entries.get(key)
         return bool(before and before.instances) and answer.body == []
 
-    def _confirm_empty(self, key: str, answer: Answer) -> CatalogError | None:
+    async def _confirm_empty(self, key: str, answer: Answer) -> CatalogError | None:
         """A service emptied at once: check that the catalog is still fully visible."""
+        assert self._client is not None
         try:
-            services = self._client_factory().services(0, 0)
+            services = await self._client.services(0, 0)
         except CatalogError as exc:
             return exc
         if not self._canary_visible(services.body):
             return CatalogError(CANARY_MISSING.format(self._settings.canary_service))
         return None
 
-    def _on_health(self, key: str, answer: Answer | None, error: CatalogError | None) -> None:
+    async def _on_health(
+        self, key: str, answer: Answer | None, error: CatalogError | None
+    ) -> None:
         if answer is not None and self._empties(key, answer):
-            error = self._confirm_empty(key, answer) or error
+            error = await self._confirm_empty(key, answer) or error
             answer = None if error is not None else answer
         with self._lock:
             if key not in self._watches:

@@ -284,6 +284,7 @@ class CertReport:
                     "server": f.server,
                     "days_left": f.days_left,
                     "status": f.status.label,
+                    "missing_names": len(f.missing_names),
                 }
                 for f in self.findings
                 if f.backend

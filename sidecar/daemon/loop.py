@@ -115,11 +115,7 @@ class Daemon:
 
     def _consul(self, settings: Settings) -> tuple[ConsulClient, CatalogWatcher]:
         token = read_token(settings.consul)
-        watcher = CatalogWatcher(
-            settings.consul,
-            lambda: ConsulClient(settings.consul, token),
-            lambda: self.events.put("catalog"),
-        )
+        watcher = CatalogWatcher(settings.consul, token, lambda: self.events.put("catalog"))
         return ConsulClient(settings.consul, token), watcher
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -248,7 +244,8 @@ class Daemon:
         self.haproxy.settings = settings
         self.held.delay = settings.apply.confirm_delay
         if consul_changed:  # a new address, token or TLS setting: start the watches afresh
-            self.watcher.stop()
+            self.watcher.stop()  # cancels its parked queries and ends its thread
+            self.client.close()
             self.client, self.watcher = self._consul(settings)
             self.held.client, self.held.settings = self.client, settings.consul
             self.watcher.start()

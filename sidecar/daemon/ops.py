@@ -65,6 +65,8 @@ class Operations:
         self._old_workers: int | None = None
         self._ready_sent = False
         self._status_text = ""
+        self._seen_at: float | None = None  # a catalog change taken, not applied yet
+        self.metrics.ops.cs_enabled.set(1 if settings.dirac_cs.enabled else 0)
 
     def start(self) -> None:
         if self.server is not None:
@@ -88,6 +90,7 @@ class Operations:
         """After SIGHUP (applied or not): new certificate settings, then READY=1 again."""
         ops = settings
         self._exclude = ops.certs.exclude_failing
+        self.metrics.ops.cs_enabled.set(1 if settings.dirac_cs.enabled else 0)
         self.certs.configure(ops.certs, ops.check, settings.gateway.names,
                              local_cert_files(settings))  # fmt: skip
         self.notifier.ready(self._status_text or "configuration reloaded")
@@ -96,7 +99,17 @@ class Operations:
         """After a successful apply (``kind`` is PlanKind.value)."""
         if kind in ("reload", "start"):
             self.metrics.observe_reload(seconds)
+        if kind != "none":
+            self.metrics.ops.observe_apply(kind, seconds)
+            if self._seen_at is not None:
+                self.metrics.ops.observe_propagation(time.monotonic() - self._seen_at)
+        self._seen_at = None  # applied, or nothing to apply for it
         self.certs.set_targets(desired)
+
+    def catalog_seen(self, now: float) -> None:
+        """The main loop took a catalog change (monotonic ``now``): propagation starts."""
+        if self._seen_at is None:
+            self._seen_at = now
 
     def drained(self) -> frozenset[tuple[str, int]]:
         """Servers to keep out of rotation (``certs.exclude_failing``), for pipeline.Inputs."""

@@ -37,6 +37,7 @@ from prometheus_client import (
 from sidecar.base.validate import parse_listen
 from sidecar.config.ops import CheckSettings, StatusSettings
 from sidecar.health.check import liveness, readiness
+from sidecar.health.opsmetrics import OpsMetrics
 from sidecar.host.deadline_io import deadline_rfile
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class Metrics:
             "Wall clock of the daemon's last heartbeat",
             registry=r,
         )
+        self.ops = OpsMetrics(r)  # latency, drain, fleet, certificate names (issue 15)
         self._last: dict[str, float] = {}
         self._last_error = ""
         self.status: dict[str, Any] | None = None  # the last record, for the health endpoints
@@ -153,6 +155,7 @@ def update_from_status(
     m.ready.set(1 if status.get("ready") else 0)
     m.heartbeat.set(float(status.get("heartbeat") or 0.0))
     _update_certs(m, status.get("certs"))
+    m.ops.update(status)
     m.status = dict(status)
 
 

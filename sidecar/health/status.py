@@ -49,6 +49,7 @@ class Status:
     old_workers: int = 0  # HAProxy workers of earlier configs still draining
     certs: dict[str, Any] = field(default_factory=dict)  # CertReport.to_status()
     drain: dict[str, Any] = field(default_factory=dict)  # core.drain.status_record; {} serving
+    applied_index: int = 0  # fleet.registry.catalog_index of the last applied cycle
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True) + "\n"

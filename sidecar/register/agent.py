@@ -2,7 +2,7 @@
 
 Runs on a DIRAC service host or inside its container (or beside it), not on the gateway. It
 reads the DIRAC cfg files, plans the registrations with the pure ``sidecar.register.plan``,
-registers each service with the local agent (through ``ConsulClient.raw``) and then feeds one
+registers each service with the local agent (``PUT /v1/agent/service/register``) and then feeds one
 TTL check per service: every ``interval`` seconds it connects to the service's real port with
 the host certificate as client certificate, verifying the server's chain against the CA
 directory, and reports pass or fail (with the error as the check's note). For ``dips``
@@ -33,6 +33,7 @@ from typing import Any, cast
 
 from sidecar.base.errors import CatalogError, ConfigError
 from sidecar.consul.client import ConsulClient
+from sidecar.consul.http import ConsulHTTP, expect_ok
 from sidecar.register.plan import (
     Credentials,
     DiracConfig,
@@ -45,6 +46,9 @@ DEFAULT_DIRAC_CFG = "/opt/dirac/etc/dirac.cfg"
 
 
 # --- files --------------------------------------------------------------------------------
+REGISTER = "/v1/agent/service/register"
+DEREGISTER = "/v1/agent/service/deregister/"
+CHECK_PASS, CHECK_FAIL = "/v1/agent/check/pass/", "/v1/agent/check/fail/"
 
 
 def config_paths(option: str | None, env: Mapping[str, str]) -> list[str]:
@@ -218,11 +222,13 @@ def diset_ping(
 # --- Consul ---------------------------------------------------------------------------------
 
 
-def _consul(what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+def _agent(client: ConsulClient, what: str, path: str, body: Any = None, **query: str) -> None:
+    """One PUT to the local agent; anything but HTTP 200 is a ``CatalogError`` naming ``what``."""
     try:
-        return func(*args, **kwargs)
-    except Exception as exc:  # py-consul raises its own and requests' exceptions
-        raise CatalogError(f"{what}: {type(exc).__name__}: {exc}") from None
+        reply = ConsulHTTP(client).put(path, body, tuple(query.items()))
+    except CatalogError as exc:
+        raise CatalogError(f"{what}: {exc}") from None
+    expect_ok(reply, what)
 
 
 @dataclass
@@ -245,12 +251,11 @@ class Registrar:
         return f"{max(3 * self.interval, 5.0):g}s"
 
     def register(self) -> None:
-        agent = self.client.raw.agent
         done: list[Registration] = []
         try:
             for reg in self.registrations:
                 payload = reg.payload(self.ttl, self.deregister_after)
-                _consul(f"register {reg.service_id}", agent.service.register, **payload)
+                _agent(self.client, f"register {reg.service_id}", REGISTER, payload)
                 done.append(reg)
                 svc = reg.service
                 log.info(
@@ -266,11 +271,8 @@ class Registrar:
         errors = []
         for reg in self.registrations if which is None else which:
             try:
-                _consul(
-                    f"deregister {reg.service_id}",
-                    self.client.raw.agent.service.deregister,
-                    reg.service_id,
-                )
+                what, path = f"deregister {reg.service_id}", DEREGISTER + reg.service_id
+                _agent(self.client, what, path)
                 log.info("deregistered %s", reg.service_id)
             except CatalogError as exc:
                 errors.append(str(exc))
@@ -293,22 +295,17 @@ class Registrar:
         """One handshake per service, reported to its TTL check; re-registers a service the
         agent forgot (agent restarted)."""
         results = {}
-        check = self.client.raw.agent.check
         for reg in self.registrations:
             ok, note = self.probe(ctx, reg)
             results[reg.service_id] = ok
-            feed = check.ttl_pass if ok else check.ttl_fail
+            feed = (CHECK_PASS if ok else CHECK_FAIL) + reg.check_id
             try:
-                _consul(f"update check {reg.check_id}", feed, reg.check_id, notes=note[:1000])
+                _agent(self.client, f"update check {reg.check_id}", feed, note=note[:1000])
             except CatalogError as exc:
                 log.warning("%s; registering %s again", exc, reg.service_id)
                 try:
                     payload = reg.payload(self.ttl, self.deregister_after)
-                    _consul(
-                        f"register {reg.service_id}",
-                        self.client.raw.agent.service.register,
-                        **payload,
-                    )
+                    _agent(self.client, f"register {reg.service_id}", REGISTER, payload)
                 except CatalogError as again:
                     log.warning("%s", again)
             (log.debug if ok else log.warning)("%s: %s", reg.service_id, note)

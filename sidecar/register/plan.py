@@ -78,7 +78,7 @@ class Registration:
         return f"{self.service_id}:tls"
 
     def payload(self, ttl: str, deregister_after: str) -> dict[str, Any]:
-        """The keyword arguments of py-consul's ``agent.service.register``."""
+        """The JSON body of Consul's ``PUT /v1/agent/service/register``."""
         check: dict[str, Any] = {
             "CheckID": self.check_id,
             "Name": f"DIRAC {self.service.path} answers on port {self.service.port} (TLS)",
@@ -88,15 +88,17 @@ class Registration:
         }
         if deregister_after:
             check["DeregisterCriticalServiceAfter"] = deregister_after
-        return {
-            "name": self.name,
-            "service_id": self.service_id,
-            "address": self.address or None,
-            "port": self.port,
-            "tags": list(self.tags),
-            "meta": dict(self.meta),
-            "check": check,
+        body: dict[str, Any] = {
+            "Name": self.name,
+            "ID": self.service_id,
+            "Port": self.port,
+            "Tags": list(self.tags),
+            "Meta": dict(self.meta),
+            "Check": check,
         }
+        if self.address:  # none: Consul takes the node's address
+            body["Address"] = self.address
+        return body
 
 
 # --- reading the DIRAC config -------------------------------------------------------------

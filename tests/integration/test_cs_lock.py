@@ -121,7 +121,7 @@ def test_held_expires_locally_when_renewals_stop(
 def test_unreachable_consul_is_not_held() -> None:
     dead = ConsulClient(ConsulSettings(address=f"http://127.0.0.1:{free_port()}", timeout=1.0), "")
     lock = CSLock(dead, "k/lock", "x", TTL, DELAY)
-    assert lock.tick() is False and not lock.held and "ConnectionError" in lock.last_error
+    assert lock.tick() is False and not lock.held and "ConnectError" in lock.last_error
     lock.release()  # nothing to release: no error
 
 

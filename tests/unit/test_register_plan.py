@@ -260,12 +260,12 @@ def test_plan_builds_meta_ports_and_ids() -> None:
     assert dict(second.meta)["dirac_protocol"] == "https"
     assert dict(second.meta)["dirac_port"] == "8450"
     payload = first.payload("30s", "10m")
-    assert payload["check"]["TTL"] == "30s"
-    assert payload["check"]["Status"] == "critical"
-    assert payload["check"]["DeregisterCriticalServiceAfter"] == "10m"
-    assert payload["check"]["CheckID"] == first.check_id
-    assert "DeregisterCriticalServiceAfter" not in first.payload("30s", "")["check"]
-    assert plan(chosen, {}, "", "dirac")[0].payload("30s", "")["address"] is None
+    assert payload["Check"]["TTL"] == "30s"
+    assert payload["Check"]["Status"] == "critical"
+    assert payload["Check"]["DeregisterCriticalServiceAfter"] == "10m"
+    assert payload["Check"]["CheckID"] == first.check_id
+    assert "DeregisterCriticalServiceAfter" not in first.payload("30s", "")["Check"]
+    assert "Address" not in plan(chosen, {}, "", "dirac")[0].payload("30s", "")
 
 
 def test_plan_rejects_bad_inputs() -> None:

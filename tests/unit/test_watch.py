@@ -1,5 +1,5 @@
+import asyncio
 import itertools
-import threading
 
 from sidecar.base.errors import CatalogError
 from sidecar.consul.client import Answer
@@ -32,19 +32,18 @@ def test_token_bucket_does_not_delay_the_quiet_case() -> None:
 
 
 class FakeConsul:
-    """Answers from a script; records the cursors it was asked with."""
+    """Answers from a script; records the cursors it was asked with, then parks forever."""
 
     def __init__(self, script: list[Answer | CatalogError]) -> None:
         self.script = script
         self.cursors: list[int] = []
-        self.done = threading.Event()
+        self.done = asyncio.Event()
 
-    def __call__(self, index: int, wait: float) -> Answer:
+    async def __call__(self, index: int, wait: float) -> Answer:
         self.cursors.append(index)
         if not self.script:
             self.done.set()
-            threading.Event().wait(10)  # park like a blocking query
-            raise CatalogError("parked")
+            await asyncio.Future()  # park like a blocking query, until cancelled
         item = self.script.pop(0)
         if isinstance(item, CatalogError):
             raise item
@@ -52,15 +51,30 @@ class FakeConsul:
 
 
 def run_watch(script: list[Answer | CatalogError]) -> tuple[FakeConsul, list[object]]:
-    fake = FakeConsul(script)
+    """Run one watch task on a fresh loop with a fake clock: no real waiting anywhere."""
     seen: list[object] = []
-    timing = WatchTiming(
-        wait=300, retry_min=0.001, retry_max=0.002, rate_burst=100, rate_interval=0.001
-    )
-    watch = Watch("k", fake, lambda k, a, e: seen.append(a.index if a else "error"), timing)
-    watch.start()
-    assert fake.done.wait(5)
-    watch.stop()
+    pauses: list[float] = []
+    timing = WatchTiming(wait=300, retry_min=0.25, retry_max=60, rate_burst=100, rate_interval=1)
+
+    async def sink(key: str, answer: Answer | None, error: CatalogError | None) -> None:
+        seen.append(answer.index if answer else "error")
+
+    async def sleep(delay: float) -> None:
+        pauses.append(delay)
+
+    async def main() -> FakeConsul:
+        fake = FakeConsul(script)
+        watch = Watch("k", fake, sink, timing, clock=lambda: 0.0, sleep=sleep)
+        watch.start()
+        await asyncio.wait_for(fake.done.wait(), 5)
+        watch.stop()
+        await asyncio.sleep(0)  # let the cancellation land
+        await asyncio.sleep(0)
+        assert watch.stopped  # cancelled: the parked query is gone, not abandoned
+        return fake
+
+    fake = asyncio.run(main())
+    seen.append(("pauses", tuple(round(p, 3) for p in pauses)))
     return fake, seen
 
 
@@ -69,12 +83,15 @@ def test_watch_follows_the_index_rules() -> None:
         [Answer(5, []), Answer(5, []), Answer(7, []), Answer(3, []), Answer(0, [])]
     )
     assert fake.cursors == [0, 5, 5, 7, 0, 1]
-    assert seen == [5, 7, 3, 0]  # the equal answer is not reported
+    assert seen[:-1] == [5, 7, 3, 0]  # the equal answer is not reported
+    assert seen[-1] == ("pauses", ())  # the burst allows these: no pause
 
 
 def test_watch_reports_errors_and_recovery() -> None:
     fake, seen = run_watch(
         [Answer(5, []), CatalogError("down"), CatalogError("down"), Answer(5, [])]
     )
-    assert seen == [5, "error", "error", 5]  # recovery is reported even at the same index
+    assert seen[:-1] == [5, "error", "error", 5]  # recovery reported even at the same index
+    pauses = seen[-1][1]
+    assert len(pauses) == 2 and 0.125 <= pauses[0] <= 0.25 and 0.25 <= pauses[1] <= 0.5
     assert fake.cursors == [0, 5, 5, 5, 5]
