@@ -187,6 +187,8 @@ class Daemon:
                     break
             if "stop" in events:
                 return
+            if "catalog" in events:
+                self.ops.catalog_seen(time.monotonic())  # propagation histogram starts here
             if "hup" in events:
                 self._hup()
             if "certs" in events:
@@ -485,6 +487,7 @@ class Daemon:
             st.cs_status, st.cs_error = outcome.status.value, outcome.error
         st.lock_holder = self.fleet.lock is not None and self.fleet.lock.held
         st.drain = drain.published(self.fleet.registry.in_maintenance)
+        st.applied_index = self._applied_index
         try:
             write_status(self.haproxy.dir, st)
         except OSError as exc:
