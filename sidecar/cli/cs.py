@@ -9,6 +9,9 @@ or is not passing, 2 = error.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import time
 from collections.abc import Callable
 
 import click
@@ -26,6 +29,7 @@ from sidecar.fleet.cs_once import sync_with_lock, writer
 from sidecar.fleet.lock import CSLock
 from sidecar.fleet.registry import GatewayInfo, fleet, lagging
 from sidecar.health.status import read_status
+from sidecar.health.statusview import status_lines
 
 
 def _exit_with(func: Callable[[], int]) -> None:
@@ -116,34 +120,55 @@ def fleet_table(gateways: list[GatewayInfo], behind: set[str], holder: str) -> l
     return lines
 
 
-def _fleet(settings: Settings) -> int:
+def _fleet(settings: Settings, as_json: bool) -> int:
     client = client_of(settings)
     gateways = fleet(client)
     behind = set(lagging(gateways))
     holder = CSLock.from_settings(client, settings.dirac_cs, "").holder()
-    for line in fleet_table(gateways, behind, holder):
-        click.echo(line)
+    if as_json:
+        rows = [{**dataclasses.asdict(gw), "lagging": gw.name in behind} for gw in gateways]
+        click.echo(json.dumps({"gateways": rows, "cs_writer": holder}, sort_keys=True, indent=1))
+    else:
+        for line in fleet_table(gateways, behind, holder):
+            click.echo(line)
     if not gateways:
         click.echo("no gateway registered", err=True)
         return 1
-    return 1 if behind or any(gw.status != "passing" for gw in gateways) else 0
+    # a drained gateway (Consul maintenance) is out on purpose: not a failure
+    return 1 if behind or any(gw.status not in ("passing", "maintenance") for gw in gateways) else 0
+
+
+def _fleet_facts(settings: Settings) -> tuple[str | None, tuple[str, ...] | None]:
+    """(CS lock holder, gateways that lag) for the header; None each when Consul does not say."""
+    quick = settings.consul.model_copy(update={"timeout": min(settings.consul.timeout, 2.0)})
+    try:  # a header detail: Consul down must not hold the table for long
+        client = client_of(settings.model_copy(update={"consul": quick}))
+        behind = lagging(fleet(client))
+        holder = CSLock.from_settings(client, settings.dirac_cs, "").holder()
+    except SidecarError:
+        return None, None
+    return holder, behind
 
 
 @click.command("status")
 @click.option("--fleet", "show_fleet", is_flag=True, help="every gateway and which ones lag")
+@click.option("--json", "as_json", is_flag=True, help="the record as JSON instead of a table")
 @click.pass_context
-def status(ctx: click.Context, show_fleet: bool) -> None:
+def status(ctx: click.Context, show_fleet: bool, as_json: bool) -> None:
     """This gateway's state, or with --fleet every gateway's; exit 0 fine, 1 not, 2 error."""
 
     def go() -> int:
         settings = settings_of(ctx)
         if show_fleet:
-            return _fleet(settings)
+            return _fleet(settings, as_json)
         data = read_status(settings.runtime_dir)
         if data is None:
             raise SidecarError(f"no status file in {settings.runtime_dir}: is the daemon running?")
-        for key in ("pid", "ready", "catalog_index", "generation", "services", "servers_ready"):
-            click.echo(f"{key}: {data.get(key)}")
+        if as_json:
+            click.echo(json.dumps(data, sort_keys=True, indent=1))
+        else:
+            for line in status_lines(data, time.time(), *_fleet_facts(settings)):
+                click.echo(line)
         return 0 if data.get("ready") else 1
 
     _exit_with(go)

@@ -24,6 +24,7 @@ from sidecar.health.certprobe import CertMonitor
 from sidecar.health.metrics import Metrics, StatusServer, update_from_status
 from sidecar.health.notify import Notifier
 from sidecar.health.status import Status
+from sidecar.health.statusview import track_backends
 
 log = logging.getLogger(__name__)
 PROC_EVERY = 5.0  # seconds between two ``show proc`` for the old-workers count
@@ -66,6 +67,7 @@ class Operations:
         self._ready_sent = False
         self._status_text = ""
         self._seen_at: float | None = None  # a catalog change taken, not applied yet
+        self._rows_of: DesiredState | None = None  # the state status.backends was made from
         self.metrics.ops.cs_enabled.set(1 if settings.dirac_cs.enabled else 0)
 
     def start(self) -> None:
@@ -127,6 +129,9 @@ class Operations:
     ) -> None:
         """Call from the main loop before the status file is written."""
         now = time.time()
+        if desired is not self._rows_of:  # the same applied state: the rows are unchanged
+            status.backends = track_backends(status.backends, desired, now)
+            self._rows_of = desired
         report = self.certs.report
         if report is not None and hasattr(status, "certs"):
             status.certs = report.to_status()

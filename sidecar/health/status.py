@@ -50,6 +50,9 @@ class Status:
     certs: dict[str, Any] = field(default_factory=dict)  # CertReport.to_status()
     drain: dict[str, Any] = field(default_factory=dict)  # core.drain.status_record; {} serving
     applied_index: int = 0  # fleet.registry.catalog_index of the last applied cycle
+    # per exposed service (statusview.track_backends), refreshed by the status round only:
+    # the apply path stays free of it
+    backends: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True) + "\n"
