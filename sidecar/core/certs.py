@@ -23,6 +23,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from sidecar.base.validate import hostport
 from sidecar.config.ops import CheckSettings
 from sidecar.core.model import DesiredState, Problem, ServerState
 from sidecar.core.severity import Severity, worst
@@ -64,17 +65,13 @@ class CertFinding:
     def where(self) -> str:
         if not self.backend:
             return self.server
-        return f"{self.backend}/{self.server} ({_hostport(self.address, self.port)})"
+        return f"{self.backend}/{self.server} ({hostport(self.address, self.port)})"
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["status"] = self.status.label
         data["where"] = self.where
         return data
-
-
-def _hostport(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 # --- reading a certificate --------------------------------------------------------------------
@@ -314,7 +311,7 @@ def exclude_failing(desired: DesiredState, failing: frozenset[tuple[str, int]]) 
         for server in backend.servers:
             if server.state is ServerState.READY and (server.address, server.port) in failing:
                 server = dataclasses.replace(server, state=ServerState.DRAIN)
-                where = _hostport(server.address, server.port)
+                where = hostport(server.address, server.port)
                 problems.append(
                     Problem(
                         f"{backend.name}/{server.name} {where}",

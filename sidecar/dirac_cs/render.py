@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from sidecar.base import validate
 from sidecar.config.cs import CSSettings
+from sidecar.core.cfgtree import setup_instances
 from sidecar.core.model import Backend, DesiredState, Problem
 
 MAINSERVERS = "$MAINSERVERS$"
@@ -129,10 +130,7 @@ def _layout(settings: CSSettings, cs: Mapping[str, str]) -> tuple[_Layout | None
     prefix = f"/DIRAC/Setups/{setup}/"
     instances: list[tuple[str, str]] = []
     problems: list[Problem] = []
-    for path, raw in sorted(cs.items()):
-        if not path.startswith(prefix) or "/" in path[len(prefix) :]:
-            continue
-        system, instance = path[len(prefix) :], raw.strip()
+    for system, instance in setup_instances(cs, setup):
         if not instance or "/" in instance or "," in instance:
             problems.append(Problem(f"{prefix}{system}", f"{instance!r} is not an instance name"))
         else:

@@ -27,6 +27,7 @@ from diraccfg import CFG
 from sidecar.base import validate
 from sidecar.base.errors import ConfigError
 from sidecar.core.cfgtree import flatten_into as _flatten
+from sidecar.core.cfgtree import setup_instances
 
 TORNADO_DEFAULT_PORT = 8443
 PROTOCOLS = ("dips", "https")
@@ -161,14 +162,11 @@ def _bases(cfg: DiracConfig, layout: str, setup: str) -> list[tuple[str, str]]:
     (v9) or ``("Framework", "/Systems/Framework/Production")`` (v8)."""
     if layout == "v9":
         return [(s, f"/Systems/{s}") for s in _v9_systems(cfg)]
-    out = []
-    for path, raw in sorted(cfg.options.items()):
-        prefix = f"/DIRAC/Setups/{setup}/"
-        if path.startswith(prefix) and "/" not in path[len(prefix) :]:
-            system, instance = path[len(prefix) :], raw.strip()
-            if f"/Systems/{system}/{instance}/Services" in cfg.sections:
-                out.append((system, f"/Systems/{system}/{instance}"))
-    return out
+    return [
+        (system, f"/Systems/{system}/{instance}")
+        for system, instance in setup_instances(cfg.options, setup)
+        if f"/Systems/{system}/{instance}/Services" in cfg.sections
+    ]
 
 
 def _port(cfg: DiracConfig, option: str) -> int:
