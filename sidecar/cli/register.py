@@ -18,6 +18,7 @@ import click
 from sidecar.base.errors import ConfigError, SidecarError
 from sidecar.cli.common import client_of, settings_of
 from sidecar.register import agent as reg
+from sidecar.register import localcfg, probe
 from sidecar.register import plan as rp
 
 
@@ -128,8 +129,8 @@ def register_cmd(
     _install_signals(stop)
     try:
         cfg = reg.read_dirac_config(reg.config_paths(dirac_cfg, env))
-        found = rp.find_services(cfg, layout, setup)
-        chosen = rp.select(found, services, cfg.source)
+        found = localcfg.find_services(cfg, layout, setup)
+        chosen = localcfg.select(found, services, cfg.source)
         plan = rp.plan(
             chosen,
             rp.port_mapping(port_maps, env),
@@ -145,7 +146,7 @@ def register_cmd(
         if dry_run:
             sys.exit(0)
         creds = reg.pick_credentials(rp.credential_candidates(cfg, env), cert, key, ca_dir)
-        reg.tls_context(creds)  # fail on unreadable credentials before registering anything
+        probe.tls_context(creds)  # fail on unreadable credentials before registering anything
     except ConfigError as exc:
         click.echo(f"error: {exc}; nothing registered", err=True)
         sys.exit(2)

@@ -1,5 +1,6 @@
 """``sidecar register``: the local DIRAC services of a host or container, into Consul.
 
-``plan`` turns the local DIRAC configuration into registrations (pure); ``agent`` puts them into
-the local Consul agent and keeps them there.
+``localcfg`` reads the local DIRAC configuration into services (pure); ``plan`` turns them into
+registrations (pure); ``agent`` puts them into the local Consul agent and feeds their TTL
+checks with the TLS or DISET probe of ``probe``.
 """

@@ -33,7 +33,7 @@ from helpers import REPO_ROOT, free_port, wait_until
 from registerlib import RegisterProcess, check_status, write_settings
 
 from devkit.pki import DevPKI
-from sidecar.register.agent import HostCredentials, diset_ping, tls_context
+from sidecar.register.probe import HostCredentials, diset_ping, tls_context
 
 HERE = Path(__file__).resolve().parent / "dirac_e2e"
 DIRAC_VENV = Path(os.environ.get("DIRAC_VENV", str(REPO_ROOT / ".deps" / "dirac-venv")))

@@ -5,16 +5,13 @@ from __future__ import annotations
 import pytest
 
 from sidecar.base.errors import ConfigError
+from sidecar.register.localcfg import LocalService, find_services, parse_dirac_cfg, select
 from sidecar.register.plan import (
-    LocalService,
     consul_name,
     credential_candidates,
-    find_services,
-    parse_dirac_cfg,
     plan,
     port_mapping,
     public_ports,
-    select,
 )
 
 V9 = """
