@@ -42,6 +42,21 @@ install_haproxy() {
     fi
 }
 
+# promtool and prometheus: the tests check the shipped alert rules and dashboard with them and
+# run a real Prometheus against a daemon (tests/unit/test_alert_rules.py, test_prometheus_e2e.py).
+install_prometheus() {
+    if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then return 0; fi
+    [ -n "$EXTRAS" ] || return 0  # the image (runtime only) does not need it
+    log "installing Debian's prometheus (promtool)"
+    apt_update_once
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        prometheus >&2
+    # The package starts a system prometheus.service on :9090; the tests run their own.
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        as_root systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+    fi
+}
+
 # The first URI of the system's Debian archive (not -security), from deb822 or one-line sources.
 debian_mirror() {
     local uri=""
@@ -105,5 +120,6 @@ install_python() {
 
 install_haproxy
 install_consul
+install_prometheus
 install_python
 log "ready: haproxy $(haproxy -v 2>/dev/null | head -n1 | awk '{print $3}'), consul at $(command -v consul || echo "$DEPS/bin/consul")"

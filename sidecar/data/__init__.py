@@ -1,7 +1,8 @@
 """Files shipped inside the package (package data, read with ``importlib.resources``).
 
 What a gateway gets from the wheel alone: the HAProxy template, the port map, the example
-settings and the systemd unit (``sidecar files`` lists them and prints one). Nothing here is
+settings, the systemd unit, the Prometheus alert rules and the Grafana dashboard
+(``sidecar files`` lists them and prints one). Nothing here is
 looked up through the source tree, so an installed wheel runs without a checkout.
 """
 
@@ -14,7 +15,9 @@ TEMPLATE = "haproxy.cfg.j2"
 PORT_MAP = "dirac-port-map.csv"
 EXAMPLE_SETTINGS = "sidecar.example.toml"
 SYSTEMD_UNIT = "dirac-sidecar.service"
-SHIPPED = (TEMPLATE, PORT_MAP, EXAMPLE_SETTINGS, SYSTEMD_UNIT)
+ALERT_RULES = "alerts.yml"  # Prometheus rules (also contrib/prometheus/alerts.yml)
+DASHBOARD = "dashboard.json"  # Grafana (also contrib/grafana/dashboard.json)
+SHIPPED = (TEMPLATE, PORT_MAP, EXAMPLE_SETTINGS, SYSTEMD_UNIT, ALERT_RULES, DASHBOARD)
 
 
 def path(name: str) -> Path:
