@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,24 +44,38 @@ class PortMap:
         return {f"{e.system}/{e.service}": e for e in self.entries}
 
 
+def _lines(text: str) -> list[tuple[int, str]]:
+    """(file line number, text) of every line that is neither blank nor a comment."""
+    numbered = enumerate(re.split(r"\r\n|\r|\n", text), start=1)
+    return [(n, line) for n, line in numbered if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _fields(line: str, where: str) -> list[str]:
+    """One CSV line; a field never spans lines here (a quoted newline fails on both halves)."""
+    try:
+        return next(csv.reader([line]), [])
+    except csv.Error as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
 def parse_port_map(text: str, source: str) -> PortMap:
-    """Parse the CSV text of a port map; ``source`` names the file in errors."""
-    lines = [
-        line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
-    ]
-    reader = csv.DictReader(io.StringIO("\n".join(lines)))
+    """Parse the CSV text of a port map; errors name ``source`` and the line in that file."""
+    lines = _lines(text)
     needed = {"system", "service", "protocol", "gateway_port"}
-    if reader.fieldnames is None or not needed <= set(reader.fieldnames):
+    header = [name.strip() for name in _fields(lines[0][1], f"{source}: line {lines[0][0]}")] \
+        if lines else []  # fmt: skip
+    if not needed <= set(header):
         raise ValueError(f"{source}: header must name the columns {sorted(needed)}")
     entries: dict[tuple[str, str], PortEntry] = {}
     ports: dict[int, str] = {}
-    for number, row in enumerate(reader, start=2):
-        where = f"{source}: row {number}"
+    for number, line in lines[1:]:
+        where = f"{source}: line {number}"
+        row = dict(zip(header, _fields(line, where), strict=False))
         try:
-            system = validate.dirac_name(row["system"], "system")
-            service = validate.dirac_name(row["service"], "service")
-            protocol = Protocol(row["protocol"])
-            gateway_port = validate.port(row["gateway_port"], "gateway_port")
+            system = validate.dirac_name(row.get("system", ""), "system")
+            service = validate.dirac_name(row.get("service", ""), "service")
+            protocol = Protocol(row.get("protocol", ""))
+            gateway_port = validate.port(row.get("gateway_port", ""), "gateway_port")
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
         path = f"{system}/{service}"
@@ -77,7 +91,13 @@ def parse_port_map(text: str, source: str) -> PortMap:
 
 
 def load_port_map(path: Path) -> PortMap:
-    return parse_port_map(path.read_text(encoding="utf-8"), str(path))
+    """Read and parse the port map at ``path``; ``ValueError`` names the file (and line)."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ValueError(f"{path}: line {line}: not UTF-8 text ({exc.reason})") from None
+    return parse_port_map(text, str(path))
 
 
 def hashed_port(system: str, service: str, low: int, high: int) -> int:

@@ -25,12 +25,12 @@ def test_same_service_twice_is_not_a_collision() -> None:
 
 def test_port_collision_is_an_error_naming_the_row() -> None:
     text = "system,service,protocol,gateway_port\nA,B,dips,9000\nA,C,dips,9000\n"
-    with pytest.raises(ValueError, match="x: row 3: gateway_port 9000 already used by A/B"):
+    with pytest.raises(ValueError, match="x: line 3: gateway_port 9000 already used by A/B"):
         parse_port_map(text, "x")
 
 
 def test_bad_row_is_reported() -> None:
-    with pytest.raises(ValueError, match="row 2"):
+    with pytest.raises(ValueError, match="line 2"):
         parse_port_map("system,service,protocol,gateway_port\nA,B,ftp,9000\n", "x")
 
 
