@@ -86,7 +86,8 @@ def _explicit_targets(values: Sequence[str]) -> list[ProbeTarget]:
 def certs(ctx: click.Context, as_json: bool, explicit: tuple[str, ...]) -> None:
     """Certificate report for every backend server; exit 0 OK, 1 WARNING, 2 CRITICAL."""
     from sidecar.core.certs import CertReport
-    from sidecar.health.certprobe import Prober, check_local_files, probe_all
+    from sidecar.health.certmonitor import check_local_files
+    from sidecar.health.certprobe import Prober, probe_all
 
     settings = settings_of(ctx)
     ops = settings

@@ -3,7 +3,7 @@ certificate monitor (adapter wiring).
 
 Keeps the orchestrator's fan-out small: the daemon makes a handful of calls (start, stop,
 reloading/reloaded, applied, heartbeat, drained) and this object fans them out to
-``health.notify``, ``health.metrics`` and ``health.certprobe``. Everything here runs in the
+``health.notify``, ``health.metrics`` and ``health.certmonitor``. Everything here runs in the
 daemon's main loop except the certificate probes (their own thread) and the HTTP server (its
 own threads), which only read values the main loop published.
 """
@@ -20,7 +20,7 @@ from typing import Any
 from sidecar.core.certs import CertReport, failing_servers
 from sidecar.core.model import DesiredState
 from sidecar.haproxy.process import HAProxy
-from sidecar.health.certprobe import CertMonitor
+from sidecar.health.certmonitor import CertMonitor
 from sidecar.health.metrics import Metrics, StatusServer, update_from_status
 from sidecar.health.notify import Notifier
 from sidecar.health.status import Status

@@ -15,7 +15,8 @@ from sidecar.config.ops import CertSettings, CheckSettings
 from sidecar.core.certs import CertReport
 from sidecar.core.model import Backend, DesiredState, Protocol, Server, ServerState
 from sidecar.core.severity import Severity
-from sidecar.health.certprobe import CertMonitor, Prober, ProbeTarget, probe_all, targets
+from sidecar.health.certmonitor import CertMonitor
+from sidecar.health.certprobe import Prober, ProbeTarget, probe_all, targets
 
 GATEWAY_NAMES = ("dirac-gw.test", "localhost")  # as tests/conftest.py makes the PKI
 

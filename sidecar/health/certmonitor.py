@@ -1,0 +1,168 @@
+"""The certificate check in the daemon: a background thread that probes every backend server
+and the sidecar's own certificate files, and hands each report on (adapter).
+
+The probing is ``health.certprobe``; the judgement is ``core.certs`` (pure).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from cryptography import x509
+
+from sidecar.config.ops import CertSettings, CheckSettings
+from sidecar.core.certs import CertFinding, CertReport, expiry_verdict
+from sidecar.core.model import DesiredState
+from sidecar.core.severity import Severity
+from sidecar.health.certprobe import ProbeError, Prober, ProbeTarget, probe_all, targets
+
+log = logging.getLogger(__name__)
+
+
+# --- the sidecar's own files ------------------------------------------------------------------
+
+
+def check_local_files(
+    paths: Iterable[str], now: float, thresholds: CheckSettings
+) -> tuple[CertFinding, ...]:
+    """Expiry of every certificate in each PEM file (Consul client certificate, CA bundles)."""
+    findings: list[CertFinding] = []
+    for path in sorted({p for p in paths if p}):
+        try:
+            certs = x509.load_pem_x509_certificates(Path(path).read_bytes())
+        except (OSError, ValueError) as exc:
+            findings.append(CertFinding(Severity.WARNING, (f"cannot read: {exc}",), server=path))
+            continue
+        ends = [c.not_valid_after_utc.timestamp() for c in certs]
+        level, reason = expiry_verdict(min(ends), now, thresholds)
+        findings.append(
+            CertFinding(
+                level,
+                (reason,) if reason else (),
+                days_left=round((min(ends) - now) / 86400.0, 2),
+                fails_clients=min(ends) <= now,
+                subject=certs[0].subject.rfc4514_string(),
+                server=path,
+            )
+        )
+    return tuple(findings)
+
+
+# --- in the daemon ----------------------------------------------------------------------------
+
+
+class CertMonitor:
+    """Runs the certificate check in a background thread: every ``interval`` seconds, soon
+    after the set of servers changes, and on :meth:`rerun` (e.g. the CA directory changed).
+
+    ``on_report`` is called from the monitor thread with each new report; it should only post
+    an event to the daemon's queue (to drain failing servers) or store the report.
+    """
+
+    def __init__(
+        self,
+        certs: CertSettings,
+        thresholds: CheckSettings,
+        gateway_names: Sequence[str],
+        local_files: Sequence[str] = (),
+        on_report: Callable[[CertReport], None] | None = None,
+        clock: Callable[[], float] = time.time,
+        min_gap: float = 10.0,
+    ) -> None:
+        self._min_gap = min_gap  # seconds at least between two runs (catalog churn)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._on_report = on_report
+        self._clock = clock
+        self._targets: frozenset[ProbeTarget] = frozenset()
+        self._full = True  # next run probes every server (interval, rerun, settings)
+        self._thread: threading.Thread | None = None
+        self.report: CertReport | None = None
+        self.configure(certs, thresholds, gateway_names, local_files)
+
+    def configure(
+        self,
+        certs: CertSettings,
+        thresholds: CheckSettings,
+        gateway_names: Sequence[str],
+        local_files: Sequence[str] = (),
+    ) -> None:
+        """New settings (SIGHUP): taken at the next run, which happens soon."""
+        with self._lock:
+            self._config = (certs, thresholds, tuple(gateway_names), tuple(local_files))
+            self._full = True
+        self._wake.set()
+
+    def set_targets(self, desired: DesiredState | None) -> None:
+        wanted = frozenset(targets(desired)) if desired is not None else frozenset()
+        with self._lock:
+            changed, self._targets = wanted != self._targets, wanted
+        if changed:
+            self._wake.set()
+
+    def rerun(self) -> None:
+        with self._lock:
+            self._full = True
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="certs", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def run_once(self) -> CertReport:
+        """Probe the servers: all of them on a full run; after a change of the set of servers
+        only the new ones (catalog churn must not cost a handshake with every backend)."""
+        with self._lock:
+            (certs, thresholds, names, files), wanted = self._config, self._targets
+            full, self._full = self._full or self.report is None, False
+        now = self._clock()
+        kept: tuple[CertFinding, ...] = ()
+        if not full and self.report is not None:
+            where = {(t.backend, t.server, t.address, t.port): t for t in wanted}
+            kept = tuple(f for f in self.report.findings
+                         if (f.backend, f.server, f.address, f.port) in where)  # fmt: skip
+            done = {(f.backend, f.server, f.address, f.port) for f in kept}
+            wanted = frozenset(t for key, t in where.items() if key not in done)
+        try:
+            report = probe_all(Prober.build(certs, names, thresholds), wanted, now)
+            report = CertReport(kept + report.findings, now)
+        except ProbeError as exc:  # the client certificate or the CAs cannot be loaded
+            report = CertReport((CertFinding(Severity.WARNING, (str(exc),), server="certs"),), now)
+        local = check_local_files(files, now, thresholds)
+        report = CertReport(report.findings + local, now)
+        self.report = report
+        log.log(
+            logging.INFO if report.status is Severity.OK else logging.WARNING, "%s", report.summary
+        )
+        if self._on_report is not None:
+            self._on_report(report)
+        return report
+
+    def _run(self) -> None:
+        last = time.monotonic() - self._min_gap
+        while not self._stop.is_set():
+            gap = self._min_gap - (time.monotonic() - last)
+            if gap > 0 and self._stop.wait(gap):
+                return
+            self._wake.clear()
+            last = time.monotonic()
+            try:
+                self.run_once()
+            except Exception:  # a bug must not kill the thread: report and go on
+                log.exception("certificate check failed unexpectedly")
+            with self._lock:
+                interval = self._config[0].interval
+            if not self._wake.wait(interval):
+                with self._lock:
+                    self._full = True  # the periodic run re-checks everything
