@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         demo.start_services(pki)
         demo.start_sidecar()
         wanted = [_gateway_port(s, v) for s, v, *_ in SERVICES]
-        from sidecar.haproxy.process import unbound_ports
+        from sidecar.haproxy.binds import unbound_ports
 
         _wait("the gateway ports", lambda: not unbound_ports("127.0.0.1", wanted, 0.2), 60)
         print("calls through the gateway (TLS passthrough, client authenticated by proxy):")

@@ -26,7 +26,8 @@ from sidecar.core.model import DesiredState, Server, ServerState
 from sidecar.core.pipeline import Inputs, with_config
 from sidecar.core.plan import Plan, PlanKind, Rendered, ServerKey, backend_id, structure
 from sidecar.core.render import render_config, server_options
-from sidecar.haproxy.process import HAProxy, unbound_ports
+from sidecar.haproxy.binds import unbound_ports
+from sidecar.haproxy.process import HAProxy
 from sidecar.host.files import atomic_copy, atomic_write, read_text
 
 log = logging.getLogger(__name__)

@@ -13,24 +13,22 @@ after the master answers ``show proc`` again; a failed reload is detected throug
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
-import re
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterable
-from pathlib import Path
 
 from sidecar.base.errors import HAProxyError, ValidationFailed
 from sidecar.config.schema import ApplySettings, Settings
 from sidecar.core.answers import ProcInfo, parse_show_proc
 from sidecar.core.render import ADMIN_SOCKET, CONFIG_FILE, MASTER_SOCKET, STATE_FILE
+from sidecar.haproxy.binds import parse_bind_failures
 from sidecar.haproxy.sockets import send_command
 from sidecar.host.files import atomic_write, ensure_private_dir
 from sidecar.host.procenv import scrubbed_environment
+from sidecar.host.procs import cmdline_has, pid_alive, pid_from_file
 
 log = logging.getLogger(__name__)
 # Answers of the runtime API that mean a command did not take effect.
@@ -43,16 +41,6 @@ OLD_WORKERS_RETRY = 1.0  # seconds between looks at the old workers while a relo
 LOG_MAX = 4 * 1024 * 1024  # bytes of master log kept (plus one older generation)
 # "[ALERT] (1) : Binding [/run/x/haproxy.cfg:40] for frontend fe_9162: cannot bind socket
 # (Permission denied) for [0.0.0.0:9162]"; 2.6 also says "Starting frontend fe_X: cannot bind".
-_BIND_ALERT = re.compile(
-    r"frontend fe_(\d+): cannot bind socket \(([^)]*)\)(?: for)? \[[^\]]*\]", re.ASCII
-)
-
-
-def parse_bind_failures(text: str) -> dict[int, str]:
-    """HAProxy's bind alerts in ``text`` (pure): frontend port -> the OS's reason."""
-    return {int(port): reason[:80] for port, reason in _BIND_ALERT.findall(text)}
-
-
 class HAProxy:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -118,8 +106,8 @@ class HAProxy:
         return None
 
     def start(self) -> ProcInfo:
-        stray = self._pid_from_file()
-        if stray is not None and _alive(stray) and _is_haproxy(stray):
+        stray = pid_from_file(self.pidfile)
+        if stray is not None and pid_alive(stray) and cmdline_has(stray, b"haproxy"):
             # A second master would bind the same ports (SO_REUSEPORT) and split traffic.
             raise HAProxyError(
                 f"haproxy master {stray} (from {self.pidfile}) is alive but its "
@@ -218,7 +206,7 @@ class HAProxy:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the master and its workers (demo, tests, ``--stop-haproxy``)."""
         info = self.proc()
-        pid = info.master_pid if info else self._pid_from_file()
+        pid = info.master_pid if info else pid_from_file(self.pidfile)
         if pid is None:
             return
         try:
@@ -226,20 +214,14 @@ class HAProxy:
         except ProcessLookupError:
             return
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _alive(pid):
+        while time.monotonic() < deadline and pid_alive(pid):
             time.sleep(0.02)
-        if _alive(pid):
+        if pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
         if self._master is not None and self._master.pid == pid:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._master.wait(timeout)  # our child: reap it
             self._master = None
-
-    def _pid_from_file(self) -> int | None:
-        try:
-            return int(self.pidfile.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
 
     # -- runtime API ---------------------------------------------------------------------------
 
@@ -288,68 +270,6 @@ class HAProxy:
             if line.startswith("Pid:"):
                 return int(line.split(":", 1)[1])
         return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of ours counts as gone
-        with Path(f"/proc/{pid}/stat").open() as handle:
-            return handle.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _is_haproxy(pid: int) -> bool:
-    try:
-        return b"haproxy" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-
-
-def unbound_ports(address: str, ports: Iterable[int], timeout: float = 1.0) -> list[int]:
-    """Ports on which nothing accepts a TCP connection (frontends that failed to bind).
-
-    A frontend whose backend has no usable server accepts and resets at once, and the reset
-    may even beat connect(): only a refused connection or a timeout means "not listening".
-    """
-    host = "127.0.0.1" if address in ("0.0.0.0", "") else ("::1" if address == "::" else address)
-    missing: list[int] = []
-    for port in ports:
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                pass
-        except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError):
-            continue
-        except OSError:
-            missing.append(port)
-    return missing
-
-
-def unbindable_ports(address: str, ports: Iterable[int]) -> dict[int, str]:
-    """Ports a new frontend could not bind, as far as this process can know (preflight).
-
-    Only for ports HAProxy does not hold yet: HAProxy binds with SO_REUSEPORT, so a port it
-    holds itself would look busy too. EACCES is not believed here: the daemon may have dropped
-    a capability (CAP_NET_BIND_SERVICE) that HAProxy still gets; HAProxy's own alert after a
-    failed reload tells (``HAProxy.bind_failures``).
-    """
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    found: dict[int, str] = {}
-    for port in ports:
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((address, port))
-            except OSError as exc:
-                if exc.errno not in (errno.EACCES, errno.EPERM):
-                    name = errno.errorcode.get(exc.errno or 0, "?")
-                    found[port] = f"{os.strerror(exc.errno or 0)} ({name})"
-    return found
 
 
 def reload_deferred_until(

@@ -12,36 +12,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from sidecar.base.errors import SidecarError
 from sidecar.config.loader import read_token
 from sidecar.config.schema import Settings
-from sidecar.haproxy.process import HAProxy, unbound_ports
+from sidecar.haproxy.binds import unbound_ports
+from sidecar.haproxy.process import HAProxy
 from sidecar.health.check import Facts, HAProxyFacts
 from sidecar.health.status import STATUS_FILE, read_status
 from sidecar.host.drainfile import read_drain
+from sidecar.host.procs import pid_alive, pid_from_file
 
 CONSUL_TIMEOUT = 5.0  # seconds at most for the leader probe
 
 
-def pid_alive(pid: int, started: float = 0.0) -> bool:
-    """The PID runs (not a zombie) and was not reused after ``started`` (epoch seconds)."""
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return not started or proc.create_time() <= started + 2.0
-    except (psutil.NoSuchProcess, psutil.ZombieProcess):
-        return False
-    except psutil.AccessDenied:
-        return True
-
-
 def _master_running(haproxy: HAProxy) -> bool:
-    try:
-        pid = int(haproxy.pidfile.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
+    pid = pid_from_file(haproxy.pidfile)
+    if pid is None:
         return False
     return pid_alive(pid)
 

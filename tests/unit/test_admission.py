@@ -13,7 +13,7 @@ from sidecar.core.bindmemo import BindMemo
 from sidecar.core.desired import desired_state, perimeter_for
 from sidecar.core.model import DesiredState, Snapshot
 from sidecar.fleet.registry import _own_check_passes, allowed_name, default_allowed
-from sidecar.haproxy.process import parse_bind_failures
+from sidecar.haproxy.binds import parse_bind_failures
 from tests.unit.factories import inst, port_map, settings, snap
 
 DEFAULT = perimeter_for(settings(), port_map(), frozenset({"192.0.2.7"}), frozenset(), ())
