@@ -163,7 +163,7 @@ def main() -> int:
         )
         sidecar.wait_idle()
         info0 = sidecar.haproxy.proc()
-        st0 = sidecar.health.status()
+        st0 = sidecar.status()
 
         workers = 4  # Consul agent PUTs take ~10 ms: 4 threads, each owning k % 4 == w
         per_worker = args.changes // workers
@@ -202,7 +202,7 @@ def main() -> int:
             time.sleep(0.02)
         remaining = diff(want, actual(sidecar))
         time.sleep(1.5)  # let the status file catch up (heartbeat ~1 s)
-        st1 = sidecar.health.status()
+        st1 = sidecar.status()
         info1 = sidecar.haproxy.proc()
         held = sidecar.log_count("held back")
         times = apply_times(sidecar.log_path, wall_begin)

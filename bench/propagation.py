@@ -160,7 +160,7 @@ def part_a(
 def wait_reload_settled(sidecar: Sidecar, reloads_before: int, pause: float) -> None:
     """Wait for the daemon to count a new reload, then ``pause`` seconds after it ended."""
     st = wait_for(
-        lambda: (s := sidecar.health.status()).get("reloads", 0) > reloads_before and s,
+        lambda: (s := sidecar.status()).get("reloads", 0) > reloads_before and s,
         30.0,
         0.01,
         "the reload to finish",
@@ -180,7 +180,7 @@ def part_b(
         system, service = "Bench", f"PropB{i % len(new_ports):03d}"
         name, sid = f"bench-propb-{i}", f"propb-{i}"
         backend = pool[i % len(pool)]
-        reloads = sidecar.health.status().get("reloads", 0)
+        reloads = sidecar.status().get("reloads", 0)
         wall0 = time.time()
         consul.register(name, sid, backend.port, system, service, "passing")
         t0 = time.perf_counter()
@@ -200,7 +200,7 @@ def part_b(
             apply_ms.append(lines[0][1])
             applied_at_ms.append((lines[0][0] - wall_t0) * 1000)
         if len(batch) == 10 or i == trials - 1:
-            reloads = sidecar.health.status().get("reloads", 0)
+            reloads = sidecar.status().get("reloads", 0)
             for old_sid, _ in batch:
                 consul.deregister(old_sid)
             for _, old_port in batch:
@@ -289,7 +289,7 @@ def main() -> int:
             },
         ).start(stack)
         wait_for(
-            lambda: sidecar.health.status().get("services") == BASE_SERVICES + PROBE_SERVICES,
+            lambda: sidecar.status().get("services") == BASE_SERVICES + PROBE_SERVICES,
             60,
             0.1,
             "all services applied",
@@ -322,7 +322,7 @@ def main() -> int:
                     consul.deregister("warm-1")
                 for attempt in range(8):
                     st = wait_for(
-                        lambda: (x := sidecar.health.status()).get("last_apply_at", 0) > since and x,
+                        lambda: (x := sidecar.status()).get("last_apply_at", 0) > since and x,
                         30.0,
                         0.02,
                         "the warm-up reload",
@@ -338,11 +338,11 @@ def main() -> int:
                     )
                 time.sleep(1.5)
             sidecar.wait_idle()
-        st0 = sidecar.health.status()
+        st0 = sidecar.status()
         if "a" in args.part:
             results["a"] = part_a(consul, sidecar, ctx, pool, probes, args.trials, args.gap)
             loads.append(loadavg())
-        st1 = sidecar.health.status()
+        st1 = sidecar.status()
         if "b" in args.part and args.keep_probes:
             pass
         elif "b" in args.part:
@@ -350,17 +350,17 @@ def main() -> int:
             # check (unbound_ports) misreads a fast reject as "not listening" now and then and
             # rolls the reload back (reported as a core bug). Part (b) measures the reload
             # path without them: the 10 probe services are deregistered (one reload) first.
-            reloads = sidecar.health.status().get("reloads", 0)
+            reloads = sidecar.status().get("reloads", 0)
             for k in range(PROBE_SERVICES):
                 consul.deregister(f"probe-{k}-base")
             wait_for(
-                lambda: sidecar.health.status().get("services") == BASE_SERVICES,
+                lambda: sidecar.status().get("services") == BASE_SERVICES,
                 30,
                 0.05,
                 "the probe services to go",
             )
             wait_reload_settled(sidecar, reloads, 2.0)
-        st_b0 = sidecar.health.status()
+        st_b0 = sidecar.status()
         if "b" in args.part:
             interval = sidecar.settings.apply.min_reload_interval
             # interval + 1.1 s: the reload pacing, and a token back in the services watch's
@@ -370,7 +370,7 @@ def main() -> int:
                 consul, sidecar, ctx, pool, new_ports, args.trials, interval + args.b_pause
             )
             loads.append(loadavg())
-        st2 = sidecar.health.status()
+        st2 = sidecar.status()
 
     rows = [
         summary("one TLS call through the gateway (steady)", call_ms, ""),

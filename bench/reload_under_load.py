@@ -318,7 +318,7 @@ def main() -> int:
         }
         sidecar = Sidecar(base / "gw", consul.addr, overrides=overrides, sections=sections)
         sidecar.start(stack)
-        wait_for(lambda: sidecar.health.status().get("services") == SERVICES, 60, 0.1, "138 services")
+        wait_for(lambda: sidecar.status().get("services") == SERVICES, 60, 0.1, "138 services")
         sidecar.wait_idle()
         ctx = client_ctx(pki)
         for port in ports:
@@ -327,7 +327,7 @@ def main() -> int:
                 raise HarnessError(f"port {port} does not answer before the run: {kind} {msg}")
         hp = sidecar.haproxy
         info0 = hp.proc()
-        st0 = sidecar.health.status()
+        st0 = sidecar.status()
         if info0 is None:
             raise HarnessError("no HAProxy master answers")
         if "gateway" not in arms:
@@ -339,7 +339,7 @@ def main() -> int:
                 control_arm(args, pki, pool, gateway["duration"]) if "control" in arms else None
             )
         info1 = hp.proc()
-        st1 = sidecar.health.status()
+        st1 = sidecar.status()
         rolled = sidecar.log_count("rolled back")
         deferred = sidecar.log_count("reload deferred")
     report(args, gateway, control, receiver, info0, info1, st0, st1, rolled, deferred, loads)

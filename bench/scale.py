@@ -218,7 +218,7 @@ def daemon_run(
             base / f"gw-{label}", consul.addr, overrides=overrides, sections=sections
         ).start(stack, timeout=300)
         wait_for(
-            lambda: sidecar.health.status().get("servers_ready") == services * instances,
+            lambda: sidecar.status().get("servers_ready") == services * instances,
             300,
             0.2,
             f"{services * instances} servers ready",
@@ -228,17 +228,17 @@ def daemon_run(
         proc = psutil.Process(sidecar.pid)
         rss = proc.memory_info().rss
         threads = proc.num_threads()
-        st0 = sidecar.health.status()
+        st0 = sidecar.status()
         cpu0, wall0 = proc.cpu_times(), time.monotonic()
         per_second = []
         last = st0.get("consul_requests", 0)
         while time.monotonic() - wall0 < idle:
             time.sleep(1.0)
-            now = sidecar.health.status().get("consul_requests", last)
+            now = sidecar.status().get("consul_requests", last)
             per_second.append(now - last)
             last = now
         cpu1, wall1 = proc.cpu_times(), time.monotonic()
-        st1 = sidecar.health.status()
+        st1 = sidecar.status()
         rss_end = proc.memory_info().rss
     cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / (wall1 - wall0) * 100
     reqs = st1.get("consul_requests", 0) - st0.get("consul_requests", 0)
