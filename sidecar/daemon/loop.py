@@ -39,8 +39,9 @@ from sidecar.daemon.ops import Operations
 from sidecar.fleet.member import Beat, FleetMember
 from sidecar.fleet.registry import catalog_index
 from sidecar.haproxy.applier import Applier
+from sidecar.haproxy.binds import unbindable_ports
 from sidecar.haproxy.inputs import build_inputs
-from sidecar.haproxy.process import HAProxy, reload_deferred_until, unbindable_ports
+from sidecar.haproxy.process import HAProxy, reload_deferred_until
 from sidecar.health.status import Status, write_status
 from sidecar.host.files import remove_stale_temps
 from sidecar.host.netfacts import NetFacts
