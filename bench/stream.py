@@ -885,6 +885,11 @@ def report_context(trials: list[Trial], ctx: dict[str, Any]) -> None:
             f"{st['late_p99_ms']:.1f} / {st['late_max_ms']:.1f}",
             "",
         ],
+        [
+            "stream stalls > 1 s (changes skipped, not caught up)",
+            f"{counts.get('stall', 0)} ({st.get('skipped', 0)})",
+            "0",
+        ],
         ["trials (all kinds)", len(trials), ""],
     ]
     for g in GATEWAYS:
