@@ -15,7 +15,8 @@ from typing import Protocol
 
 from sidecar.config.cs import CSSettings
 from sidecar.core.model import Problem
-from sidecar.dirac_cs.file import diff_cs_file, read_cs_file, sync_cs_file
+from sidecar.dirac_cs.cstext import read_cs_file
+from sidecar.dirac_cs.file import diff_cs_file, sync_cs_file
 from sidecar.dirac_cs.render import CSChange, CSOptions, plan_cs
 
 Renderer = Callable[[Mapping[str, str]], CSOptions]  # current raw options -> wanted lists

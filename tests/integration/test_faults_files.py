@@ -27,7 +27,8 @@ from helpers import wait_until
 from sidecar.base.errors import CSError
 from sidecar.config.cs import CSSettings
 from sidecar.core.model import Backend, DesiredState, Protocol
-from sidecar.dirac_cs.file import read_cs_file, sync_cs_file
+from sidecar.dirac_cs.cstext import read_cs_file
+from sidecar.dirac_cs.file import sync_cs_file
 from sidecar.dirac_cs.render import render_cs
 
 pytestmark = [pytest.mark.integration]

@@ -17,7 +17,8 @@ from diraccfg import CFG
 from sidecar.base.errors import CSError
 from sidecar.config.cs import CSSettings
 from sidecar.core.model import Backend, DesiredState, Protocol
-from sidecar.dirac_cs.file import diff_cs_file, read_cs_file, sync_cs_file
+from sidecar.dirac_cs.cstext import read_cs_file
+from sidecar.dirac_cs.file import diff_cs_file, sync_cs_file
 from sidecar.dirac_cs.render import CSOptions, render_cs
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "cs"

@@ -25,7 +25,8 @@ from sidecar.base.errors import CSError
 from sidecar.config.cs import CSSettings
 from sidecar.core.cfgtree import flatten_into
 from sidecar.core.model import Backend, DesiredState, Protocol
-from sidecar.dirac_cs.file import read_cs_file, sync_cs_file
+from sidecar.dirac_cs.cstext import read_cs_file
+from sidecar.dirac_cs.file import sync_cs_file
 from sidecar.dirac_cs.render import render_cs
 from tests.unit.test_cs_file import URL_LINE, changed_lines, comments
 

@@ -24,7 +24,8 @@ from sidecar.base.errors import CSError
 from sidecar.config.cs import CSSettings
 from sidecar.core.model import Backend, DesiredState, Protocol
 from sidecar.dirac_cs import file as dirac_cs
-from sidecar.dirac_cs.file import read_cs_file, sync_cs_file
+from sidecar.dirac_cs.cstext import read_cs_file
+from sidecar.dirac_cs.file import sync_cs_file
 from sidecar.dirac_cs.render import CSOptions, render_cs
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="reproduced as root vs nobody")
