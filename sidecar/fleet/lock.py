@@ -1,37 +1,29 @@
 """The one-writer lock for the DIRAC CS across all gateways: a Consul session + KV acquire.
 
-Sits in the apply stage (adapter, does I/O): the daemon ticks it, and the CS writer asks it
-whether this sidecar may write (``held``) and confirms with Consul right before each write
-(``confirm``), once before planning the write and once more right before the file is renamed
-into place (the fence). Policy-free: it only knows the key and the timings.
+Sits in the apply stage (adapter, does I/O): the daemon ticks it; the CS writer asks whether
+it may write (``held``) and confirms with Consul (``confirm``) before planning a write and, as
+the fence, right before the file is renamed into place. Policy-free: a key and timings.
 
-How it works: a session (``TTL``, ``LockDelay``, ``Behavior = release``) is created on the
-local agent, and ``PUT /v1/kv/<key>?acquire=<id>`` stores this gateway's holder name
-(``<node>/<gateway name>``) in the key.
+A session (``TTL``, ``LockDelay``, ``Behavior = release``) is created on the local agent and
+``PUT /v1/kv/<key>?acquire=<id>`` stores the holder's name (``<node>/<gateway name>``).
+Fast failover (``check_ttl`` > 0, the daemon): the session is also bound to a TTL check of
+this writer on the local agent (``fleet.writer_check``) and to ``serfHealth``. A keeper thread
+passes the check every ``check_ttl / 4``, renews every TTL/2 and, while not holding, reads the
+key as often and acquires it when free. A killed or frozen holder stops passing; ``check_ttl``
+later the agent marks the check critical, Consul drops the session and frees the key, and
+``lock_delay`` later another keeper acquires it (:func:`takeover_bound`: 3.6 s with the
+defaults) and writes at once (``on_acquired``). ``tick()`` tells the keeper the daemon still
+wants the lock: a status round silent for ``WANTED_FOR`` seconds loses it.
 
-Fast failover (``check_ttl`` > 0, the daemon's case): the session is also bound to a TTL check
-of this writer on the local agent (``fleet.writer_check``) besides ``serfHealth``. A keeper
-thread passes that check every ``check_ttl / 4``, renews the session every TTL/2, and while
-not holding reads the key every ``check_ttl / 4`` and acquires it when it is free. When the
-holder is SIGKILLed or SIGSTOPped its passes stop; ``check_ttl`` later the agent marks the check
-critical, Consul invalidates the session and frees the key, and ``lock_delay`` later another
-gateway's keeper acquires it (within :func:`takeover_bound`: 2 + 1 + 0.5 + 0.25 s with the
-defaults) and writes at once (``on_acquired``). ``tick()`` only tells the keeper that the
-daemon still wants the lock; a daemon whose status round stops ticking for ``WANTED_FOR``
-seconds loses it.
-
-Never two writers: ``held`` is a local lease that ends ``check_ttl`` after the *sending* of the
-last successful pass (the agent cannot have marked the check critical before that) and TTL
-after the last renew. A writer resumed after a SIGSTOP therefore knows it lost the lock before
-any network call, and ``confirm`` reads the key's Session right before the write. What is left
-is the instant between the fence's last check and the rename: a process frozen exactly there
-for longer than ``lock_delay`` could still land one write; only a fence inside the storage
-could close that (docs/reliability.md).
+Never two writers: ``held`` is a lease ending ``check_ttl`` after the *sending* of the last
+successful pass (the agent cannot have marked the check critical earlier) and TTL after the
+last renew, so a writer resumed after a SIGSTOP knows it lost the lock before any network
+call. Left open: a process frozen between the fence's check and the rename for longer than
+``lock_delay`` could land that one write; only the storage could fence it (docs/reliability.md).
 
 Without ``check_ttl`` (``sidecar cs sync``, ``once``: short-lived) ``tick()`` renews and
-acquires synchronously and a dead holder's session expires after at most 2*TTL (Consul applies
-a x2 multiplier to session TTLs). A clean ``release()`` (SIGTERM) frees the key at once: no
-lock-delay applies to an explicit release.
+acquires synchronously; a dead holder's session expires after up to 2*TTL (Consul's x2 on
+session TTLs). ``release()`` (SIGTERM) frees the key at once: no lock-delay after a release.
 """
 
 from __future__ import annotations

@@ -234,3 +234,26 @@ def test_fence_refuses_a_write_once_the_lock_moved(
     finally:
         a.release()
         b.release()
+
+
+def test_a_keeper_frozen_past_its_lease_does_not_hold_on_its_next_pass(
+    consul_agent: ConsulAgent,
+) -> None:
+    """Regression: the first pass after a lapsed lease made ``held`` true again for one step
+    (the renew was not due yet) although Consul had dropped the session meanwhile."""
+    key = f"dirac-sidecar/test/{uuid.uuid4().hex}/lock"
+    consul = ConsulClient(ConsulSettings(address=consul_agent.http_addr, timeout=2.0), "")
+    now = [1000.0]
+    a = CSLock(consul, key, "n/gw-a", 10.0, 0.0, clock=lambda: now[0], check_ttl=CHECK_TTL)
+    b = CSLock(consul, key, "n/gw-b", 10.0, 0.0)
+    try:
+        assert a.try_acquire() and a.held
+        now[0] += CHECK_TTL  # "frozen" for the check's TTL: the lease is over at once
+        assert not a.held
+        requests.put(f"{consul_agent.http_addr}/v1/session/destroy/{a.session}", timeout=5)
+        assert b.try_acquire()  # what Consul does once the check turned critical
+        assert a.try_acquire() is False and not a.held  # not even for one step
+        assert b.confirm()
+    finally:
+        a.release()
+        b.release()
