@@ -260,8 +260,11 @@ class CSLock:
 
     # -- the writer's side -------------------------------------------------------------------
 
-    def _entry(self) -> dict[str, Any] | None:
-        reply = self._http.get(f"/v1/kv/{self.key}")
+    def _entry(self, consistent: bool = False) -> dict[str, Any] | None:
+        """The key's entry; ``consistent``: the leader first checks with a quorum that it is
+        still the leader (a deposed one could otherwise answer with the old holder)."""
+        params = [("consistent", "")] if consistent else []
+        reply = self._http.get(f"/v1/kv/{self.key}", params)
         if reply.code == 404:
             return None
         expect_ok(reply, f"read {self.key}")
@@ -276,7 +279,7 @@ class CSLock:
         if not self.held:
             return False
         try:
-            entry = self._entry()
+            entry = self._entry(consistent=True)
         except CatalogError as exc:
             log.warning("CS writer lock: cannot confirm: %s", exc)
             self._held = False
