@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable
 
 from sidecar.base.errors import HAProxyError, ValidationFailed
-from sidecar.config.schema import ApplySettings, Settings
+from sidecar.config.schema import Settings
 from sidecar.core.answers import ProcInfo, parse_show_proc
 from sidecar.core.render import ADMIN_SOCKET, CONFIG_FILE, MASTER_SOCKET, STATE_FILE
 from sidecar.haproxy.binds import parse_bind_failures
@@ -37,7 +37,6 @@ _ERRORS = (
     *("Already", "Backend must", "cannot", "Cannot", "Server still", "Server must"),
 )
 BATCH = 100  # commands per runtime API line (';'-joined): ~1.6 ms for 100 servers
-OLD_WORKERS_RETRY = 1.0  # seconds between looks at the old workers while a reload waits
 LOG_MAX = 4 * 1024 * 1024  # bytes of master log kept (plus one older generation)
 # "[ALERT] (1) : Binding [/run/x/haproxy.cfg:40] for frontend fe_9162: cannot bind socket
 # (Permission denied) for [0.0.0.0:9162]"; 2.6 also says "Starting frontend fe_X: cannot bind".
@@ -270,18 +269,3 @@ class HAProxy:
             if line.startswith("Pid:"):
                 return int(line.split(":", 1)[1])
         return None
-
-
-def reload_deferred_until(
-    haproxy: HAProxy, apply: ApplySettings, last_reload: float
-) -> float | None:
-    """When a reload may go, if not now: after ``min_reload_interval``, and not while more
-    than ``max_old_workers`` old workers still drain their connections."""
-    now = time.monotonic()
-    if now - last_reload < apply.min_reload_interval:
-        return last_reload + apply.min_reload_interval
-    info = haproxy.proc()
-    if info is not None and len(info.old_workers) > apply.max_old_workers:
-        log.warning("reload deferred: %d old workers still draining", len(info.old_workers))
-        return now + OLD_WORKERS_RETRY
-    return None

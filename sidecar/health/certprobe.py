@@ -98,10 +98,11 @@ def _handshake(conn: SSL.Connection, sock: socket.socket, deadline: float) -> st
         left = deadline - time.monotonic()
         if left <= 0:
             raise ProbeError("TLS handshake timed out")
-        if wait_read:
-            select.select([sock], [], [], left)
-        else:
-            select.select([], [sock], [], left)
+        # poll, not select: a gateway holding a thousand parked Consul queries has descriptors
+        # above FD_SETSIZE (1024), which select() refuses
+        poller = select.poll()
+        poller.register(sock, select.POLLIN if wait_read else select.POLLOUT)
+        poller.poll(left * 1000)
 
 
 def fetch_chain(
