@@ -41,6 +41,7 @@ ALPHA = "Framework/GwAlpha"
 DATA = Path(__file__).resolve().parents[1] / "data" / "cs"
 FAST_CONSUL = "wait = 2.0\ntimeout = 1.0\nretry_min = 0.1\nretry_max = 1.0\n"
 FIGURES: dict[str, Any] = {}
+MAX_CALLS, MAX_SECONDS = 20_000, 300.0  # the background client's bounds
 
 
 class Load:
@@ -55,7 +56,10 @@ class Load:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(0.02):
+        deadline = time.monotonic() + MAX_SECONDS
+        for _ in range(MAX_CALLS):  # bounded in count and time, whatever the fixture does
+            if self._stop.wait(0.02) or time.monotonic() > deadline:
+                return
             answer = self.gw.try_call(self.port, timeout=3.0)
             self.results.append((time.monotonic(), answer is not None))
             if answer is None:

@@ -59,7 +59,8 @@ class Recorder:
 
     def _run(self) -> None:
         last = None
-        while not self._stop.wait(0.01):
+        deadline = time.monotonic() + 300.0  # bounded whatever the test does
+        while not self._stop.wait(0.01) and time.monotonic() < deadline:
             with contextlib.suppress(OSError):
                 text = self.path.read_text()
                 if text != last:
