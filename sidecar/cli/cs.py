@@ -27,7 +27,7 @@ from sidecar.core.model import DesiredState
 from sidecar.dirac_cs.writer import CSWriteStatus
 from sidecar.fleet.cs_once import sync_with_lock, writer
 from sidecar.fleet.lock import CSLock
-from sidecar.fleet.registry import GatewayInfo, fleet, lagging
+from sidecar.fleet.view import GatewayInfo, fleet, lagging
 from sidecar.health.status import read_status
 from sidecar.health.statusview import status_lines
 

@@ -15,7 +15,6 @@ certificate is the backend's, so it must cover *every* gateway name.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +24,7 @@ from cryptography.x509.oid import NameOID
 
 from sidecar.base.validate import hostport
 from sidecar.config.ops import CheckSettings
+from sidecar.core.hostnames import dns_name_matches, ip_of
 from sidecar.core.model import DesiredState, Problem, ServerState
 from sidecar.core.severity import Severity, worst
 
@@ -105,57 +105,14 @@ def cert_info_from_der(
     )
 
 
-# --- host name matching (RFC 6125, as OpenSSL's X509_check_host) -----------------------------
-
-
-def _normal(name: str) -> str:
-    return name.strip().rstrip(".").lower()
-
-
-def _label_matches(pattern: str, label: str) -> bool:
-    """One left-most pattern label with at most one '*' against one host label."""
-    if pattern == "*":
-        return bool(label)
-    if pattern.count("*") != 1 or pattern.startswith("xn--") or label.startswith("xn--"):
-        return False  # no partial wildcards in IDNA A-labels
-    prefix, suffix = pattern.split("*")
-    return (
-        len(label) >= len(prefix) + len(suffix)
-        and label.startswith(prefix)
-        and label.endswith(suffix)
-    )
-
-
-def dns_name_matches(pattern: str, host: str) -> bool:
-    """Whether the certificate name ``pattern`` covers the DNS name ``host``.
-
-    A wildcard only in the whole left-most label, covering exactly one label, and only with at
-    least two labels after it (``*.org`` covers nothing).
-    """
-    pattern, host = _normal(pattern), _normal(host)
-    if not pattern or not host:
-        return False
-    if "*" not in pattern:
-        return pattern == host
-    p_first, _, p_rest = pattern.partition(".")
-    h_first, _, h_rest = host.partition(".")
-    if "*" in p_rest or p_rest.count(".") < 1:
-        return False
-    return p_rest == h_rest and _label_matches(p_first, h_first)
-
-
-def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(text.strip())
-    except ValueError:
-        return None
+# --- which names a certificate covers -------------------------------------------------------
 
 
 def name_covered(info: CertInfo, name: str) -> bool:
     """Whether a client connecting to ``name`` accepts this certificate's names."""
-    ip = _ip(name)
+    ip = ip_of(name)
     if ip is not None:
-        return any(_ip(entry) == ip for entry in info.ip_addresses)
+        return any(ip_of(entry) == ip for entry in info.ip_addresses)
     candidates = info.dns_names if info.dns_names else info.common_names
     return any(dns_name_matches(pattern, name) for pattern in candidates)
 

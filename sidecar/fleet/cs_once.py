@@ -15,7 +15,7 @@ from sidecar.consul.client import ConsulClient
 from sidecar.core.model import DesiredState
 from sidecar.dirac_cs.writer import CSWriteOutcome, CSWriter
 from sidecar.fleet.lock import CSLock
-from sidecar.fleet.registry import local_node, names_provider
+from sidecar.fleet.view import local_node, names_provider
 
 
 def writer(settings: Settings, client: ConsulClient, lock: CSLock) -> CSWriter:

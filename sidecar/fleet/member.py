@@ -32,7 +32,8 @@ from sidecar.consul.client import ConsulClient
 from sidecar.core.model import DesiredState
 from sidecar.dirac_cs.writer import CSWriteOutcome, CSWriter
 from sidecar.fleet.lock import CSLock
-from sidecar.fleet.registry import GatewayRegistry, names_provider
+from sidecar.fleet.registry import GatewayRegistry
+from sidecar.fleet.view import names_provider
 
 log = logging.getLogger(__name__)
 STALE_BEAT = 10.0  # seconds: an older status round's facts are not written by the keeper

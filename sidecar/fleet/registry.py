@@ -1,12 +1,10 @@
-"""This gateway in Consul, the live gateways, and the fleet view (adapter, does I/O).
+"""This gateway in Consul: its ``dirac-gateway`` registration, TTL check and maintenance
+(adapter, does I/O). The other gateways are read by ``fleet.view``.
 
-Sits in the apply/status stage: the daemon registers its own gateway on the LOCAL agent as
-service ``dirac-gateway`` (ID ``dirac-gateway-<first gateway name>``) with a TTL check that it
-passes every heartbeat while ready and fails otherwise, and publishes in the service metadata
-what it has applied (``generation``: the config hash; ``catalog_index``: see
-:func:`catalog_index`). The CS writer reads the passing instances (``live_gateway_names``) when
-``dirac_cs.discover_gateways`` is on, so a gateway that is not ready is never advertised; and
-``sidecar status --fleet`` reads them all (``fleet``). ``lagging`` is pure.
+Sits in the status stage: the daemon registers its own gateway on the LOCAL agent as service
+``dirac-gateway`` (ID ``dirac-gateway-<first gateway name>``) with a TTL check that it passes
+every heartbeat while ready and fails otherwise, and publishes in the service metadata what it
+has applied (``generation``: the config hash; ``catalog_index``: see :func:`catalog_index`).
 
 The registration carries no tag (above all not the DIRAC tag) so the catalog watch never takes
 it for a DIRAC service. The published index must not move with the registration itself: see
@@ -18,14 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any
 
-from sidecar.base import validate
-from sidecar.base.errors import CatalogError
-from sidecar.base.inert import inert
 from sidecar.consul.client import ConsulClient
 from sidecar.consul.http import ConsulHTTP, expect_ok
 from sidecar.core.model import Snapshot
@@ -38,7 +29,6 @@ META_INDEX = "catalog_index"
 REPUBLISH = 10.0  # seconds between two publications of changed metadata
 CHECK_TTL = "30s"  # the daemon passes it at least every 5 s while ready
 DEREGISTER_AFTER = "10m"  # Consul removes a gateway that stayed critical this long (SIGKILL)
-NamesFn = Callable[[], tuple[str, ...]]
 MAINTENANCE_CHECK = "_service_maintenance:"  # Consul's check of a service in maintenance
 _UNKNOWN_CHECK = ("does not have associated ttl", "unknown check", "not found")
 
@@ -50,16 +40,6 @@ def catalog_index(snapshot: Snapshot) -> int:
     moves that one, which would wake every watch and re-publish forever.
     """
     return max((entry.index for entry in snapshot.services), default=0)
-
-
-@dataclass(frozen=True, slots=True)
-class GatewayInfo:
-    name: str  # the first gateway name
-    node: str
-    generation: str
-    catalog_index: int
-    status: str  # passing, warning, critical (worst of the instance's checks)
-    names: tuple[str, ...] = ()
 
 
 class GatewayRegistry:
@@ -166,167 +146,3 @@ class GatewayRegistry:
         )
         self._published, self._passing = None, False
         self._maintenance = None
-
-
-def _instances(client: ConsulClient, passing: bool) -> list[dict[str, Any]]:
-    params = [("passing", "1")] if passing else []
-    reply = ConsulHTTP(client).get(f"/v1/health/service/{SERVICE}", params)
-    expect_ok(reply, f"read {SERVICE}")
-    if not isinstance(reply.body, list):
-        raise CatalogError(f"read {SERVICE}: answer is not a list")
-    return [entry for entry in reply.body if isinstance(entry, dict)]
-
-
-def _meta(entry: dict[str, Any]) -> dict[str, str]:
-    meta = (entry.get("Service") or {}).get("Meta") or {}
-    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
-
-
-def _names(entry: dict[str, Any]) -> tuple[str, ...]:
-    raw = _meta(entry).get(META_NAMES, "")
-    return tuple(name.strip() for name in raw.split(",") if name.strip())
-
-
-def _own_check_passes(entry: dict[str, Any]) -> bool:
-    """A registration without a check of its own counts as passing in Consul (only the node's
-    serfHealth is there): such an entry must not advertise names. Every sidecar registers a
-    TTL check on its own service and passes it only while ready."""
-    service_id = str((entry.get("Service") or {}).get("ID", ""))
-    checks = [c for c in entry.get("Checks") or [] if isinstance(c, dict)]
-    own = [c for c in checks if service_id and c.get("ServiceID") == service_id]
-    return bool(own) and all(c.get("Status") == "passing" for c in own)
-
-
-def allowed_name(name: str, allowed: tuple[str, ...]) -> bool:
-    """``name`` matches an entry of ``allowed``: ".example.org" (under it) or an exact name."""
-    name = name.lower().rstrip(".")
-    return any(
-        name.endswith(entry) and len(name) > len(entry) if entry.startswith(".") else name == entry
-        for entry in allowed
-    )
-
-
-def default_allowed(names: tuple[str, ...]) -> tuple[str, ...]:
-    """The parent domains of the configured names: dirac-gw.example.org -> ".example.org"."""
-    parents = {"." + n.split(".", 1)[1] for n in names if "." in n}
-    return tuple(sorted(parents | {n for n in names if "." not in n}))
-
-
-def live_gateway_names(
-    client: ConsulClient, allowed: tuple[str, ...]
-) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(names of every READY gateway that may be advertised, names refused), both sorted.
-
-    Ready: every check passing, including at least one check of the gateway's own; names
-    outside ``allowed`` are refused (anyone can register a ``dirac-gateway`` service).
-    """
-    names: set[str] = set()
-    refused: set[str] = set()
-    for entry in _instances(client, True):
-        if not _own_check_passes(entry):
-            refused.update(_names(entry))
-            continue
-        for name in _names(entry):
-            try:
-                validate.host(name, "gateway name")
-            except ValueError:
-                refused.add(name)
-                continue
-            (names if allowed_name(name, allowed) else refused).add(name)
-    return tuple(sorted(names)), tuple(sorted(refused - names))
-
-
-def _status(checks: Iterable[dict[str, Any]]) -> str:
-    order = {"passing": 0, "warning": 1, "critical": 2, "maintenance": 3}
-    checks = list(checks)
-    if any(str(c.get("CheckID", "")).startswith(MAINTENANCE_CHECK) for c in checks):
-        return "maintenance"  # drained (``sidecar drain``): not a failure
-    statuses = [str(c.get("Status", "critical")) for c in checks] or ["passing"]
-    return max(statuses, key=lambda s: order.get(s, 2))
-
-
-def _index(value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        return 0
-
-
-def fleet(client: ConsulClient) -> list[GatewayInfo]:
-    """Every registered gateway (ready or not), sorted by name."""
-    infos = []
-    for entry in _instances(client, False):
-        meta, names = _meta(entry), _names(entry)
-        service_id = str((entry.get("Service") or {}).get("ID", ""))
-        infos.append(
-            GatewayInfo(
-                name=names[0] if names else service_id,
-                node=str((entry.get("Node") or {}).get("Node", "")),
-                generation=meta.get(META_GENERATION, ""),
-                catalog_index=_index(meta.get(META_INDEX, "0")),
-                status=_status(entry.get("Checks") or []),
-                names=names,
-            )
-        )
-    return sorted(infos, key=lambda info: (info.name, info.node))
-
-
-def lagging(gateways: Iterable[GatewayInfo]) -> tuple[str, ...]:
-    """Names whose catalog index is below the highest, or whose generation is not the majority's.
-
-    Pure. The majority generation is the most common one; when two are equally common there
-    is no majority and only the index decides. A gateway with no generation yet lags whenever
-    another has one.
-    """
-    infos = list(gateways)
-    if not infos:
-        return ()
-    top = max(info.catalog_index for info in infos)
-    counts = Counter(info.generation for info in infos if info.generation).most_common()
-    unique = counts and (len(counts) == 1 or counts[0][1] > counts[1][1])
-    majority = counts[0][0] if unique else None
-    out = {
-        info.name
-        for info in infos
-        if info.catalog_index < top
-        or (majority is not None and info.generation != majority)
-        or (counts and not info.generation)
-    }
-    return tuple(sorted(out))
-
-
-def names_provider(
-    client: ConsulClient,
-    discover: bool,
-    configured: tuple[str, ...],
-    allowed: tuple[str, ...] = (),
-) -> NamesFn:
-    """The gateway names for the CS: the live gateways when ``discover``, else ``configured``.
-
-    Discovered names must match ``allowed`` (default: the configured names' parent domains);
-    refused ones are logged once per distinct set.
-    """
-    if not discover:
-        return lambda: configured
-    patterns = allowed or default_allowed(configured)
-    last: list[tuple[str, ...]] = [()]
-
-    def names() -> tuple[str, ...]:
-        found, refused = live_gateway_names(client, patterns)
-        if refused and refused != last[0]:
-            shown = ", ".join(inert(n, 60) for n in refused[:10])
-            log.warning(
-                "gateway names not advertised (not allowed, or no passing check of their own): %s",
-                shown,
-            )
-        last[0] = refused
-        return found
-
-    return names
-
-
-def local_node(client: ConsulClient) -> str:
-    """The local agent's node name (for the lock's holder value); "" when it does not say."""
-    reply = expect_ok(ConsulHTTP(client).get("/v1/agent/self"), "read agent/self")
-    config = reply.body.get("Config") if isinstance(reply.body, dict) else None
-    return str(config.get("NodeName", "")) if isinstance(config, dict) else ""

@@ -24,7 +24,8 @@ from sidecar.core.model import Backend, DesiredState, Protocol
 from sidecar.dirac_cs.writer import CSWriter, CSWriteStatus
 from sidecar.fleet.lock import CSLock
 from sidecar.fleet.member import Beat, FleetMember
-from sidecar.fleet.registry import GatewayRegistry, fleet, lagging, live_gateway_names
+from sidecar.fleet.registry import GatewayRegistry
+from sidecar.fleet.view import fleet, lagging, live_gateway_names
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "cs"
 ALLOWED = (".test",)  # the gateway names these tests register

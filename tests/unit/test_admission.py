@@ -12,7 +12,7 @@ from sidecar.core.admission import Perimeter, backend_address, default_ranges, p
 from sidecar.core.bindmemo import BindMemo
 from sidecar.core.desired import desired_state, perimeter_for
 from sidecar.core.model import DesiredState, Snapshot
-from sidecar.fleet.registry import _own_check_passes, allowed_name, default_allowed
+from sidecar.fleet.view import _own_check_passes, allowed_name, default_allowed
 from sidecar.haproxy.binds import parse_bind_failures
 from tests.unit.factories import inst, port_map, settings, snap
 

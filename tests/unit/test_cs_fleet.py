@@ -7,7 +7,8 @@ import pytest
 from sidecar.config.durations import consul_duration, parse_duration
 from sidecar.core.model import ServiceEntries, Snapshot
 from sidecar.fleet.lock import takeover_bound
-from sidecar.fleet.registry import GatewayInfo, catalog_index, lagging
+from sidecar.fleet.registry import catalog_index
+from sidecar.fleet.view import GatewayInfo, lagging
 
 
 def gw(name: str, index: int, generation: str, status: str = "passing") -> GatewayInfo:

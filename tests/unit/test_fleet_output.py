@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from sidecar.cli import cs, main
 from sidecar.cli.cs import FIELD_LIMIT, HOLDER_LIMIT, fleet_table
-from sidecar.fleet.registry import GatewayInfo
+from sidecar.fleet.view import GatewayInfo
 
 HOSTILE_NODE = "node\x1b[2J\nevil-gw   evil-node   passing   99 g1"
 CLEAN = GatewayInfo("gw-a.example.org", "node-a", "g1", 10, "passing", ("gw-a.example.org",))
