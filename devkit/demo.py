@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from devkit import consul_agent
-from devkit.backend import BackendProcess, backend_args
+from devkit.backendproc import BackendProcess, backend_args
 from devkit.client import CallError, call
 from devkit.pki import DevPKI, make_dev_pki
 from sidecar.config.loader import load_settings

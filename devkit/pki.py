@@ -229,11 +229,8 @@ def _proxy_reusable(user: CertPaths, proxy: ProxyPaths, group: str | None) -> bo
     if not all(p.exists() for p in (proxy.file, proxy.chain, proxy.key)):
         return False
     cert = load_cert(proxy.file)
-    return (
-        cert.issuer == load_cert(user.cert).subject
-        and still_valid(cert)
-        and dirac_group(cert) == group
-    )
+    issued = cert.issuer == load_cert(user.cert).subject
+    return issued and still_valid(cert) and dirac_group(cert) == group
 
 
 def make_dev_pki(
@@ -288,12 +285,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--group", default=None, help="DIRAC group to put in the proxy")
     args = parser.parse_args(argv)
     pki = make_dev_pki(args.directory, args.gateway, args.host, user=args.user, group=args.group)
-    print(f"CA certificate : {pki.ca_cert}")
-    print(f"CA directory   : {pki.ca_dir}")
-    for host in pki.hosts:
-        print(f"host {host:<10}: {pki.host_cert(host)} {pki.host_key(host)}")
-    print(f"user           : {pki.user.cert} {pki.user.key}")
-    print(f"proxy          : {pki.proxy.file} (chain {pki.proxy.chain}, key {pki.proxy.key})")
+    lines = [f"CA certificate : {pki.ca_cert}", f"CA directory   : {pki.ca_dir}"]
+    lines += [f"host {h:<10}: {pki.host_cert(h)} {pki.host_key(h)}" for h in pki.hosts]
+    proxy = pki.proxy
+    lines += [f"user           : {pki.user.cert} {pki.user.key}",
+              f"proxy          : {proxy.file} (chain {proxy.chain}, key {proxy.key})"]  # fmt: skip
+    print("\n".join(lines))
     return 0
 
 

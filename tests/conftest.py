@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from devkit.backend import BackendProcess, BackendServer, backend_args, start_backend
+from devkit.backend import BackendServer, start_backend
+from devkit.backendproc import BackendProcess, backend_args
 from devkit.consul_agent import ConsulAgent, find_consul
 from devkit.pki import DevPKI, make_dev_pki
 

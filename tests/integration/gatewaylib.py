@@ -19,7 +19,8 @@ import psutil
 from helpers import free_port, wait_until
 
 from devkit import consul_agent as consul
-from devkit.backend import BackendProcess, BackendServer
+from devkit.backend import BackendServer
+from devkit.backendproc import BackendProcess
 from devkit.client import CallError, call
 from devkit.consul_agent import ConsulAgent
 from devkit.pki import DevPKI

@@ -21,7 +21,8 @@ import pytest
 from helpers import wait_until
 from registerlib import RegisterProcess, agent_services, check_status, write_settings
 
-from devkit.backend import BackendProcess, BackendServer
+from devkit.backend import BackendServer
+from devkit.backendproc import BackendProcess
 from devkit.consul_agent import ConsulAgent, health
 from devkit.pki import DevCA, DevPKI
 
