@@ -886,7 +886,7 @@ def report_context(trials: list[Trial], ctx: dict[str, Any]) -> None:
             "",
         ],
         [
-            "stream stalls > 1 s (changes skipped, not caught up)",
+            "stream stalls > 1 s (changes skipped: the schedule resumed)",
             f"{counts.get('stall', 0)} ({st.get('skipped', 0)})",
             "0",
         ],

@@ -285,11 +285,11 @@ def stream_main(
             late = max(0.0, time.monotonic() - due)
             lateness.append(late)
             if late > 1.0:
-                # Stalled (a starved machine): catch up at most one second of changes, not
-                # the whole backlog at full speed.
+                # Stalled (a starved machine): the schedule resumes from now; the backlog is
+                # skipped, not made at full speed.
                 counts["stall"] += 1
-                skipped += int((late - 1.0) * rate)
-                start += late - 1.0
+                skipped += int(late * rate)
+                start += late
             i += 1
             with shared.stream_lock:
                 free = [k for k in range(shared.services) if not shared.busy[k]]
