@@ -206,7 +206,12 @@ def daemon_run(
     stack = contextlib.ExitStack()
     with stack:
         overrides = {f"Scale/Svc{k:04d}": public[k] for k in range(services)}
-        sections: dict[str, dict] = {"haproxy": {"check_inter": "10s"}}
+        # the public ports are exactly the declared ones: instances on 127.0.0.1 elsewhere in
+        # the auto range would otherwise be refused as loops into the gateway
+        sections: dict[str, dict] = {
+            "haproxy": {"check_inter": "10s"},
+            "ports": {"public_ranges": [f"{min(public[:services])}-{max(public[:services])}"]},
+        }
         if services * instances > 2000:
             # HAProxy wants ~2 x maxconn + listeners + checks descriptors (25,039 at 1,000x5
             # with the default maxconn 8000); this machine's hard limit is 20,000.

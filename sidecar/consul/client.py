@@ -23,7 +23,7 @@ import httpx
 from sidecar.base.errors import CatalogError
 from sidecar.config.schema import ConsulSettings
 
-POOL = 4096  # parked health queries one gateway may hold (one per DIRAC service)
+SHARD = 32  # parked queries per connection pool (httpcore scans a pool on every request)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +95,8 @@ class _Shape:
         # The contract's order is the settings, then token_file, then the environment (folded
         # in by the settings loader): the token given here is the only one ever sent.
         self.headers = {"X-Consul-Token": token} if token else {}
-        self.verify: ssl.SSLContext | bool = tls_context(settings) if scheme == "https" else True
+        # plain HTTP: no TLS context at all (httpx would load the CA bundle for each client)
+        self.verify: ssl.SSLContext | bool = tls_context(settings) if scheme == "https" else False
 
     def options(self) -> dict[str, Any]:
         return {
@@ -220,25 +221,65 @@ class ConsulClient(_Shape):
 
 
 class AsyncConsul(_Shape):
-    """The client of the watches: every blocking query on one event loop and one pool."""
+    """The client of the watches: every blocking query on one event loop.
 
-    def __init__(self, settings: ConsulSettings, token: str, connections: int = POOL) -> None:
+    A parked blocking query holds its connection for up to ``wait``, so every watch needs a
+    connection of its own. httpcore's pool scans all its connections on every request and
+    every answer, which is quadratic with a thousand parked queries (80 s to converge at 1,000
+    services, measured): the connections are spread over small pools (``SHARD`` each), and a
+    watch leases a place in one for its lifetime. One-shot reads (``services(0, 0)`` to
+    confirm an emptied service) use a pool of their own, so they never queue behind parked
+    queries.
+    """
+
+    def __init__(self, settings: ConsulSettings, token: str) -> None:
         super().__init__(settings, token)
+        self._shards: list[list[Any]] = []  # [client, leased places]
+        self._plain = self._client(4)
+
+    def _client(self, connections: int) -> httpx.AsyncClient:
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-        self._http = httpx.AsyncClient(limits=limits, **self.options())
+        return httpx.AsyncClient(limits=limits, **self.options())
+
+    def lease(self) -> Lease:
+        """A place for one watch's parked query; ``release`` it when the watch ends."""
+        shard = next((s for s in self._shards if s[1] < SHARD), None)
+        if shard is None:
+            shard = [self._client(SHARD), 0]
+            self._shards.append(shard)
+        shard[1] += 1
+        return Lease(self, shard)
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        for client, _ in self._shards:
+            await client.aclose()
+        await self._plain.aclose()
 
-    async def _get(self, req: Request) -> Answer:
+    async def get(self, client: httpx.AsyncClient, req: Request) -> Answer:
         try:
-            response = await self._http.request(req.method, req.path, **_send_args(req))
+            response = await client.request(req.method, req.path, **_send_args(req))
         except httpx.HTTPError as exc:
             raise self.failed(req, exc) from None
         return self.answer(req, response)
 
     async def services(self, index: int, wait: float) -> Answer:
-        return await self._get(self.services_req(index, wait))
+        """A one-shot read (never parked: ``index`` 0)."""
+        return await self.get(self._plain, self.services_req(index, wait))
+
+
+class Lease:
+    """One watch's place in a pool of ``AsyncConsul``."""
+
+    def __init__(self, owner: AsyncConsul, shard: list[Any]) -> None:
+        self._owner, self._shard = owner, shard
+        self._client: httpx.AsyncClient = shard[0]
+
+    def release(self) -> None:
+        if self._shard[1] > 0:
+            self._shard[1] -= 1
+
+    async def services(self, index: int, wait: float) -> Answer:
+        return await self._owner.get(self._client, self._owner.services_req(index, wait))
 
     async def health(self, name: str, tag: str, index: int, wait: float) -> Answer:
-        return await self._get(self.health_req(name, tag, index, wait))
+        return await self._owner.get(self._client, self._owner.health_req(name, tag, index, wait))

@@ -23,7 +23,7 @@ from sidecar.base import validate
 from sidecar.base.errors import CatalogError
 from sidecar.config.schema import ConsulSettings
 from sidecar.consul import parse
-from sidecar.consul.client import POOL, Answer, AsyncConsul
+from sidecar.consul.client import Answer, AsyncConsul, Lease
 from sidecar.consul.loop import EventLoopThread
 from sidecar.consul.watch import Watch, WatchTiming
 from sidecar.core.model import ServiceEntries, Snapshot
@@ -70,6 +70,7 @@ class CatalogWatcher:
         self._reset_at: float | None = None
         self._loop = EventLoopThread()
         self._client: AsyncConsul | None = None  # created on the loop, closed by ``stop``
+        self._leases: dict[str, Lease] = {}  # each health watch's place in a connection pool
         self._timing = WatchTiming(
             settings.wait,
             settings.retry_min,
@@ -83,10 +84,10 @@ class CatalogWatcher:
         self._loop.call(self._start_services)
 
     def _start_services(self) -> None:
-        client = self._client = AsyncConsul(self._settings, self._token, POOL)
+        client = self._client = AsyncConsul(self._settings, self._token)
         watch = Watch(
             SERVICES_KEY,
-            client.services,
+            client.lease().services,
             self._on_services,
             self._timing,
             random.Random(self._rng.random()),
@@ -161,6 +162,9 @@ class CatalogWatcher:
             current = {k for k in self._watches if k != SERVICES_KEY}
             for gone in current - names:
                 self._watches.pop(gone).stop()
+                lease = self._leases.pop(gone, None)
+                if lease is not None:
+                    lease.release()
                 self._entries.pop(gone, None)
                 self._failing.pop(gone, None)
             new = sorted(names - current)
@@ -181,11 +185,12 @@ class CatalogWatcher:
             self._entries[name] = ServiceEntries(name, 0, (), error=str(exc))
             self._watches[name] = _NullWatch(name)  # type: ignore[assignment]
             return None
-        client, tag = self._client, self._settings.tag
-        assert client is not None  # created before the services watch that calls this
+        assert self._client is not None  # created before the services watch that calls this
+        lease, tag = self._client.lease(), self._settings.tag
+        self._leases[name] = lease
 
         async def query(index: int, wait: float) -> Answer:
-            return await client.health(name, tag, index, wait)
+            return await lease.health(name, tag, index, wait)
 
         watch = Watch(name, query, self._on_health, self._timing, random.Random(self._rng.random()))
         self._watches[name] = watch

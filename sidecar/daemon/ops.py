@@ -10,7 +10,6 @@ own threads), which only read values the main loop published.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
@@ -68,6 +67,8 @@ class Operations:
         self._status_text = ""
         self._seen_at: float | None = None  # a catalog change taken, not applied yet
         self._rows_of: DesiredState | None = None  # the state status.backends was made from
+        self._certs_of: CertReport | None = None  # the report status.certs was made from
+        self._cert_status: dict[str, Any] = {}
         self.metrics.ops.cs_enabled.set(1 if settings.dirac_cs.enabled else 0)
 
     def start(self) -> None:
@@ -129,24 +130,25 @@ class Operations:
     ) -> None:
         """Call from the main loop before the status file is written."""
         now = time.time()
-        if desired is not self._rows_of:  # the same applied state: the rows are unchanged
+        fresh_state = desired is not self._rows_of  # else the rows and gauges are unchanged
+        if fresh_state:
             status.backends = track_backends(status.backends, desired, now)
             self._rows_of = desired
         report = self.certs.report
-        if report is not None and hasattr(status, "certs"):
-            status.certs = report.to_status()
+        fresh_certs = report is not None and report is not self._certs_of
+        if fresh_certs and report is not None:  # once per report, not once per round
+            self._certs_of, self._cert_status = report, report.to_status()
+            status.certs = self._cert_status
         if time.monotonic() >= self._next_proc:
             self._next_proc = time.monotonic() + PROC_EVERY
             info = haproxy.proc(timeout=0.5)
             self._old_workers = len(info.old_workers) if info is not None else None
             if self._old_workers is not None and hasattr(status, "old_workers"):
                 status.old_workers = self._old_workers
-        record = dataclasses.asdict(status)
-        if report is not None:
-            record["certs"] = report.to_status()
-        up = {b.name: b.ready_count for b in desired.listed} if desired else None
+        record = status.record()
+        up = {b.name: b.ready_count for b in desired.listed} if desired and fresh_state else None
         update_from_status(self.metrics, record, now, servers_up=up,
-                           old_workers=self._old_workers)  # fmt: skip
+                           old_workers=self._old_workers, certs_changed=fresh_certs)  # fmt: skip
         self._notify(status, loop_alive)
 
     def _notify(self, status: Status, loop_alive: bool = True) -> None:

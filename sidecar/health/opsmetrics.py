@@ -59,14 +59,14 @@ class OpsMetrics:
     def observe_propagation(self, seconds: float) -> None:
         self.propagation.observe(max(0.0, seconds))
 
-    def update(self, status: Mapping[str, Any]) -> None:
-        """The gauges from one status record (``dataclasses.asdict(Status)``)."""
+    def update(self, status: Mapping[str, Any], certs_changed: bool = True) -> None:
+        """The gauges from one status record (``Status.record()``)."""
         index = status.get("applied_index")
         if isinstance(index, int) and not isinstance(index, bool):
             self.applied_index.set(index)
         self.drained.set(1 if status.get("drain") else 0)
         certs = status.get("certs")
-        if not isinstance(certs, Mapping):
+        if not certs_changed or not isinstance(certs, Mapping):
             return
         self.names_missing.clear()
         for item in certs.get("servers") or []:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +54,22 @@ class Status:
     # the apply path stays free of it
     backends: list[dict[str, Any]] = field(default_factory=list)
 
+    def record(self) -> dict[str, Any]:
+        """The fields as a mapping, not copied (read it, do not keep it)."""
+        return {name: getattr(self, name) for name in _FIELDS}
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1, sort_keys=True) + "\n"
+        """The record as JSON. The large parts (rows, certificates, problems, ports) are
+        re-encoded only when replaced: a round at 1,000 services costs what changed."""
+        text = _encode({name: getattr(self, name) for name in _LIGHT})
+        heavy = []
+        for name in _HEAVY:
+            value = getattr(self, name)
+            hit = _ENCODED.get(name)
+            if hit is None or hit[0] is not value:
+                hit = _ENCODED[name] = (value, _encode(value))
+            heavy.append(f'"{name}":{hit[1]}')
+        return f"{text[:-1]},{','.join(heavy)}}}\n"
 
     def record_apply(self, kind: str, ok: bool, message: str, reloads: int, now: float) -> None:
         self.last_apply_kind, self.last_apply_ok = kind, ok
@@ -87,8 +101,17 @@ class Status:
         return new
 
 
+_FIELDS = tuple(f.name for f in fields(Status))
+# Replaced, never changed in place, by the daemon (so identity tells whether to re-encode):
+_HEAVY = ("backends", "certs", "problems", "public_ports")
+_LIGHT = tuple(name for name in _FIELDS if name not in _HEAVY)
+_ENCODED: dict[str, tuple[object, str]] = {}
+_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode  # the C encoder
+
+
 def write_status(runtime_dir: Path, status: Status) -> None:
-    atomic_write(runtime_dir / STATUS_FILE, status.to_json(), mode=0o644)
+    # not fsynced: a status lost in a power cut is rewritten by the next round
+    atomic_write(runtime_dir / STATUS_FILE, status.to_json(), mode=0o644, durable=False)
 
 
 def read_status(runtime_dir: Path) -> dict[str, Any] | None:
