@@ -28,7 +28,6 @@ session TTLs). ``release()`` (SIGTERM) frees the key at once: no lock-delay afte
 
 from __future__ import annotations
 
-import base64
 import logging
 import math
 import threading
@@ -38,9 +37,9 @@ from typing import Any
 
 from sidecar.base.errors import CatalogError, CSError
 from sidecar.config.cs import CSSettings
-from sidecar.config.durations import consul_duration
 from sidecar.consul.client import ConsulClient
 from sidecar.consul.http import ConsulHTTP, expect_ok
+from sidecar.fleet.session import create_session, entry_holder, read_entry
 from sidecar.fleet.writer_check import WriterCheck
 
 log = logging.getLogger(__name__)
@@ -244,32 +243,15 @@ class CSLock:
             self._create_session()
 
     def _create_session(self) -> None:
-        body: dict[str, Any] = {
-            "Name": f"dirac-sidecar CS writer {self.holder_name}",
-            "TTL": consul_duration(self.ttl),
-            "LockDelay": consul_duration(self.lock_delay),
-            "Behavior": "release",
-        }
-        if self._check is not None:  # explicit checks replace the default: name serfHealth
-            body["Checks"] = ["serfHealth", self._check.check_id]
-        reply = expect_ok(self._http.put("/v1/session/create", body), "create session")
-        session = reply.body.get("ID") if isinstance(reply.body, dict) else None
-        if not isinstance(session, str) or not session:
-            raise CatalogError(f"create session: no ID in {reply.text[:200]!r}")
+        checks = ("serfHealth", self._check.check_id) if self._check is not None else ()
+        name = f"dirac-sidecar CS writer {self.holder_name}"
+        session = create_session(self._http, name, self.ttl, self.lock_delay, checks)
         self._session, self._renewed_at, self._held = session, self._clock(), False
 
     # -- the writer's side -------------------------------------------------------------------
 
     def _entry(self, consistent: bool = False) -> dict[str, Any] | None:
-        """The key's entry; ``consistent``: the leader first checks with a quorum that it is
-        still the leader (a deposed one could otherwise answer with the old holder)."""
-        params = [("consistent", "")] if consistent else []
-        reply = self._http.get(f"/v1/kv/{self.key}", params)
-        if reply.code == 404:
-            return None
-        expect_ok(reply, f"read {self.key}")
-        entries = reply.body if isinstance(reply.body, list) else []
-        return entries[0] if entries and isinstance(entries[0], dict) else None
+        return read_entry(self._http, self.key, consistent)
 
     def confirm(self) -> bool:
         """Ask Consul (one read) whether the key is still held by this session; never raises.
@@ -295,10 +277,7 @@ class CSLock:
             entry = self._entry()
         except CatalogError as exc:
             raise CSError(str(exc)) from None
-        if entry is None or not entry.get("Session"):
-            return ""
-        raw = entry.get("Value") or ""
-        return base64.b64decode(raw).decode("utf-8", "replace") if raw else ""
+        return entry_holder(entry)
 
     def release(self) -> None:
         """Stop the keeper, release the key, destroy the session (no lock-delay for others) and

@@ -40,3 +40,13 @@ def test_every_package_says_what_it_is_for() -> None:
         if not doc or len(doc) < 40:
             bare.append(str(init.relative_to(ROOT)))
     assert not bare, bare
+
+
+def test_no_module_over_300_lines() -> None:
+    """architecture.md: a module a newcomer can read at once (the package and the dev kit)."""
+    long = [
+        f"{path.relative_to(ROOT)}: {n}"
+        for path in sorted([*SIDECAR.rglob("*.py"), *(ROOT / "devkit").rglob("*.py")])
+        if (n := len(path.read_text().splitlines())) > 300
+    ]
+    assert not long, long
