@@ -1,9 +1,9 @@
 """The house rules the import contract (``lint-imports``, pyproject.toml) does not cover.
 
 import-linter checks the layers between packages and keeps I/O out of the core; this module
-adds that no two modules import each other, even inside one package, and that every package
-opens with a docstring naming its role (architecture.md: a newcomer finds where a change
-belongs from the tree alone).
+adds that no two modules import each other, even inside one package, that every package opens
+with a docstring naming its role (architecture.md: a newcomer finds where a change belongs from
+the tree alone), and that no module grows past 300 lines.
 """
 
 import ast
