@@ -145,8 +145,10 @@ def main() -> int:
     with contextlib.ExitStack() as stack:
         consul = Consul(base / "consul").start(stack)
         print(f"# {consul.version()}; workdir {base}")
-        ports = probe_ports(SERVICES)
-        PORTS[:] = probe_ports(SERVICES * POOL)
+        # Instances on loopback must stay out of the gateway's public ranges (its declared
+        # ports and the auto range 20000-29999), or the admission policy refuses them.
+        ports = probe_ports(SERVICES, 10000, 20000)
+        PORTS[:] = probe_ports(SERVICES * POOL, 30000, 32000)
         Sink(PORTS).start(stack)
         model = Model()
         for (k, j), st in model.inst.items():

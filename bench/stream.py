@@ -1,16 +1,17 @@
 """Stream: catalog changes under a continuous background stream, the project against a
-consul-template-like baseline, on the same catalog and the same load, in the same run.
+consul-template-like baseline, on the same catalog and the same load, in the same run, the
+two arms never at the same time (trials interleaved: each kind on each arm in turn).
 
 What is measured. For each trial: t0 is the return of the ``PUT /v1/agent/service/register``
 that adds the trial's instance; done is the end of the first TLS call through a gateway (fresh
 TCP connection + full handshake with the RFC 3820 proxy as client certificate + the backend's
 JSON line) answered by that new instance (its backend process reports its instance name).
-Two poller processes, one per gateway, start polling before the PUT (~1 ms between attempts)
-and report done on CLOCK_MONOTONIC, which every process shares. The figure is done - t0 in ms.
+A poller process per gateway (the measured arm's) starts polling before the PUT (~1 ms
+between attempts) and reports done on CLOCK_MONOTONIC, which every process shares. The figure is done - t0 in ms.
 A third process makes Consul's own blocking query on the service's health meanwhile, so that
 Consul's share of each trial is known ("PUT -> Consul lists it").
 
-Setup. One Consul dev agent; four base TLS backends and two trial backends
+Setup. One Consul dev agent per arm; four base TLS backends and two trial backends
 (``bench/tls_backend.py``, child processes); two gateways (``sidecar run --stop-haproxy``):
 
 - project: ``[apply] strategy = "runtime"`` (the default), ``[gateway] bind = "127.0.0.2"``;
@@ -20,7 +21,8 @@ Setup. One Consul dev agent; four base TLS backends and two trial backends
 Both use the shipped port map (69 declared frontends), ``backend_networks = ["127.0.0.0/8"]``
 (the backends are on loopback), ``keep_vanished_services = false`` (an undeclared trial service
 that leaves takes its frontend along, so the gateways keep their size) and DEBUG JSON logs.
-Base catalog: 20 declared services of the port map x 2 instances, registered before start.
+Base catalog: 20 declared services of the port map x 2 instances, registered in both agents
+before start.
 
 Load, for the whole run: ``--clients`` client processes, each making fresh TLS connections
 alternately through the two gateways to random base services that no trial uses, at
@@ -28,18 +30,24 @@ alternately through the two gateways to random base services that no trial uses,
 
 Stream, per rate (``--rates``): a process toggles an extra instance of a random base service at
 a fixed rate (registers it if absent, deregisters it if present: at most one extra per
-service); trials are injected into it, one at a time, round robin over four kinds:
+service), in the catalog of the arm being measured only, so that the other arm has nothing
+to do (its reloads would take the CPU from the measured one: on two cores, running the
+baseline beside the project halves the project's figures). Trials are injected into it, one
+at a time, round robin over four kinds, each kind on both arms in turn on the same service
+(the order alternating by round); before each trial the stream moves to the measured arm,
+and the harness waits ``--gap`` seconds and until the other arm's log shows no apply for
+0.25 s:
 
 - new instance: a third instance of a base service (runtime API on the project);
 - new port-map service: a declared service of the port map not in the catalog;
 - re-add after empty: both instances of a base service are deregistered, the harness waits
-  until both gateways reject on its port, then registers one instance;
+  until the gateway rejects on its port, then registers one instance;
 - new undeclared service: a service in no map, on its hashed port (a reload on both).
 
 After each trial it is undone (deregistered; for re-add, the two base instances come back) and
-the harness waits until both gateways show the undo (admin socket ``show servers state``, or
-the port rejecting / refused) before the next trial, ``--gap`` seconds later. Reloads are
-counted by each HAProxy master (``show proc``), per trial and per phase.
+the harness waits until the gateway shows the undo (admin socket ``show servers state``, or
+the port rejecting / refused). Reloads are counted by each HAProxy master (``show proc``), per
+trial and per phase; CPU per arm over the time it was measured.
 
 Design notes (where this departs from the obvious):
 - pollers, clients and the stream are processes, not threads: the harness's GIL (5 ms switch
@@ -69,8 +77,9 @@ Exit status non-zero only when the harness fails.
         [--clients 3] [--client-rate 10] [--startups 3] [--no-baseline] [--no-pin]
         [--set consul.rate_interval=0.05]   # a setting for both gateways, to test a hypothesis
 
-About 12-13 minutes with the defaults (~2 s per trial at 4/s, ~3 s at 50/s, the undo
-included); ``--trials 3`` is a one-minute smoke run.
+``--trials 15``: about 8 minutes on two busy cores (each trial runs on both arms in turn, the
+undo and the arm switch included); the defaults (40) are capped at ``--seconds`` per rate;
+``--trials 1`` is a smoke run of a few minutes.
 """
 
 from __future__ import annotations
