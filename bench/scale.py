@@ -92,6 +92,7 @@ def render_validate(base: Path, services: int, instances: int, reps: int = 5) ->
             "haproxy": {"runtime_dir": str(base / f"rv{services}")},
             "gateway": {"bind": "127.0.0.1", "backend_networks": ["127.0.0.0/8"]},
             "ports": {"public_ranges": [f"10000-{10000 + services}"]},
+            "limits": {"max_services": max(2000, services + 100)},  # default cap: 2,000
         },
         "<bench>",
         env={},
@@ -211,6 +212,7 @@ def daemon_run(
         sections: dict[str, dict] = {
             "haproxy": {"check_inter": "10s"},
             "ports": {"public_ranges": [f"{min(public[:services])}-{max(public[:services])}"]},
+            "limits": {"max_services": max(2000, services + 100)},  # default cap: 2,000
         }
         if services * instances > 2000:
             # HAProxy wants ~2 x maxconn + listeners + checks descriptors (25,039 at 1,000x5

@@ -42,7 +42,7 @@ class EventLoopThread:
     def submit(self, coro: Awaitable[None]) -> Future[None]:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
 
-    def close(self, cleanup: Callable[[], Awaitable[None]] | None, timeout: float = 5.0) -> None:
+    def close(self, cleanup: Callable[[], Awaitable[None]] | None, timeout: float = 15.0) -> None:
         """Cancel every task, await ``cleanup`` (closing the HTTP pool), stop, join."""
         if self._closed or not self._thread.is_alive():
             self._closed = True
@@ -59,7 +59,9 @@ class EventLoopThread:
 
         try:
             asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(timeout)
-        except Exception as exc:  # a stuck cleanup must not keep the daemon from going on
+        except TimeoutError:  # a stuck cleanup must not keep the daemon from going on
+            log.warning("closing the watch loop: not done after %g s; going on", timeout)
+        except Exception as exc:
             log.warning("closing the watch loop: %s: %s", type(exc).__name__, exc)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout)

@@ -71,6 +71,8 @@ class CatalogWatcher:
         self._loop = EventLoopThread()
         self._client: AsyncConsul | None = None  # created on the loop, closed by ``stop``
         self._leases: dict[str, Lease] = {}  # each health watch's place in a connection pool
+        self._entries_version = object()  # replaced whenever ``_entries`` changes
+        self._sorted: tuple[object, tuple[ServiceEntries, ...]] | None = None
         self._timing = WatchTiming(
             settings.wait,
             settings.retry_min,
@@ -108,10 +110,18 @@ class CatalogWatcher:
         self._loop.close(cleanup)
 
     def view(self) -> CatalogView:
+        """O(1) until every watch has answered (the daemon asks on every answer while 5,000
+        first answers arrive); after that, the sorted snapshot is rebuilt only when an answer
+        changed it."""
         with self._lock:
-            services = tuple(self._entries[name] for name in sorted(self._entries))
-            names = [k for k in self._watches if k != SERVICES_KEY]
-            complete = self._services_seen and all(n in self._entries for n in names)
+            # every watched name but the services watch has an entry once it answered
+            complete = self._services_seen and len(self._entries) == len(self._watches) - 1
+            services: tuple[ServiceEntries, ...] = ()
+            if complete:
+                if self._sorted is None or self._sorted[0] is not self._entries_version:
+                    ordered = tuple(self._entries[name] for name in sorted(self._entries))
+                    self._sorted = (self._entries_version, ordered)
+                services = self._sorted[1]
             failing = min(self._failing.values()) if self._failing else None
             requests = sum(w.requests for w in self._watches.values())
             return CatalogView(
@@ -166,6 +176,7 @@ class CatalogWatcher:
                 if lease is not None:
                     lease.release()
                 self._entries.pop(gone, None)
+                self._entries_version = object()
                 self._failing.pop(gone, None)
             new = sorted(names - current)
             started = [self._add_watch(name) for name in new]
@@ -183,6 +194,7 @@ class CatalogWatcher:
             validate.consul_service_name(name)
         except ValueError as exc:
             self._entries[name] = ServiceEntries(name, 0, (), error=str(exc))
+            self._entries_version = object()
             self._watches[name] = _NullWatch(name)  # type: ignore[assignment]
             return None
         assert self._client is not None  # created before the services watch that calls this
@@ -242,9 +254,11 @@ class CatalogWatcher:
                 if not error.retryable:  # e.g. HTTP 400: this service is broken, not Consul
                     self._failing.pop(key, None)
                     self._entries[key] = ServiceEntries(key, 0, (), error=str(error))
+                    self._entries_version = object()
             elif answer is not None:
                 self._recovered(key)
                 self._entries[key] = parse.parse_health(key, answer.index, answer.body)
+                self._entries_version = object()
         self._notify()
 
 
