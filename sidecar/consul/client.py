@@ -23,7 +23,7 @@ import httpx
 from sidecar.base.errors import CatalogError
 from sidecar.config.schema import ConsulSettings
 
-SHARD = 32  # parked queries per connection pool (httpcore scans a pool on every request)
+SHARD = 8  # parked queries per connection pool (httpcore scans a pool on every request)
 
 
 @dataclass(frozen=True, slots=True)
