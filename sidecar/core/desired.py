@@ -60,7 +60,9 @@ def server_name(instance_key: str) -> str:
     ID is shown only when it is already a plain word (never rewritten into one: catalog text
     outside the validated alphabets must not reach the config), else ``i``.
     """
-    service_id = instance_key.rsplit("/", 1)[-1]
+    # ``node/service id``: the ID is everything after the first slash (an ID may hold slashes
+    # itself: "/x" must not show as "x"; a node name with a slash makes the ID part non-plain)
+    service_id = instance_key.partition("/")[2]
     readable = service_id if _PLAIN.fullmatch(service_id) else "i"
     digest = hashlib.sha256(instance_key.encode("utf-8", "surrogatepass")).hexdigest()[:8]
     return f"{readable}-{digest}"

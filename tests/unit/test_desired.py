@@ -237,6 +237,10 @@ def test_server_names_follow_the_instance_stable_and_safe() -> None:
     hostile = server_name("n/x y\n#;{}\x1b" + "z" * 100)
     assert re.fullmatch(r"i-[0-9a-f]{8}", hostile)  # hostile text never enters the config
     assert server_name("a/b") != server_name("c/b")  # same service ID on two nodes
+    # an ID with slashes shows nothing of itself (found by test_hostile_catalog: "/INJECTED"
+    # once showed as "INJECTED"); so does a node name with one
+    assert re.fullmatch(r"i-[0-9a-f]{8}", server_name("node1//INJECTED"))
+    assert re.fullmatch(r"i-[0-9a-f]{8}", server_name("no/de/x"))
 
 
 def test_a_service_grows_without_limit_and_shrinks_to_its_instances() -> None:
