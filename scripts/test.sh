@@ -10,4 +10,9 @@ cd "$ROOT"
 echo "== ruff"; ruff check sidecar tests bench
 echo "== mypy"; mypy
 echo "== import contract"; lint-imports
-echo "== pytest"; exec pytest -p no:cacheprovider "$@"
+# Two workers (pytest-xdist): most integration tests wait on Consul and HAProxy, not on the
+# CPU; each module stays on one worker (tests/conftest.py). SIDECAR_TEST_WORKERS=0: serial.
+workers="${SIDECAR_TEST_WORKERS:-2}"
+parallel=()
+if [ "$workers" != "0" ]; then parallel=(-n "$workers" --dist loadgroup); fi
+echo "== pytest"; exec pytest -p no:cacheprovider "${parallel[@]}" "$@"
