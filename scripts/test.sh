@@ -11,8 +11,9 @@ echo "== ruff"; ruff check sidecar tests bench
 echo "== mypy"; mypy
 echo "== import contract"; lint-imports
 # Two workers (pytest-xdist): most integration tests wait on Consul and HAProxy, not on the
-# CPU; each module stays on one worker (tests/conftest.py). SIDECAR_TEST_WORKERS=0: serial.
+# CPU; ``--dist loadfile`` keeps each module on one worker, so its module fixtures (a Consul
+# agent, a cluster, a gateway) are built once. SIDECAR_TEST_WORKERS=0: serial.
 workers="${SIDECAR_TEST_WORKERS:-2}"
 parallel=()
-if [ "$workers" != "0" ]; then parallel=(-n "$workers" --dist loadgroup); fi
+if [ "$workers" != "0" ]; then parallel=(-n "$workers" --dist loadfile); fi
 echo "== pytest"; exec pytest -p no:cacheprovider "${parallel[@]}" "$@"

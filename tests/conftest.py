@@ -39,21 +39,11 @@ Backend = BackendServer | BackendProcess
 BackendFactory = Callable[..., Backend]
 
 
-# Modules that bind the shipped port map's fixed ports (9162, ...) run in one xdist group, one
-# after the other: two of them at once would find the other's listeners.
-FIXED_PORTS = {"test_untrusted_catalog.py", "test_docs_run.py", "test_installed.py",
-               "test_dirac_e2e.py", "test_container.py"}  # fmt: skip
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         if fixtures & INTEGRATION_FIXTURES or "integration" in item.path.parts:
             item.add_marker(pytest.mark.integration)
-        # ``--dist loadgroup`` (scripts/test.sh): a module stays on one worker, so its module
-        # fixtures (a Consul agent, a cluster, a gateway) are built once
-        group = "fixed-ports" if item.path.name in FIXED_PORTS else item.path.name
-        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
