@@ -116,10 +116,12 @@ class _Shape:
         return Request("GET", path, params, "", timeout)
 
     def services_req(self, index: int, wait: float) -> Request:
-        return self.catalog("/v1/catalog/services", blocking(index, wait), wait)
+        params = blocking(index, wait)
+        return self.catalog("/v1/catalog/services", params, wait if params else 0.0)
 
     def health_req(self, name: str, tag: str, index: int, wait: float) -> Request:
         params = blocking(index, wait)
+        wait = wait if params else 0.0  # a first read returns at once: the plain timeout
         params.append(("tag", tag))
         return self.catalog(f"/v1/health/service/{name}", params, wait)
 
@@ -238,7 +240,10 @@ class AsyncConsul(_Shape):
         self._plain = self._client(4)
 
     def _client(self, connections: int) -> httpx.AsyncClient:
-        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        # No cap on connections: a request must never wait for a pool slot (a parked query's
+        # wait is minutes, and so would be that request's pool timeout); the leases bound how
+        # many live queries a pool serves.
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=connections)
         return httpx.AsyncClient(limits=limits, **self.options())
 
     def lease(self) -> Lease:

@@ -110,12 +110,14 @@ class CatalogWatcher:
         self._loop.close(cleanup)
 
     def view(self) -> CatalogView:
-        """O(1) until every watch has answered (the daemon asks on every answer while 5,000
-        first answers arrive); after that, the sorted snapshot is rebuilt only when an answer
-        changed it."""
+        """The snapshot is sorted only once complete, and again only when an answer changed it
+        (the daemon asks on every answer: 5,000 first answers must not sort 5,000 times)."""
         with self._lock:
-            # every watched name but the services watch has an entry once it answered
-            complete = self._services_seen and len(self._entries) == len(self._watches) - 1
+            # every watched name has an entry once its watch answered (a membership test per
+            # name: counting entries against watches would trust an invariant no test pins)
+            complete = self._services_seen and all(
+                name in self._entries for name in self._watches if name != SERVICES_KEY
+            )
             services: tuple[ServiceEntries, ...] = ()
             if complete:
                 if self._sorted is None or self._sorted[0] is not self._entries_version:
