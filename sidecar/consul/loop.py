@@ -13,7 +13,6 @@ import asyncio
 import logging
 import threading
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Future
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +37,6 @@ class EventLoopThread:
         """Run ``func`` on the loop's thread, soon (no-op once closed)."""
         if not self._closed:
             self.loop.call_soon_threadsafe(func)
-
-    def submit(self, coro: Awaitable[None]) -> Future[None]:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
 
     def close(self, cleanup: Callable[[], Awaitable[None]] | None, timeout: float = 15.0) -> None:
         """Cancel every task, await ``cleanup`` (closing the HTTP pool), stop, join."""
