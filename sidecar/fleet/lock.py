@@ -33,7 +33,6 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from sidecar.base.errors import CatalogError, CSError
 from sidecar.config.cs import CSSettings
@@ -43,8 +42,6 @@ from sidecar.fleet.session import create_session, entry_holder, read_entry
 from sidecar.fleet.writer_check import WriterCheck
 
 log = logging.getLogger(__name__)
-
-
 WANTED_FOR = 20.0  # seconds without a tick() before the keeper lets the lock go (stuck daemon)
 RETRY_DELAY = 0.1  # seconds between acquires while the key is free but in its lock-delay
 JOIN_TIMEOUT = 10.0  # seconds release() waits for the keeper's request in flight
@@ -224,7 +221,7 @@ class CSLock:
 
     def _taken(self) -> bool:
         """Another session holds the key (one read; our own session does not count)."""
-        entry = self._entry()
+        entry = read_entry(self._http, self.key)
         owner = entry.get("Session") if entry is not None else None
         return bool(owner) and owner != self._session
 
@@ -245,13 +242,15 @@ class CSLock:
     def _create_session(self) -> None:
         checks = ("serfHealth", self._check.check_id) if self._check is not None else ()
         name = f"dirac-sidecar CS writer {self.holder_name}"
-        session = create_session(self._http, name, self.ttl, self.lock_delay, checks)
+        try:
+            session = create_session(self._http, name, self.ttl, self.lock_delay, checks)
+        except CatalogError as exc:
+            if self._check is not None and "critical state" in str(exc):
+                self._check.forget()  # the servers' copy is stale: register (and sync) anew
+            raise
         self._session, self._renewed_at, self._held = session, self._clock(), False
 
     # -- the writer's side -------------------------------------------------------------------
-
-    def _entry(self, consistent: bool = False) -> dict[str, Any] | None:
-        return read_entry(self._http, self.key, consistent)
 
     def confirm(self) -> bool:
         """Ask Consul (one read) whether the key is still held by this session; never raises.
@@ -261,7 +260,7 @@ class CSLock:
         if not self.held:
             return False
         try:
-            entry = self._entry(consistent=True)
+            entry = read_entry(self._http, self.key, consistent=True)
         except CatalogError as exc:
             log.warning("CS writer lock: cannot confirm: %s", exc)
             self._held = False
@@ -274,7 +273,7 @@ class CSLock:
     def holder(self) -> str:
         """Who holds the lock: the value in the key (``<node>/<gateway>``), "" when free."""
         try:
-            entry = self._entry()
+            entry = read_entry(self._http, self.key)
         except CatalogError as exc:
             raise CSError(str(exc)) from None
         return entry_holder(entry)

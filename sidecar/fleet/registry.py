@@ -17,6 +17,7 @@ import logging
 import math
 import time
 
+from sidecar.base.errors import CatalogError
 from sidecar.consul.client import ConsulClient
 from sidecar.consul.http import ConsulHTTP, expect_ok
 from sidecar.core.model import Snapshot
@@ -133,7 +134,15 @@ class GatewayRegistry:
 
     def _ttl(self, state: str, note: str) -> None:
         path = f"/v1/agent/check/{state}/{self.check_id}"
-        reply = self._http.put(path, params=[("note", note)])
+        try:
+            reply = self._http.put(path, params=[("note", note)])
+        except CatalogError:
+            # The agent timed out (a pass blocks while the servers lack quorum): its sync of
+            # this check may have failed too, and an unchanged check waits for the agent's
+            # next full sync (a minute or more) while the servers show us critical. The next
+            # heartbeat registers again, which always syncs.
+            self._published = None
+            raise
         if reply.code in (404, 500) and any(m in reply.text.lower() for m in _UNKNOWN_CHECK):
             self.register(*(self._published or ("", 0)))  # the agent lost it (agent restart)
             reply = self._http.put(path, params=[("note", note)])

@@ -15,13 +15,16 @@ never takes it for a DIRAC service), which Consul removes a minute after a SIGKI
 
 from __future__ import annotations
 
+import logging
 import re
 
+from sidecar.base.errors import CatalogError
 from sidecar.config.durations import consul_duration
-from sidecar.consul.client import ConsulClient
+from sidecar.consul.client import ConsulClient, Reply
 from sidecar.consul.http import ConsulHTTP, expect_ok
 
 SERVICE = "dirac-sidecar-cs-writer"
+log = logging.getLogger(__name__)
 DEREGISTER_AFTER = "1m"  # Consul's reaper removes a dead writer's service (runs every 30 s)
 
 
@@ -60,18 +63,35 @@ class WriterCheck:
         self._registered = True
 
     def pass_ttl(self) -> None:
-        """Pass the check, registering it first when the agent does not know it (a restarted
-        agent, a first call)."""
+        """Pass the check, registering it first when needed: a first call, an agent that
+        lost it (restarted), after a failure. The pass always follows a registration: for a
+        check it knows, the agent keeps the last status over a registration (a critical check
+        stays critical until passed)."""
         if not self._registered:
             self.register()
-            return
-        reply = self._http.put(f"/v1/agent/check/pass/{self.check_id}")
-        if reply.ok:
-            return
-        if reply.code in (404, 500):  # "unknown check" / "does not have associated TTL"
-            self.register()
-            return
+        try:
+            reply = self._pass()
+            if reply.code in (404, 500):  # "unknown check" / "does not have associated TTL"
+                log.debug("CS writer check: pass refused, registering again: HTTP %s %s",
+                          reply.code, reply.text[:200])  # fmt: skip
+                self.register()
+                reply = self._pass()
+        except CatalogError:
+            # The agent could not be reached or timed out (in Consul 1.8 a pass blocks while
+            # the servers have no quorum). Its sync of our check to the servers may have
+            # failed too, and the agent retries an unchanged check only at its next full sync,
+            # a minute or more later: the servers would keep the check critical and refuse
+            # our session. A registration always marks the check for sync: do that next.
+            self._registered = False
+            raise
         expect_ok(reply, "pass the CS writer check")
+
+    def _pass(self) -> Reply:
+        return self._http.put(f"/v1/agent/check/pass/{self.check_id}")
+
+    def forget(self) -> None:
+        """Register anew on the next pass (the servers' copy of the check is out of date)."""
+        self._registered = False
 
     def deregister(self) -> None:
         """Remove the service and its check (sessions bound to it are invalidated)."""

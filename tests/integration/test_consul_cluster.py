@@ -130,6 +130,16 @@ def setup(
             print(f"\n[cluster] figures: {json.dumps(FIGURES, indent=1)}")
 
 
+def diagnosis(gw: Gateway) -> str:
+    """What a failed wait needs on a CI machine: the status's CS facts and the log's last
+    non-DEBUG lines (the DEBUG retries of the quorum loss drown them in the log tail)."""
+    keys = ("catalog_complete", "catalog_error", "catalog_ok_at", "cs_status", "cs_error",
+            "lock_holder", "ready", "heartbeat")  # fmt: skip
+    status = {key: gw.status().get(key) for key in keys}
+    lines = [line for line in gw.log_text().splitlines() if " DEBUG " not in line]
+    return f"status: {json.dumps(status)}\nlog (no DEBUG):\n" + "\n".join(lines[-40:])
+
+
 def change_applied(gw: Gateway, cluster: Cluster, backend: BackendServer, name: str) -> float:
     """Register instance ``name`` now; seconds until the gateway routes a call to it."""
     started = time.monotonic()
@@ -190,7 +200,10 @@ def test_quorum_lost_then_back(setup: tuple[Gateway, Load, Path], cluster: Clust
         server.start(attempts=1)
     cluster.wait_leader(30)
     FIGURES["2 quorum back: leader after s"] = round(time.monotonic() - back, 2)
-    wait_until(lambda: cs_file.read_text() != edited, 30, 0.1, "the CS repaired")
+    try:
+        wait_until(lambda: cs_file.read_text() != edited, 30, 0.1, "the CS repaired")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{diagnosis(gw)}") from None
     FIGURES["2 quorum back: CS rewritten after s"] = round(time.monotonic() - back, 2)
     assert "dips://dirac-gw.test" in cs_file.read_text()
     FIGURES["2 quorum back: change applied after s"] = change_applied(
