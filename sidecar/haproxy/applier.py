@@ -5,7 +5,8 @@
   servers. A command HAProxy refuses falls back to a reload. A server taken out is deleted
   (``del server``) once it has no connection left; until then it is *retired* (kept here,
   tried again by ``collect``, revived if its instance comes back).
-- RELOAD / START: ``haproxy -c`` first; a config that fails never replaces the running one.
+- RELOAD: ``haproxy -c`` first; a config that fails never replaces the running one. START (no
+  HAProxy runs): the master's own parse is the check, the files are put back if it fails.
   The last good file is kept; after a reload the new worker must answer on the admin socket and
   every frontend must accept connections, else the last good config is restored and reloaded.
 """
@@ -126,17 +127,10 @@ class Applier:
                     self.retired.difference_update(plan.revived)
                     self._retire(plan.retire)
                     self.pending = target  # the file follows (``flush``): off the change's path
-                    return ApplyResult(
-                        plan.kind,
-                        True,
-                        f"{len(plan.commands)} runtime commands",
-                        time.monotonic() - started,
-                    )
-                log.warning(
-                    "runtime API refused %d commands (%s); reloading instead",
-                    len(errors),
-                    errors[0],
-                )
+                    done = f"{len(plan.commands)} runtime commands"
+                    return ApplyResult(plan.kind, True, done, time.monotonic() - started)
+                log.warning("runtime API refused %d commands (%s); reloading instead",
+                            len(errors), errors[0])  # fmt: skip
                 if inputs is not None:
                     target = with_config(target, inputs)
                 return self._reload(target, started, PlanKind.RELOAD)
@@ -174,39 +168,53 @@ class Applier:
         if desired is not None:
             atomic_write(self.applied_path, statefile.encode(desired), durable=durable)
 
+    def _start(self, target: Rendered) -> None:
+        """No HAProxy runs, so no config serves that a bad one could replace, and the master
+        parses its file before binding anything: ``haproxy -c`` first would only add its
+        ~70 ms to a gateway's first route. If the start fails, the files are put back as they
+        were and ``haproxy -c`` says whether the config is at fault (ValidationFailed)."""
+        assert target.config is not None
+        files = (self.haproxy.config, self.applied_path)
+        before = [read_text(path) for path in files]
+        self._save(target)
+        try:
+            self.haproxy.start()
+        except HAProxyError:
+            for path, text in zip(files, before, strict=True):
+                if text is None:
+                    path.unlink(missing_ok=True)
+                else:
+                    atomic_write(path, text)
+            self.haproxy.validate(target.config)
+            raise
+        self.retired.clear()
+        self._verify(target)
+
     def _reload(self, target: Rendered, started: float, kind: PlanKind) -> ApplyResult:
         hp = self.haproxy
         hp.prepare()
         assert target.config is not None, "a reload's target is rendered (pipeline.cycle)"
         self.pending = None  # the reload writes the whole target
-        hp.validate(target.config)  # raises ValidationFailed: nothing replaced
-        if hp.config.exists() and self.running():
-            atomic_copy(hp.config, hp.last_good)  # 0600, never half a file
-        self._save(target)
         if kind is PlanKind.START or not self.running():
             if not hp.settings.haproxy.manage:
                 raise HAProxyError(
                     f"no HAProxy master answers on {hp.master_socket} and haproxy.manage is "
                     "false: start HAProxy with -W -S <that socket> -f " + str(hp.config)
                 )
-            hp.start()
-            self.retired.clear()
-            self._verify(target)
+            self._start(target)
             return ApplyResult(PlanKind.START, True, "haproxy started", time.monotonic() - started)
+        hp.validate(target.config)  # raises ValidationFailed: nothing replaced
+        if hp.config.exists():
+            atomic_copy(hp.config, hp.last_good)  # 0600, never half a file
+        self._save(target)
         try:
             hp.reload()
             self.retired.clear()  # the new worker has only the servers of the config
             self._verify(target)
         except HAProxyError as exc:
             rolled = self._roll_back()
-            return ApplyResult(
-                kind,
-                False,
-                f"{exc}; rolled back: {rolled}",
-                time.monotonic() - started,
-                reloads=1,
-                rolled_back=True,
-            )
+            return ApplyResult(kind, False, f"{exc}; rolled back: {rolled}",
+                               time.monotonic() - started, reloads=1, rolled_back=True)  # fmt: skip
         return ApplyResult(kind, True, "reloaded", time.monotonic() - started, reloads=1)
 
     def _retire(self, servers: tuple[ServerKey, ...] | list[ServerKey]) -> None:

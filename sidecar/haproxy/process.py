@@ -91,8 +91,12 @@ class HAProxy:
 
         Right after a reload the master re-executes itself and its socket is briefly gone
         (connection refused, or an empty answer): a few quick retries tell that apart from a
-        master that is really not there.
+        master that is really not there. A re-executing master keeps its PID, so when the
+        pidfile names no live process (or there is none) one attempt says it all: the first
+        start of a gateway does not wait 150 ms for retries.
         """
+        if attempts > 1 and self.settings.haproxy.manage and self._no_master():
+            attempts = 1
         for attempt in range(attempts):
             if attempt:
                 time.sleep(0.05 * attempt)
@@ -103,6 +107,18 @@ class HAProxy:
             if info.master_pid:
                 return info
         return None
+
+    def _no_master(self) -> bool:
+        """No master of ours can be there (we start it with ``-p``): no pidfile, or it names a
+        dead PID (an empty pidfile, as while a master rewrites it, proves nothing)."""
+        try:
+            text = self.pidfile.read_text()
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+        pid = text.split()[0] if text.split() else ""
+        return pid.isdigit() and not pid_alive(int(pid))
 
     def start(self) -> ProcInfo:
         stray = pid_from_file(self.pidfile)
