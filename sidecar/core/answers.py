@@ -7,7 +7,9 @@ drift repair compares with the desired state.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from operator import itemgetter
 
 from sidecar.core.model import Server, ServerState
 
@@ -56,30 +58,48 @@ class ActualServer:
     operational: int  # 0 down, 1 starting, 2 up, 3 stopping
 
 
-def parse_servers_state(text: str) -> tuple[ActualServer, ...]:
-    """Parse ``show servers state`` (one line per server after the version and header)."""
-    result: list[ActualServer] = []
-    header: list[str] = []
+_COLUMNS = ("be_name", "srv_name", "srv_addr", "srv_port", "srv_op_state", "srv_admin_state",
+            "srv_uweight")  # fmt: skip
+Row = tuple[str, ...]  # the _COLUMNS of one server line
+
+
+def servers_state_rows(text: str) -> tuple[Row, ...]:
+    """The columns of ``show servers state`` that drift repair reads, one row per server.
+
+    Column positions come from the header once (not a dict per row), and no object is built:
+    drift repair reads the whole answer every ``drift_interval`` (5,000 lines at 1,000
+    services x 5) and, when the rows are those it last found clean, stops there.
+    """
+    rows: list[Row] = []
+    pick: Callable[[list[str]], Row] | None = None
+    least = 0
     for line in text.splitlines():
         if line.startswith("#"):
             header = line.lstrip("# ").split()
+            known = set(_COLUMNS) <= set(header)
+            pick = itemgetter(*(header.index(c) for c in _COLUMNS)) if known else None
+            least = len(header) - 2
             continue
         fields = line.split()
-        if not header or len(fields) < len(header) - 2:
-            continue
-        row = dict(zip(header, fields, strict=False))
+        if pick is not None and len(fields) >= least:
+            rows.append(pick(fields))
+    return tuple(rows)
+
+
+def parse_servers_state(text: str | tuple[Row, ...]) -> tuple[ActualServer, ...]:
+    """Parse ``show servers state`` (or its rows) into values; malformed lines are skipped."""
+    result: list[ActualServer] = []
+    maint, drain, ready = ServerState.MAINT, ServerState.DRAIN, ServerState.READY
+    for be, name, addr, port, op, admin, weight in (
+        servers_state_rows(text) if isinstance(text, str) else text
+    ):
         try:
-            admin = int(row["srv_admin_state"])
-            weight = int(row["srv_uweight"])
-            state = ServerState.READY
-            if admin & _MAINT:
-                state = ServerState.MAINT
-            elif admin & _DRAIN or weight == 0:
-                state = ServerState.DRAIN
-            server = Server(
-                row["srv_name"], row["srv_addr"], int(row["srv_port"]), state, weight=weight
-            )
-            result.append(ActualServer(row["be_name"], server, int(row["srv_op_state"])))
-        except (KeyError, ValueError):
+            admin_bits, uweight = int(admin), int(weight)
+            state = maint if admin_bits & _MAINT else drain if admin_bits & _DRAIN else ready
+            if uweight == 0 and state is ready:
+                state = drain
+            result.append(ActualServer(be, Server(name, addr, int(port), state, weight=uweight),
+                                       int(op)))  # fmt: skip
+        except ValueError:
             continue
     return tuple(result)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from sidecar.base.errors import HAProxyError, SidecarError
 from sidecar.config.schema import Settings
 from sidecar.core import statefile
-from sidecar.core.answers import parse_servers_state
+from sidecar.core.answers import parse_servers_state, servers_state_rows
 from sidecar.core.drift import find_drift
 from sidecar.core.model import DesiredState, Server, ServerState
 from sidecar.core.pipeline import Inputs, with_config
@@ -51,6 +51,7 @@ class Applier:
         self.applied_path = haproxy.dir / APPLIED_FILE
         self.retired: set[ServerKey] = set()  # in maintenance, deleted once idle
         self.pending: Rendered | None = None  # applied at runtime, its file not written yet
+        self._clean: tuple[DesiredState, tuple[object, ...]] | None = None  # last drift check
 
     def running(self) -> bool:
         return self.haproxy.proc() is not None
@@ -235,13 +236,12 @@ class Applier:
         """Repair what the runtime API can; True when only a reload can (backends missing)."""
         hp = self.haproxy
         try:
-            drift = find_drift(
-                parse_servers_state(hp.servers_state()),
-                desired,
-                hp.backend_names(),
-                server_options(settings),
-                frozenset(self.retired),
-            )
+            rows, backends = servers_state_rows(hp.servers_state()), hp.backend_names()
+            seen = (hash(rows), backends, frozenset(self.retired), server_options(settings))
+            if self._clean is not None and self._clean[0] is desired and self._clean[1] == seen:
+                return False  # what was found clean last time, unchanged (no objects built)
+            drift = find_drift(parse_servers_state(rows), desired, backends, seen[3], seen[2])
+            self._clean = (desired, seen) if not (drift.commands or drift.needs_reload) else None
             if drift.needs_reload:
                 log.warning("drift: %s; reloading", drift.needs_reload)
                 return True

@@ -1,0 +1,112 @@
+"""Drift repair reads ``show servers state`` every ``drift_interval``; unchanged and clean,
+it stops at the rows (issue 13: idle CPU at 1,000 services x 5 instances).
+
+A stub HAProxy serves a state text; ``find_drift`` is counted. The check must still run in
+full when anything it compares changes: the servers' rows, the desired state, the backends.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import cast
+
+import pytest
+
+from sidecar.config.loader import parse_settings
+from sidecar.core.answers import parse_servers_state, servers_state_rows
+from sidecar.core.model import Backend, DesiredState, Protocol, Server, ServerState
+from sidecar.haproxy import applier as applier_module
+from sidecar.haproxy.applier import Applier
+from sidecar.haproxy.process import HAProxy
+
+HEADER = (
+    "# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight "
+    "srv_iweight srv_time_since_last_change srv_check_status srv_check_result "
+    "srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id "
+    "srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr "
+    "srv_agent_addr srv_agent_port"
+)
+
+
+def state(port: int = 19001, since: int = 37) -> str:
+    line = f"5 bk_F_S 1 s1 127.0.0.1 2 0 1 1 {since} 6 3 3 6 0 0 0 - {port} - 0 0 - - 0"
+    return f"1\n{HEADER}\n{line}\n"
+
+
+class StubHAProxy:
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.text = state()
+        self.commands: list[str] = []
+
+    def servers_state(self) -> str:
+        return self.text
+
+    def backend_names(self) -> frozenset[str]:
+        return frozenset({"bk_F_S"})
+
+    def runtime(self, commands: list[str]) -> list[str]:
+        self.commands += commands
+        return []
+
+    def command(self, text: str) -> str:
+        return "Server deleted."
+
+
+SERVER = Server("s1", "127.0.0.1", 19001, ServerState.READY)
+DESIRED = DesiredState((Backend("F", "S", Protocol.DIPS, 9000, (SERVER,)),))
+
+
+@pytest.fixture
+def setup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Applier, StubHAProxy, list[int]]:
+    stub = StubHAProxy(tmp_path)
+    calls: list[int] = []
+    real = applier_module.find_drift
+
+    def counted(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(applier_module, "find_drift", counted)
+    return Applier(cast(HAProxy, stub)), stub, calls
+
+
+SETTINGS = parse_settings({}, "<test>", env={})
+
+
+Setup = tuple[Applier, StubHAProxy, list[int]]
+
+
+def test_clean_and_unchanged_stops_at_the_rows(setup: Setup) -> None:
+    app, stub, calls = setup
+    assert app.repair_drift(DESIRED, SETTINGS) is False
+    stub.text = state(since=99)  # only a timer column moved
+    app.repair_drift(DESIRED, SETTINGS)
+    assert len(calls) == 1 and stub.commands == []
+
+
+def test_a_changed_server_is_repaired(setup: tuple[Applier, StubHAProxy, list[int]]) -> None:
+    app, stub, calls = setup
+    app.repair_drift(DESIRED, SETTINGS)
+    stub.text = state(port=19999)  # someone pointed the server elsewhere by hand
+    app.repair_drift(DESIRED, SETTINGS)
+    assert len(calls) == 2
+    assert any("19001" in command for command in stub.commands)
+
+
+def test_a_new_desired_state_is_checked_in_full(
+    setup: tuple[Applier, StubHAProxy, list[int]],
+) -> None:
+    app, _, calls = setup
+    app.repair_drift(DESIRED, SETTINGS)
+    app.repair_drift(DesiredState(DESIRED.backends), SETTINGS)  # equal, but a new state
+    assert len(calls) == 2
+
+
+def test_rows_and_values_agree() -> None:
+    rows = servers_state_rows(state())
+    assert rows == (("bk_F_S", "s1", "127.0.0.1", "19001", "2", "0", "1"),)
+    assert parse_servers_state(rows) == parse_servers_state(state())
+    assert servers_state_rows("1\n# be_name srv_name\nbk x\n") == ()  # columns missing
