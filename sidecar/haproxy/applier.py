@@ -238,7 +238,8 @@ class Applier:
         try:
             rows, backends = servers_state_rows(hp.servers_state()), hp.backend_names()
             seen = (hash(rows), backends, frozenset(self.retired), server_options(settings))
-            if self._clean is not None and self._clean[0] is desired and self._clean[1] == seen:
+            last = self._clean
+            if last is not None and last[1] == seen and (last[0] is desired or last[0] == desired):
                 return False  # what was found clean last time, unchanged (no objects built)
             drift = find_drift(parse_servers_state(rows), desired, backends, seen[3], seen[2])
             self._clean = (desired, seen) if not (drift.commands or drift.needs_reload) else None

@@ -7,6 +7,7 @@ full when anything it compares changes: the servers' rows, the desired state, th
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import cast
 
@@ -96,13 +97,15 @@ def test_a_changed_server_is_repaired(setup: tuple[Applier, StubHAProxy, list[in
     assert any("19001" in command for command in stub.commands)
 
 
-def test_a_new_desired_state_is_checked_in_full(
-    setup: tuple[Applier, StubHAProxy, list[int]],
-) -> None:
-    app, _, calls = setup
+def test_a_new_desired_state_is_checked_in_full(setup: Setup) -> None:
+    app, stub, calls = setup
     app.repair_drift(DESIRED, SETTINGS)
-    app.repair_drift(DesiredState(DESIRED.backends), SETTINGS)  # equal, but a new state
-    assert len(calls) == 2
+    app.repair_drift(DesiredState(DESIRED.backends), SETTINGS)  # a new object, equal: clean
+    assert len(calls) == 1
+    moved = dataclasses.replace(SERVER, port=19002)
+    app.repair_drift(DesiredState((dataclasses.replace(DESIRED.backends[0], servers=(moved,)),)),
+                     SETTINGS)  # fmt: skip
+    assert len(calls) == 2 and any("19002" in command for command in stub.commands)
 
 
 def test_rows_and_values_agree() -> None:

@@ -1,0 +1,68 @@
+"""status.json is rewritten only when something but the clocks changed; the clocks of every
+round go to heartbeat.json, which ``read_status`` lays over it (issue 13: idle CPU at scale)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sidecar.health.status import FULL_EVERY, HEARTBEAT_FILE, STATUS_FILE, Status, read_status
+from sidecar.health.status import write_status as write
+
+
+def status(**changes: object) -> Status:
+    st = Status(pid=42, heartbeat=100.0, catalog_ok_at=100.0, backends=[{"name": "F/S"}])
+    for name, value in changes.items():
+        setattr(st, name, value)
+    return st
+
+
+def mtime(path: Path) -> int:
+    return path.stat().st_mtime_ns
+
+
+def test_a_round_with_only_new_clocks_writes_only_the_heartbeat(tmp_path: Path) -> None:
+    st = status()
+    write(tmp_path, st, now=0.0)
+    full = tmp_path / STATUS_FILE
+    before = (full.read_text(), mtime(full), full.stat().st_ino)
+    st.heartbeat, st.catalog_ok_at = 102.0, 102.0
+    write(tmp_path, st, now=2.0)
+    assert (full.read_text(), mtime(full), full.stat().st_ino) == before
+    assert json.loads(full.read_text())["heartbeat"] == 100.0
+    seen = read_status(tmp_path)
+    assert seen is not None and seen["heartbeat"] == 102.0 and seen["catalog_ok_at"] == 102.0
+    assert seen["backends"] == [{"name": "F/S"}]
+
+
+def test_any_other_change_rewrites_the_record(tmp_path: Path) -> None:
+    st = status()
+    write(tmp_path, st, now=0.0)
+    st.ready = True
+    write(tmp_path, st, now=2.0)
+    assert json.loads((tmp_path / STATUS_FILE).read_text())["ready"] is True
+    st.backends = [{"name": "F/S"}, {"name": "F/T"}]  # a heavy part replaced
+    write(tmp_path, st, now=4.0)
+    assert len(json.loads((tmp_path / STATUS_FILE).read_text())["backends"]) == 2
+
+
+def test_the_record_is_rewritten_every_full_every_and_when_replaced(tmp_path: Path) -> None:
+    st = status()
+    write(tmp_path, st, now=0.0)
+    st.heartbeat = 200.0
+    write(tmp_path, st, now=FULL_EVERY)
+    assert json.loads((tmp_path / STATUS_FILE).read_text())["heartbeat"] == 200.0
+    (tmp_path / STATUS_FILE).unlink()  # removed by hand: the next round writes it again
+    write(tmp_path, st, now=FULL_EVERY + 2)
+    assert (tmp_path / STATUS_FILE).exists()
+
+
+def test_a_heartbeat_of_another_daemon_or_older_is_ignored(tmp_path: Path) -> None:
+    write(tmp_path, status(), now=0.0)
+    beat = tmp_path / HEARTBEAT_FILE
+    beat.write_text(json.dumps({"pid": 7, "heartbeat": 500.0, "catalog_ok_at": 500.0}))
+    assert (read_status(tmp_path) or {})["heartbeat"] == 100.0
+    beat.write_text(json.dumps({"pid": 42, "heartbeat": 50.0, "catalog_ok_at": 50.0}))
+    assert (read_status(tmp_path) or {})["heartbeat"] == 100.0
+    beat.write_text("{not json")
+    assert (read_status(tmp_path) or {})["heartbeat"] == 100.0
