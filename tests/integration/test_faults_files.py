@@ -146,7 +146,7 @@ def test_read_only_runtime_dir(gateway_unstarted: Gateway, backend_factory) -> N
     gw.start()
     gw.register_backend("alpha", backend_factory(instance="a1"), "a1", ALPHA)
     gw.wait_routed(gw.ports[ALPHA], "a1")
-    good = gw.haproxy_cfg.read_bytes()
+    good = gw.written("a1")
     files = sorted(p.name for p in gw.runtime_dir.iterdir())
     with read_only(gw.runtime_dir):
         gw.register_backend("beta", backend_factory(instance="b1"), "b1", BETA)  # a reload
@@ -175,7 +175,7 @@ def test_runtime_dir_disk_full(gateway_unstarted: Gateway, backend_factory) -> N
         gw.start()
         gw.register_backend("alpha", backend_factory(instance="a1"), "a1", ALPHA)
         gw.wait_routed(gw.ports[ALPHA], "a1")
-        good = gw.haproxy_cfg.read_bytes()
+        good = gw.written("a1")
         filler = fill(gw.runtime_dir)
         try:
             gw.register_backend("beta", backend_factory(instance="b1"), "b1", BETA)
