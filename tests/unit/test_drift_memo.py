@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import cast
 
 import pytest
+from test_runtime_state import HEADER  # the 2.6 header of show servers state
 
 from sidecar.config.loader import parse_settings
 from sidecar.core.answers import parse_servers_state, servers_state_rows
@@ -19,14 +20,6 @@ from sidecar.core.model import Backend, DesiredState, Protocol, Server, ServerSt
 from sidecar.haproxy import applier as applier_module
 from sidecar.haproxy.applier import Applier
 from sidecar.haproxy.process import HAProxy
-
-HEADER = (
-    "# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight "
-    "srv_iweight srv_time_since_last_change srv_check_status srv_check_result "
-    "srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id "
-    "srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr "
-    "srv_agent_addr srv_agent_port"
-)
 
 
 def state(port: int = 19001, since: int = 37) -> str:
