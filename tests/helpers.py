@@ -35,3 +35,12 @@ def wait_until(
 
 REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout (tests only: the package
 # itself never looks at its source tree)
+
+
+def at_rest(directory: Path) -> list[Path]:
+    """The files of ``directory`` but an atomic write's temporary one in flight: the daemon
+    writes its heartbeat every round, and ``.<name>.<random>.tmp`` exists for a moment (a
+    listing may hold it, a ``stat`` a moment later may not find it)."""
+    return sorted(
+        p for p in directory.iterdir() if not (p.name.startswith(".") and p.name.endswith(".tmp"))
+    )

@@ -7,7 +7,6 @@ import contextlib
 import itertools
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -322,21 +321,6 @@ class Gateway:
             return answer if answer and answer.get("instance") == expect_instance else None
 
         return wait_until(answered, timeout, 0.1, f"port {port} routed to {expect_instance}")
-
-    def written(self, instance: str, timeout: float = ROUTE_TIMEOUT) -> bytes:
-        """haproxy.cfg once it has ``instance``'s server. A runtime change reaches HAProxy
-        first and the file FLUSH_DELAY (200 ms) later: a test that keeps the file as "the good
-        config" right after ``wait_routed`` must wait for it (a race CI met)."""
-        server = re.compile(rf"\n    server \S*-{re.escape(instance)}-[0-9a-f]{{8}} ".encode())
-
-        def flushed() -> bytes | None:
-            try:
-                data = self.haproxy_cfg.read_bytes()
-            except OSError:
-                return None
-            return data if server.search(data) else None
-
-        return wait_until(flushed, timeout, 0.05, f"{instance} in {self.haproxy_cfg}")
 
     def seen(self, port: int, calls: int) -> Counter[str]:
         """Instances that answered ``calls`` sequential calls (failures count as "ERROR")."""

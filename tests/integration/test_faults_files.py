@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from faultlib import failed_calls
 from gatewaylib import SERVICES, Gateway, settled
-from helpers import wait_until
+from helpers import at_rest, wait_until
 
 from sidecar.base.errors import CSError
 from sidecar.config.cs import CSSettings
@@ -146,8 +146,8 @@ def test_read_only_runtime_dir(gateway_unstarted: Gateway, backend_factory) -> N
     gw.start()
     gw.register_backend("alpha", backend_factory(instance="a1"), "a1", ALPHA)
     gw.wait_routed(gw.ports[ALPHA], "a1")
-    good = gw.written("a1")
-    files = sorted(p.name for p in gw.runtime_dir.iterdir())
+    good = settled(gw.haproxy_cfg).encode()
+    files = [p.name for p in at_rest(gw.runtime_dir)]
     with read_only(gw.runtime_dir):
         gw.register_backend("beta", backend_factory(instance="b1"), "b1", BETA)  # a reload
         gw.wait_log("Read-only file system")
@@ -155,7 +155,7 @@ def test_read_only_runtime_dir(gateway_unstarted: Gateway, backend_factory) -> N
         assert failed == 0, (made, failed)
         assert gw.haproxy_cfg.read_bytes() == good
         assert gw.alive()
-    assert sorted(p.name for p in gw.runtime_dir.iterdir()) == files
+    assert [p.name for p in at_rest(gw.runtime_dir)] == files
     # Writable again: the pending change goes through (next event or retry).
     gw.register_backend("alpha", backend_factory(instance="a2"), "a2", ALPHA)
     gw.wait_routed(gw.ports[BETA], "b1")
@@ -175,7 +175,7 @@ def test_runtime_dir_disk_full(gateway_unstarted: Gateway, backend_factory) -> N
         gw.start()
         gw.register_backend("alpha", backend_factory(instance="a1"), "a1", ALPHA)
         gw.wait_routed(gw.ports[ALPHA], "a1")
-        good = gw.written("a1")
+        good = settled(gw.haproxy_cfg).encode()
         filler = fill(gw.runtime_dir)
         try:
             gw.register_backend("beta", backend_factory(instance="b1"), "b1", BETA)

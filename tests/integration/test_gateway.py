@@ -194,7 +194,7 @@ def test_identical_bytes_no_reload_membership_runtime_new_service_one_reload(
     # The route works as soon as HAProxy has it; the apply's file writes and log line follow.
     wait_until(lambda: gateway.status().get("servers_ready", 0) >= 1, 10, 0.05, "status")
     reloads = gateway.reload_count()
-    config = gateway.written("a1")
+    config = settled(gateway.haproxy_cfg).encode()
     mtime = gateway.haproxy_cfg.stat().st_mtime_ns
     applied_lines = gateway.log_text().count(" applied ")
 
@@ -254,7 +254,7 @@ def test_invalid_settings_or_template_keeps_the_running_config(
     gateway.register_backend("alpha", a1, "a1")
     gateway.wait_routed(port, "a1")
     reloads = gateway.reload_count()
-    good_config = gateway.written("a1")
+    good_config = settled(gateway.haproxy_cfg).encode()
 
     # 1. An invalid settings file on SIGHUP: rejected, the running configuration stays.
     gateway.write_config("[gateway]\nnames = [\n")

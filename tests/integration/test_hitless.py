@@ -119,7 +119,7 @@ def test_failing_new_worker_is_rolled_back(gateway_unstarted: Gateway, backend_f
     alpha = backend_factory(instance="a1")
     gw.register_backend("alpha", alpha, "a1", ALPHA)
     gw.wait_routed(gw.ports[ALPHA], "a1")
-    good = gw.written("a1").decode()
+    good = settled(gw.haproxy_cfg)
     # An operator template with an extra frontend on a port another process holds:
     # `haproxy -c` passes (it binds nothing), the new worker cannot bind.
     squatter = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -28,7 +28,7 @@ import pytest
 import requests
 from faultlib import FaultAgent, gateway_on
 from gatewaylib import Gateway, sidecar_command
-from helpers import wait_until
+from helpers import at_rest, wait_until
 
 from devkit.consul_agent import ConsulAgent
 from devkit.pki import DevCA, DevPKI
@@ -54,7 +54,7 @@ def test_sockets_owner_only_and_status_endpoint_on_loopback(
         sock = gateway.runtime_dir / name
         assert stat.S_ISSOCK(sock.stat().st_mode)
         assert mode(sock) == 0o600, f"{name}: {mode(sock):o}"
-    for path in gateway.runtime_dir.iterdir():  # nothing in there is writable by others
+    for path in at_rest(gateway.runtime_dir):  # nothing in there is writable by others
         assert not mode(path) & 0o022, f"{path.name}: {mode(path):o}"
     # The shipped default, and what the running daemon really listens on.
     host, _ = parse_listen(StatusSettings().listen)
@@ -79,7 +79,7 @@ def assert_token_nowhere(gw: Gateway, token: str) -> None:
     cmdlines = _cmdlines(gw)
     assert len(cmdlines) >= 3  # daemon, master, worker
     assert not any(secret in line for line in cmdlines), "token in a command line"
-    for path in gw.runtime_dir.iterdir():
+    for path in at_rest(gw.runtime_dir):
         if path.is_file():
             assert secret not in path.read_bytes(), f"token in {path.name}"
 

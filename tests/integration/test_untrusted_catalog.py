@@ -51,7 +51,7 @@ from typing import Any
 import psutil
 import pytest
 from gatewaylib import Gateway, settled, sidecar_command
-from helpers import free_port, wait_until
+from helpers import at_rest, free_port, wait_until
 
 from devkit import consul_agent as consul
 from devkit.consul_agent import ConsulAgent
@@ -991,7 +991,7 @@ def test_configured_token_wins_and_leaks_nowhere(
     log = gw.log_path.read_bytes()
     assert b" DEBUG " in log
     assert ENV_TOKEN.encode() not in log and FILE_TOKEN.encode() not in log
-    for path in gw.runtime_dir.iterdir():
+    for path in at_rest(gw.runtime_dir):
         if path.is_file():
             data = path.read_bytes()
             assert ENV_TOKEN.encode() not in data and FILE_TOKEN.encode() not in data, path
