@@ -174,17 +174,55 @@ def test_quorum_lost_then_back(setup: tuple[Gateway, Load, Path], cluster: Clust
     down = [s for s in cluster.servers if s is not leader]
     for server in down:
         server.kill()
+    edited = ""
+    try:
+        edited = _quorum_lost(gw, cs_file, mark)
+    finally:  # whatever failed, the cases after this one get their cluster back
+        back = time.monotonic()
+        for server in down:
+            if not server.alive():
+                server.start(attempts=1)
+    cluster.wait_leader(30)
+    FIGURES["2 quorum back: leader after s"] = round(time.monotonic() - back, 2)
+    try:
+        wait_until(lambda: cs_file.read_text() != edited, 30, 0.1, "the CS repaired")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{diagnosis(gw)}") from None
+    assert "dips://dirac-gw.test" in cs_file.read_text()
+    FIGURES["2 quorum back: CS rewritten after s"] = round(time.monotonic() - back, 2)
+    FIGURES["2 quorum back: change applied after s"] = change_applied(
+        gw, cluster, backends[2], "b2"
+    )
+    wait_until(lambda: cluster.voters() == 3, 30, 0.2, "3 healthy voters")
+    made, failed = load.since(mark)
+    FIGURES["2 quorum lost: calls made / failed"] = f"{made} / {failed}"
+    assert made > 0 and failed == 0, load.failures
+
+
+def _quorum_lost(gw: Gateway, cs_file: Path, mark: float) -> str:
+    """While two servers are down: the error reported, check not OK with the data age, and
+    an edit of the CS (one a writer with fresh data would undo) left alone; the edited text."""
     wait_until(lambda: gw.status().get("catalog_error"), 20, 0.1, "catalog_error reported")
     FIGURES["2 quorum lost: error reported after s"] = round(time.monotonic() - mark, 2)
-    # an edit the writer would undo with fresh data: it must stay while the data is stale
     edited = cs_file.read_text().replace("dips://dirac-gw.test", "dips://edited-by-hand.test")
     cs_file.write_text(edited)
     stat = cs_file.stat().st_mtime_ns
-    code, out, _ = run_cli(gw, "check", "--json")
-    result = json.loads(out.splitlines()[-1])
-    assert code != 0 and result["status"] != "OK", result
-    assert "catalog data" in result["summary"], result
-    age = time.time() - gw.status()["catalog_ok_at"]
+    # The watches may report an HTTP 500 at once, and a read may still be answered until the
+    # old leader steps down: check names the data's age once it is older than [check]
+    # catalog_age_warning (2 s here). Until then it reports Consul's error alone.
+    results: list[tuple[int, dict[str, Any]]] = []
+
+    def checked() -> bool:
+        code, out, _ = run_cli(gw, "check", "--json")
+        results.append((code, json.loads(out.splitlines()[-1])))
+        return "catalog data" in results[-1][1]["summary"]
+
+    try:
+        wait_until(checked, 20, 0.2, "check reporting the catalog data's age")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {results[-3:]}") from None
+    code, result = results[-1]
+    assert all(c != 0 and r["status"] != "OK" for c, r in results), results  # never OK
     FIGURES["2 quorum lost: check"] = f"exit {code} {result['status']}: {result['summary'][:120]}"
     deadline = time.monotonic() + 5.0  # two status rounds and more with stale data
     while time.monotonic() < deadline:
@@ -194,25 +232,7 @@ def test_quorum_lost_then_back(setup: tuple[Gateway, Load, Path], cluster: Clust
         time.time() - gw.status()["catalog_ok_at"], 1
     )
     FIGURES["2 quorum lost: CS writes while down"] = 0
-    assert age > 1.0
-    back = time.monotonic()
-    for server in down:
-        server.start(attempts=1)
-    cluster.wait_leader(30)
-    FIGURES["2 quorum back: leader after s"] = round(time.monotonic() - back, 2)
-    try:
-        wait_until(lambda: cs_file.read_text() != edited, 30, 0.1, "the CS repaired")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{diagnosis(gw)}") from None
-    FIGURES["2 quorum back: CS rewritten after s"] = round(time.monotonic() - back, 2)
-    assert "dips://dirac-gw.test" in cs_file.read_text()
-    FIGURES["2 quorum back: change applied after s"] = change_applied(
-        gw, cluster, backends[2], "b2"
-    )
-    wait_until(lambda: cluster.voters() == 3, 30, 0.2, "3 healthy voters")
-    made, failed = load.since(mark)
-    FIGURES["2 quorum lost: calls made / failed"] = f"{made} / {failed}"
-    assert made > 0 and failed == 0, load.failures
+    return edited
 
 
 def test_client_agent_restarted(setup: tuple[Gateway, Load, Path], cluster: Cluster,

@@ -257,7 +257,9 @@ def test_fleet_members_one_writer_then_handover(
         )
         # b's lock keeper takes the lock over and writes at once, without a heartbeat
         wait_until(lambda: state(files[1]) != before_b, 10, 0.05, "b writes")
-        assert b.last_outcome is not None and b.last_outcome.status is CSWriteStatus.WRITTEN
+        # the keeper records its outcome once the write has returned: a moment after the file
+        wait_until(lambda: b.last_outcome is not None and b.last_outcome.status is
+                   CSWriteStatus.WRITTEN, 10, 0.05, "b's outcome")  # fmt: skip
     finally:
         a.stop()
         b.stop()
