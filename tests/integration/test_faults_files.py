@@ -38,9 +38,22 @@ FAST = "\n[apply]\ndrift_interval = 0.5\nmin_reload_interval = 0.1\n"
 CS_DATA = Path(__file__).resolve().parents[1] / "data" / "cs"
 
 
-def leftovers(runtime: Path) -> list[str]:
-    """Temporary or candidate files an interrupted write could leave behind."""
-    return sorted(p.name for p in runtime.iterdir() if p.name.endswith((".tmp", ".new")))
+def leftovers(runtime: Path, settle: float = 2.0) -> list[str]:
+    """Temporary or candidate files an interrupted write left behind: those still there after
+    ``settle`` seconds (a running daemon's write in flight, its heartbeat every round, holds
+    one for a moment; a listing may catch it). ``settle=0``: what is there now (a killed one)."""
+
+    def temps() -> list[str]:
+        return sorted(p.name for p in runtime.iterdir() if p.name.endswith((".tmp", ".new")))
+
+    if not settle:
+        return temps()
+    seen = temps()
+    if seen:
+        with contextlib.suppress(AssertionError):  # timed out: these stay, they are leftovers
+            wait_until(lambda: not set(temps()) & set(seen), settle, 0.02)
+        seen = sorted(set(temps()) & set(seen))
+    return seen
 
 
 def config_valid(gw: Gateway) -> None:
@@ -70,7 +83,7 @@ def test_sigkill_during_applies(gateway_unstarted: Gateway, backend_factory) -> 
         gw.register_backend(label, backends[name][1], name, path)
         time.sleep(delay)  # the kill point itself: there is nothing to poll for
         gw.kill()
-        killed_with.extend(leftovers(gw.runtime_dir))  # a write cut between temp and rename
+        killed_with.extend(leftovers(gw.runtime_dir, 0))  # a write cut between temp and rename
         gw.start()
         assert leftovers(gw.runtime_dir) == [], "stale temp files must go at startup"
     # Converged: every instance routed, nothing partial, no reload once converged.
