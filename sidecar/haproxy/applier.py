@@ -237,11 +237,12 @@ class Applier:
         hp = self.haproxy
         try:
             rows, backends = servers_state_rows(hp.servers_state()), hp.backend_names()
-            seen = (hash(rows), backends, frozenset(self.retired), server_options(settings))
+            retired, options = frozenset(self.retired), server_options(settings)
+            seen = (hash(rows), backends, retired, options)
             last = self._clean
             if last is not None and last[1] == seen and (last[0] is desired or last[0] == desired):
                 return False  # what was found clean last time, unchanged (no objects built)
-            drift = find_drift(parse_servers_state(rows), desired, backends, seen[3], seen[2])
+            drift = find_drift(parse_servers_state(rows), desired, backends, options, retired)
             self._clean = (desired, seen) if not (drift.commands or drift.needs_reload) else None
             if drift.needs_reload:
                 log.warning("drift: %s; reloading", drift.needs_reload)
