@@ -244,6 +244,7 @@ def daemon_run(
         sidecar.wait_idle(threshold=5.0, window=2.0, timeout=120)
         proc = psutil.Process(sidecar.pid)
         rss = proc.memory_info().rss
+        parts = smaps(sidecar.pid)
         threads = proc.num_threads()
         st0 = sidecar.status()
         cpu0, wall0 = proc.cpu_times(), time.monotonic()
@@ -270,6 +271,12 @@ def daemon_run(
                 f"{rss / 1e6:.1f} / {rss_end / 1e6:.1f}",
                 "<= 60 MB",
             ],
+            [
+                label,
+                "  of which anonymous / file-backed (libraries) (MB)",
+                f"{parts['Anonymous'] / 1e3:.1f} / {(parts['Rss'] - parts['Anonymous']) / 1e3:.1f}",
+                "",
+            ],
             [label, "daemon threads", str(threads), "<= 10"],
             [label, f"idle CPU over {wall1 - wall0:.0f} s (% of one core)", f"{cpu:.2f}", "<= 0.3 %"],
         ]
@@ -292,6 +299,15 @@ def daemon_run(
             ]
         )
     return rows
+
+
+def smaps(pid: int) -> dict[str, int]:
+    """kB figures of /proc/PID/smaps_rollup (Rss, Pss, Anonymous, ...)."""
+    out: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        key, _, rest = line.partition(":")
+        out[key.strip()] = int(rest.split()[0])
+    return out
 
 
 def main() -> int:
