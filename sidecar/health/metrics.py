@@ -37,6 +37,7 @@ from prometheus_client import (
 from sidecar.base.validate import parse_listen
 from sidecar.config.ops import CheckSettings, StatusSettings
 from sidecar.health.check import liveness, readiness
+from sidecar.health.gaugetable import GaugeTable
 from sidecar.health.opsmetrics import OpsMetrics
 from sidecar.host.deadline_io import deadline_rfile
 
@@ -76,14 +77,14 @@ class Metrics:
         self.old_workers = Gauge(
             f"{NS}_haproxy_old_workers", "Old HAProxy workers still draining", registry=r
         )
-        self.servers_up = Gauge(
-            f"{NS}_backend_servers_up", "Servers ready per backend", ["backend"], registry=r
+        self.servers_up = GaugeTable(
+            f"{NS}_backend_servers_up", "Servers ready per backend", ["backend"], r
         )
-        self.cert_days = Gauge(
+        self.cert_days = GaugeTable(
             f"{NS}_certificate_days_left",
             "Days until a backend server certificate expires",
             ["backend", "server"],
-            registry=r,
+            r,
         )
         self.lock_holder = Gauge(
             f"{NS}_lock_holder", "1 when this gateway holds the CS writer lock", registry=r
@@ -150,9 +151,7 @@ def update_from_status(
         m.old_workers.set(workers)
     up = servers_up if servers_up is not None else status.get("servers_up")
     if isinstance(up, Mapping):
-        m.servers_up.clear()
-        for backend, count in up.items():
-            m.servers_up.labels(backend=str(backend)).set(count)
+        m.servers_up.replace({(str(backend),): count for backend, count in up.items()})
     holder = lock_holder if lock_holder is not None else status.get("lock_holder")
     if isinstance(holder, bool):
         m.lock_holder.set(1 if holder else 0)
@@ -168,13 +167,12 @@ def update_from_status(
 def _update_certs(m: Metrics, certs: object) -> None:
     if not isinstance(certs, Mapping):
         return
-    m.cert_days.clear()
+    rows: dict[tuple[str, ...], float] = {}
     for item in certs.get("servers") or []:
         days = item.get("days_left") if isinstance(item, Mapping) else None
         if isinstance(days, int | float):
-            m.cert_days.labels(
-                backend=str(item.get("backend")), server=str(item.get("server"))
-            ).set(days)
+            rows[(str(item.get("backend")), str(item.get("server")))] = days
+    m.cert_days.replace(rows)
 
 
 # --- the HTTP endpoint ------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 
+from sidecar.health.gaugetable import GaugeTable
+
 NS = "sidecar"
 # Runtime API changes take milliseconds, reloads up to seconds (bench/: runtime ~1-5 ms,
 # reload ~100-300 ms): the buckets cover both ends.
@@ -46,11 +48,11 @@ class OpsMetrics:
         self.cs_enabled = Gauge(
             f"{NS}_cs_enabled", "1 when this gateway may write the CS (dirac_cs)", registry=r
         )
-        self.names_missing = Gauge(
+        self.names_missing = GaugeTable(
             f"{NS}_certificate_names_missing",
             "Gateway names a backend server certificate lacks in its subjectAltName",
             ["backend", "server"],
-            registry=r,
+            r,
         )
 
     def observe_apply(self, kind: str, seconds: float) -> None:
@@ -68,12 +70,12 @@ class OpsMetrics:
         certs = status.get("certs")
         if not certs_changed or not isinstance(certs, Mapping):
             return
-        self.names_missing.clear()
+        rows: dict[tuple[str, ...], float] = {}
         for item in certs.get("servers") or []:
             missing = item.get("missing_names") if isinstance(item, Mapping) else None
             if isinstance(missing, int) and not isinstance(missing, bool):
-                labels = {"backend": str(item.get("backend")), "server": str(item.get("server"))}
-                self.names_missing.labels(**labels).set(missing)
+                rows[(str(item.get("backend")), str(item.get("server")))] = missing
+        self.names_missing.replace(rows)
 
 
 def exported_names(registry: CollectorRegistry) -> frozenset[str]:
