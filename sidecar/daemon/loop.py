@@ -35,11 +35,14 @@ from sidecar.daemon.portguard import PortGuard
 from sidecar.daemon.round import HEARTBEAT, StatusRound
 from sidecar.haproxy.inputs import build_inputs
 from sidecar.health.status import Status
+from sidecar.host import memory
 from sidecar.host.files import remove_stale_temps
 
 log = logging.getLogger(__name__)
 TICK = 1.0  # seconds at most between two turns of the loop
 COLLECT_EVERY = 2.0  # seconds between attempts to delete retired servers
+TRIM_GAP = 5.0  # seconds at least between two heap trims, each after a quiet spell
+TRIM_QUIET = 1.0  # seconds without a cycle before a trim (it can hold the loop ~15 ms)
 TRIGGERS = frozenset({"hup", "catalog", "certs"})  # events that run a cycle
 
 
@@ -71,6 +74,10 @@ class Daemon(Cycle, StatusRound):
         self._haproxy_up = False  # known to run (an apply succeeded since the last failure)
         self._failed_config: str | None = None  # this exact config failed: not again
         self._last_reload = -math.inf
+        self.trim_heap: Callable[[], object] = memory.trim  # a recorder in unit tests
+        self._heap_dirty = False  # a cycle was asked for since the last trim
+        self._wanted_at = -math.inf  # when a cycle was last asked for
+        self._trim_after = -math.inf
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -154,12 +161,21 @@ class Daemon(Cycle, StatusRound):
             self._certs_changed()
         now = self.clock()
         due = self.deadlines.take_due(now)
-        acted = bool(events & TRIGGERS or due & CYCLE) and self.cycle()
+        wanted = bool(events & TRIGGERS or due & CYCLE)
+        acted = wanted and self.cycle()
         if Why.FLUSH in due:
             self._flush()
+        if wanted:
+            self._heap_dirty, self._wanted_at = True, now
         if Why.COLLECT in due:
             self.deadlines.every(Why.COLLECT, now + COLLECT_EVERY)
             p.applier.collect()  # retired servers whose connections have ended
+            quiet = now - self._wanted_at >= TRIM_QUIET
+            if self._heap_dirty and quiet and now >= self._trim_after:
+                # the garbage of a burst stays resident otherwise (host.memory)
+                trimmed = self.trim_heap()
+                log.debug("heap trimmed (%s)", trimmed)
+                self._heap_dirty, self._trim_after = False, now + TRIM_GAP
         if Why.DRIFT in due:
             self.deadlines.every(Why.DRIFT, now + self.settings.apply.drift_interval)
             self.repair_drift()

@@ -27,7 +27,7 @@ from sidecar.core.schedule import Why
 from sidecar.daemon import wiring
 from sidecar.daemon.cycle import FLUSH_DELAY
 from sidecar.daemon.drain import DrainView
-from sidecar.daemon.loop import Daemon
+from sidecar.daemon.loop import COLLECT_EVERY, TRIM_GAP, Daemon
 from sidecar.daemon.portguard import PortGuard
 from sidecar.haproxy.applier import ApplyResult
 
@@ -69,6 +69,9 @@ class FakeApplier:
 
     def running(self) -> bool:
         return self.up
+
+    def collect(self) -> None:
+        pass
 
     def apply(self, plan: Plan, target: Rendered, inputs: object = None) -> ApplyResult:
         self.plans.append(plan)
@@ -305,3 +308,30 @@ def test_sighup_with_a_new_consul_rebuilds_the_watches(
 def test_stop_ends_the_loop(tmp_path: Path) -> None:
     daemon, _, _, _ = make(tmp_path)
     assert daemon.step({"stop", "catalog"}) is False
+
+
+def test_the_heap_is_trimmed_once_quiet_after_cycles_and_not_more_often_than_the_gap(
+    tmp_path: Path,
+) -> None:
+    daemon, clock, _, watcher = make(tmp_path)
+    trims: list[float] = []
+    daemon.trim_heap = lambda: trims.append(clock.now)
+    daemon.deadlines.every(Why.COLLECT, clock.now)  # as ``run`` does
+    watcher.show(one("a1"))
+    daemon.step({"catalog"})  # a cycle: the chores of this turn do not trim (not quiet)
+    assert trims == []
+    clock.now += COLLECT_EVERY
+    daemon.step(set())
+    assert trims == [clock.now]  # quiet for TRIM_QUIET, a collect was due
+    clock.now += COLLECT_EVERY
+    daemon.step(set())
+    assert len(trims) == 1  # nothing asked for a cycle since
+    watcher.show(one("a1", "a2"))
+    daemon.step({"catalog"})
+    for _ in range(int(TRIM_GAP // COLLECT_EVERY) - 2):
+        clock.now += COLLECT_EVERY
+        daemon.step(set())
+    assert len(trims) == 1  # within TRIM_GAP of the last one
+    clock.now += 2 * COLLECT_EVERY
+    daemon.step(set())
+    assert len(trims) == 2
