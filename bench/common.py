@@ -66,6 +66,20 @@ def workdir(prefix: str = "bench-") -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
 
 
+def installed_venv(base: Path) -> Path:
+    """Build the wheel and install it in a fresh venv under ``base`` (what a gateway gets:
+    the package's dependencies only, none of the checkout's dev tools); returns the venv."""
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    dist, venv = base / "dist", base / "venv"
+    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(dist), str(ROOT)], check=True,
+                   cwd=base, timeout=300)  # fmt: skip
+    (wheel,) = dist.glob("dirac_sidecar-*.whl")
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    subprocess.run([str(venv / "bin" / "python"), *pip[1:], "install", str(wheel)], check=True,
+                   cwd=base, timeout=600)  # fmt: skip
+    return venv
+
+
 def wait_for(
     pred: Callable[[], Any], timeout: float, interval: float = 0.02, what: str = ""
 ) -> Any:
@@ -460,8 +474,10 @@ class Sidecar:
         *,
         overrides: Mapping[str, int] | None = None,
         sections: Mapping[str, Mapping[str, Any]] | None = None,
+        venv: Path | None = None,
     ) -> None:
         self.directory = directory
+        self.venv = venv  # run ``sidecar`` from this venv (installed_venv), outside the checkout
         directory.mkdir(parents=True, exist_ok=True)
         self.runtime_dir = directory / "run"
         # The settings file sits in its own directory: the daemon watches that directory, and
@@ -508,15 +524,11 @@ class Sidecar:
             for k, v in os.environ.items()
             if not k.startswith("CONSUL_") and k != "SIDECAR_CONFIG"
         }
-        cmd = [
-            sys.executable,
-            "-c",
-            "from sidecar.cli import main; main()",
-            "--config",
-            str(self.config_path),
-            "run",
-            "--stop-haproxy",
-        ]
+        if self.venv is None:
+            entry = [sys.executable, "-c", "from sidecar.cli import main; main()"]
+        else:
+            entry = [str(self.venv / "bin" / "sidecar")]
+        cmd = [*entry, "--config", str(self.config_path), "run", "--stop-haproxy"]
         stack.callback(self.stop)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
@@ -525,7 +537,7 @@ class Sidecar:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=env,
-                cwd=ROOT,
+                cwd=ROOT if self.venv is None else self.directory,
             )
         wait_for(
             lambda: self.proc is not None and (self.proc.poll() is not None or self.ready()),

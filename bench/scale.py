@@ -22,7 +22,11 @@
    255-319 s. A second daemon with ``wait = 30`` (10x faster, ``--scaled-wait``) shows the
    steady-state rate and the spread of wake-ups; the rate scales as 1/wait.
 
-    .venv/bin/python bench/scale.py [--idle 60] [--sizes 138x10,1000x5] [--scaled-wait 30]
+    .venv/bin/python bench/scale.py [--idle 60] [--sizes 138x10,1000x5] [--scaled-wait 30] [--checkout]
+
+The daemon runs from the built wheel in a fresh venv (what a gateway gets: the package's
+dependencies only; the checkout's dev tools, e.g. rich and pygments that httpx then imports for
+its own CLI, add ~3.4 MB); ``--checkout`` runs it from this checkout instead.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from common import (
     Sidecar,
     Sink,
     haproxy_version,
+    installed_venv,
     loadavg,
     machine_line,
     print_table,
@@ -203,6 +208,7 @@ def daemon_run(
     idle: float,
     wait: float | None,
     label: str,
+    venv: Path | None = None,
 ) -> list[list[str]]:
     stack = contextlib.ExitStack()
     with stack:
@@ -222,7 +228,7 @@ def daemon_run(
             sections["consul"] = {"wait": wait}
         t0 = time.monotonic()
         sidecar = Sidecar(
-            base / f"gw-{label}", consul.addr, overrides=overrides, sections=sections
+            base / f"gw-{label}", consul.addr, overrides=overrides, sections=sections, venv=venv
         ).start(stack, timeout=300)
         wait_for(
             lambda: sidecar.status().get("servers_ready") == services * instances,
@@ -317,6 +323,11 @@ def main() -> int:
     parser.add_argument("--scaled-wait", type=float, default=30.0, help="0: skip")
     parser.add_argument("--consul-max-conns", type=int, default=4096)
     parser.add_argument("--skip-daemon", action="store_true")
+    parser.add_argument(
+        "--checkout",
+        action="store_true",
+        help="run the daemon from this checkout's venv (dev tools loaded) instead of the wheel",
+    )
     args = parser.parse_args()
     sizes = [tuple(int(x) for x in s.split("x")) for s in args.sizes.split(",")]
     print(f"# scale  {machine_line()}")
@@ -330,6 +341,10 @@ def main() -> int:
     )
     loads = [loadavg()]
     rows = []
+    venv = None
+    if not args.skip_daemon and not args.checkout:
+        venv = installed_venv(base)  # what a gateway runs: the wheel and its dependencies only
+        print(f"# daemon: the built wheel in {venv}", flush=True)
     if not args.skip_daemon:
         for services, instances in sizes:
             label = f"{services}x{instances}"
@@ -351,7 +366,7 @@ def main() -> int:
                     flush=True,
                 )
                 rows += daemon_run(
-                    base, consul, services, instances, public, args.idle, None, label
+                    base, consul, services, instances, public, args.idle, None, label, venv
                 )
                 loads.append(loadavg())
                 if services == 138 and args.scaled_wait:
@@ -364,6 +379,7 @@ def main() -> int:
                         args.idle,
                         args.scaled_wait,
                         label + "-w",
+                        venv,
                     )
                     loads.append(loadavg())
         rows.append(["", "load average (start, after each run)", " / ".join(loads), ""])
