@@ -1,29 +1,33 @@
-"""The Consul HTTP adapter: the only module that speaks HTTP to Consul (httpx).
+"""The Consul HTTP adapter: the only module that speaks HTTP to Consul.
 
 Thin on purpose: it sends one request and returns the decoded body with the blocking-query
 headers, or raises ``CatalogError``. One request shape (``Request``) and one answer decoder are
-shared by the two clients: ``ConsulClient`` (synchronous: the command line, the fleet lock and
-registry, the second read of held removals) and ``AsyncConsul`` (the watches, every blocking
-query on one event loop). Every request has a timeout: ``timeout`` for plain requests and
-``wait + wait/16 + timeout`` for blocking ones (Consul adds up to wait/16 of jitter), so a dead
-connection can never park a watch forever. Policy (retries, index rules, rate limits) lives in
-``consul.watch``.
+shared by the two clients: ``ConsulClient`` (synchronous, httpx: the command line, the fleet
+lock and registry, the second read of held removals) and ``AsyncConsul`` (the watches, every
+blocking query on one event loop, a ``consul.conn`` connection each). Every request has a
+timeout: ``timeout`` for plain requests and ``wait + wait/16 + timeout`` for blocking ones
+(Consul adds up to wait/16 of jitter), so a dead connection can never park a watch forever.
+Policy (retries, index rules, rate limits) lives in ``consul.watch``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import h11
 import httpx
 
 from sidecar.base.errors import CatalogError
 from sidecar.config.schema import ConsulSettings
+from sidecar.consul.conn import Connection
 
-SHARD = 8  # parked queries per connection pool (httpcore scans a pool on every request)
+HEADERS = (("Accept", "application/json"), ("User-Agent", "dirac-sidecar"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +62,7 @@ class Request:
     timeout: float | None = None  # None: the client's default
 
 
-def _int_header(headers: httpx.Headers, name: str, default: int) -> int:
+def _int_header(headers: Mapping[str, str], name: str, default: int) -> int:
     try:
         return int(headers.get(name, default))
     except (TypeError, ValueError):
@@ -131,22 +135,25 @@ class _Shape:
             query.append(("dc", self.settings.datacenter))
         return Request(method, path, query, content)
 
-    def answer(self, req: Request, response: httpx.Response) -> Answer:
-        if response.status_code != 200:
-            code, excerpt = response.status_code, response.text[:200].strip()
+    def answer(
+        self, req: Request, code: int, headers: Mapping[str, str], content: bytes
+    ) -> Answer:
+        """Status, headers (names in lower case, or httpx's case-blind ``Headers``) and body
+        of a catalog read -> ``Answer``, or ``CatalogError``."""
+        if code != 200:
+            excerpt = content[:200].decode("utf-8", "replace").strip()
             raise CatalogError(
                 f"GET {req.path}: HTTP {code} {excerpt}", retryable=code != 400, status=code
             )
         try:
-            body = json.loads(response.content) if response.content else None
+            body = json.loads(content) if content else None
         except ValueError:
             raise CatalogError(f"GET {req.path}: answer is not JSON") from None
-        headers = response.headers
         answer = Answer(
-            index=_int_header(headers, "X-Consul-Index", 0),
+            index=_int_header(headers, "x-consul-index", 0),
             body=body,
-            last_contact_ms=_int_header(headers, "X-Consul-LastContact", 0),
-            known_leader=headers.get("X-Consul-KnownLeader", "true") == "true",
+            last_contact_ms=_int_header(headers, "x-consul-lastcontact", 0),
+            known_leader=headers.get("x-consul-knownleader", "true") == "true",
         )
         if self.settings.stale:
             # A stale read from a server that lost the leader long ago is not trusted.
@@ -197,7 +204,7 @@ class ConsulClient(_Shape):
             response = self._http.request(req.method, req.path, **_send_args(req))
         except httpx.HTTPError as exc:
             raise self.failed(req, exc) from None
-        return self.answer(req, response)
+        return self.answer(req, response.status_code, response.headers, response.content)
 
     def services(self, index: int, wait: float) -> Answer:
         """``/v1/catalog/services``: every service name with its tags."""
@@ -225,66 +232,69 @@ class ConsulClient(_Shape):
 class AsyncConsul(_Shape):
     """The client of the watches: every blocking query on one event loop.
 
-    A parked blocking query holds its connection for up to ``wait``, so every watch needs a
-    connection of its own. httpcore's pool scans all its connections on every request and
-    every answer, which is quadratic with a thousand parked queries (80 s to converge at 1,000
-    services, measured): the connections are spread over small pools (``SHARD`` each), and a
-    watch leases a place in one for its lifetime. One-shot reads (``services(0, 0)`` to
-    confirm an emptied service) use a pool of their own, so they never queue behind parked
-    queries.
+    A parked blocking query holds its connection for up to ``wait``, so every watch leases a
+    connection of its own (``consul.conn``: h11 over asyncio streams, a few KB each where an
+    httpx connection costs ~20 KB) for its lifetime. One-shot reads (``services(0, 0)`` to
+    confirm an emptied service) take turns on one more connection, so they never queue behind
+    a parked query.
     """
 
     def __init__(self, settings: ConsulSettings, token: str) -> None:
         super().__init__(settings, token)
-        self._shards: list[list[Any]] = []  # [client, leased places]
-        self._plain = self._client(4)
+        url = urllib.parse.urlsplit(self.base)
+        self._where = (url.hostname or "127.0.0.1", url.port or 8500)
+        self._tls = self.verify if isinstance(self.verify, ssl.SSLContext) else None
+        self._leases: set[Lease] = set()
+        self._plain = self._connection()
+        self._plain_turn = asyncio.Lock()
 
-    def _client(self, connections: int) -> httpx.AsyncClient:
-        # No cap on connections: a request must never wait for a pool slot (a parked query's
-        # wait is minutes, and so would be that request's pool timeout); the leases bound how
-        # many live queries a pool serves.
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=connections)
-        return httpx.AsyncClient(limits=limits, **self.options())
+    def _connection(self) -> Connection:
+        host, port = self._where
+        return Connection(host, port, self._tls, [*self.headers.items(), *HEADERS])
 
     def lease(self) -> Lease:
-        """A place for one watch's parked query; ``release`` it when the watch ends."""
-        shard = next((s for s in self._shards if s[1] < SHARD), None)
-        if shard is None:
-            shard = [self._client(SHARD), 0]
-            self._shards.append(shard)
-        shard[1] += 1
-        return Lease(self, shard)
+        """One watch's connection; ``release`` it when the watch ends."""
+        lease = Lease(self, self._connection())
+        self._leases.add(lease)
+        return lease
+
+    def forget(self, lease: Lease) -> None:
+        self._leases.discard(lease)
 
     async def aclose(self) -> None:
-        for client, _ in self._shards:
-            await client.aclose()
-        await self._plain.aclose()
+        for lease in list(self._leases):
+            lease.release()
+        self._plain.close()
 
-    async def get(self, client: httpx.AsyncClient, req: Request) -> Answer:
+    async def get(self, conn: Connection, req: Request) -> Answer:
+        target = urllib.parse.quote(req.path, safe="/:")
+        if req.params:
+            target += "?" + urllib.parse.urlencode(req.params)
+        timeout = req.timeout if req.timeout is not None else self.settings.timeout
         try:
-            response = await client.request(req.method, req.path, **_send_args(req))
-        except httpx.HTTPError as exc:
+            code, headers, content = await conn.request(target, timeout)
+        except (OSError, TimeoutError, h11.ProtocolError, ValueError) as exc:
             raise self.failed(req, exc) from None
-        return self.answer(req, response)
+        return self.answer(req, code, headers, content)
 
     async def services(self, index: int, wait: float) -> Answer:
         """A one-shot read (never parked: ``index`` 0)."""
-        return await self.get(self._plain, self.services_req(index, wait))
+        async with self._plain_turn:
+            return await self.get(self._plain, self.services_req(index, wait))
 
 
 class Lease:
-    """One watch's place in a pool of ``AsyncConsul``."""
+    """One watch's connection of ``AsyncConsul``."""
 
-    def __init__(self, owner: AsyncConsul, shard: list[Any]) -> None:
-        self._owner, self._shard = owner, shard
-        self._client: httpx.AsyncClient = shard[0]
+    def __init__(self, owner: AsyncConsul, conn: Connection) -> None:
+        self._owner, self._conn = owner, conn
 
     def release(self) -> None:
-        if self._shard[1] > 0:
-            self._shard[1] -= 1
+        self._conn.close()
+        self._owner.forget(self)
 
     async def services(self, index: int, wait: float) -> Answer:
-        return await self._owner.get(self._client, self._owner.services_req(index, wait))
+        return await self._owner.get(self._conn, self._owner.services_req(index, wait))
 
     async def health(self, name: str, tag: str, index: int, wait: float) -> Answer:
-        return await self._owner.get(self._client, self._owner.health_req(name, tag, index, wait))
+        return await self._owner.get(self._conn, self._owner.health_req(name, tag, index, wait))

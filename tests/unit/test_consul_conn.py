@@ -1,0 +1,150 @@
+"""consul.conn: one keep-alive connection against a scripted HTTP server on loopback.
+
+The server answers each request with what the test scripted for it (raw bytes, or a close),
+and counts connections, so reuse, the retry after an idle close, the size bound and the
+clean-up after a cancel are visible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import h11
+import pytest
+
+from sidecar.consul import conn as conn_mod
+from sidecar.consul.conn import Connection
+
+Script = Callable[[int, int], bytes | None]  # (connection no., request no.) -> answer | close
+
+
+def ok(body: bytes, *extra: str, chunked: bool = False) -> bytes:
+    head = ["HTTP/1.1 200 OK", "Content-Type: application/json", *extra]
+    if chunked:
+        data = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+        head.append("Transfer-Encoding: chunked")
+    else:
+        data = body
+        head.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + data
+
+
+class Server:
+    def __init__(self, script: Script) -> None:
+        self.script, self.connections, self.requests = script, 0, []  # type: ignore[var-annotated]
+
+    async def start(self) -> int:
+        self._srv = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self._srv.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        self._srv.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        number, count = self.connections, 0
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                count += 1
+                self.requests.append(head.decode())
+                answer = self.script(number, count)
+                if answer is None:
+                    break
+                writer.write(answer)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+
+def run(script: Script, body: Callable[[Connection, Server], object]) -> object:
+    async def main() -> object:
+        server = Server(script)
+        port = await server.start()
+        conn = Connection("127.0.0.1", port, None, [("X-Consul-Token", "t0ken")])
+        try:
+            return await body(conn, server)  # type: ignore[misc]
+        finally:
+            conn.close()
+            await server.stop()
+
+    return asyncio.run(main())
+
+
+def test_answers_come_back_on_one_kept_connection_with_headers_and_token() -> None:
+    async def body(conn: Connection, server: Server) -> None:
+        first = await conn.request("/v1/health/service/a?index=3", 5.0)
+        second = await conn.request("/v1/health/service/a?index=4", 5.0)
+        assert first == (200, {"content-type": "application/json", "x-consul-index": "7",
+                               "content-length": "2"}, b"[]")  # fmt: skip
+        assert second[2] == b'{"a":1}'  # chunked
+        assert server.connections == 1
+        assert "X-Consul-Token: t0ken" in server.requests[0]
+        assert server.requests[0].startswith("GET /v1/health/service/a?index=3 HTTP/1.1")
+
+    answers = {1: ok(b"[]", "X-Consul-Index: 7"), 2: ok(b'{"a":1}', chunked=True)}
+    run(lambda c, n: answers[n], body)
+
+
+def test_an_idle_connection_closed_by_the_server_is_replaced_once() -> None:
+    async def body(conn: Connection, server: Server) -> None:
+        assert (await conn.request("/x", 5.0))[2] == b"1"
+        assert (await conn.request("/x", 5.0))[2] == b"2"  # the first one closed meanwhile
+        assert server.connections == 2
+
+    run(lambda c, n: (ok(b"1") if c == 1 and n == 1 else None if c == 1 else ok(b"2")), body)
+
+
+def test_a_server_that_never_answers_fails_instead_of_retrying_for_ever() -> None:
+    async def body(conn: Connection, server: Server) -> None:
+        with pytest.raises(ConnectionResetError):
+            await conn.request("/x", 5.0)
+        assert server.connections == 1  # a fresh connection closed at once: no second try
+
+    run(lambda c, n: None, body)
+
+
+def test_a_timeout_closes_the_connection_and_the_next_request_reconnects() -> None:
+    async def body(conn: Connection, server: Server) -> None:
+        with pytest.raises(TimeoutError):
+            await conn.request("/park", 0.2)
+        assert (await conn.request("/x", 5.0))[2] == b"ok"
+        assert server.connections == 2  # the half-done exchange was never reused
+
+    def script(c: int, n: int) -> bytes | None:
+        return b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc" if c == 1 else ok(b"ok")
+
+    run(script, body)
+
+
+def test_a_cancelled_request_leaves_no_connection_behind() -> None:
+    async def body(conn: Connection, server: Server) -> None:
+        task = asyncio.ensure_future(conn.request("/park", 30.0))
+        while not server.requests:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert conn._writer is None
+
+    run(lambda c, n: b"", body)
+
+
+def test_an_answer_over_the_size_bound_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(conn_mod, "MAX_BODY", 1000)
+
+    async def body(conn: Connection, server: Server) -> None:
+        with pytest.raises(ValueError, match="larger than 1000"):
+            await conn.request("/x", 5.0)
+
+    run(lambda c, n: ok(b"x" * 5000), body)
+
+
+def test_garbage_instead_of_http_is_a_protocol_error() -> None:
+    async def body(conn: Connection, server: Server) -> None:
+        with pytest.raises(h11.ProtocolError):
+            await conn.request("/x", 5.0)
+
+    run(lambda c, n: b"SSH-2.0-OpenSSH\r\n\r\n", body)
