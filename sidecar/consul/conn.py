@@ -36,7 +36,8 @@ class Connection:
         headers: Sequence[tuple[str, str]],
     ) -> None:
         self._host, self._port, self._tls = host, port, tls
-        self._headers = [("Host", f"{host}:{port}"), *headers]
+        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # IPv6 in brackets
+        self._headers = [("Host", authority), *headers]
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._h11: h11.Connection | None = None

@@ -148,3 +148,8 @@ def test_garbage_instead_of_http_is_a_protocol_error() -> None:
             await conn.request("/x", 5.0)
 
     run(lambda c, n: b"SSH-2.0-OpenSSH\r\n\r\n", body)
+
+
+def test_an_ipv6_agent_gets_a_bracketed_host_header() -> None:
+    conn = Connection("::1", 8500, None, [])
+    assert ("Host", "[::1]:8500") in conn._headers
