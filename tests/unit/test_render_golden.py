@@ -105,7 +105,11 @@ def test_timeouts_suit_long_dirac_rpcs() -> None:
     config = render(CATALOG, inputs(), None).config
     assert "timeout client 660s" in config and "timeout server 660s" in config
     assert "send-proxy" not in config  # DISET backends break on the PROXY protocol
-    assert "mode tcp" in config and "ssl" not in config.replace("srv_use_ssl", "")
+    # TLS passes through: no ssl keyword anywhere but the line that turns HAProxy's own
+    # HTTP client's CA loading off (it is never used)
+    passthrough = config.replace("srv_use_ssl", "").replace("httpclient.ssl.verify none", "")
+    assert "mode tcp" in config and "ssl" not in passthrough
+    assert "\n    httpclient.ssl.verify none\n" in config
 
 
 def test_strict_undefined(tmp_path: Path) -> None:
