@@ -95,7 +95,9 @@ class _Shape:
         scheme = url.scheme or "http"
         port = url.port or (443 if scheme == "https" else 8500)
         self.settings = settings
-        self.base = f"{scheme}://{url.hostname or '127.0.0.1'}:{port}"
+        self.host, self.port = url.hostname or "127.0.0.1", port
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 agent
+        self.base = f"{scheme}://{host}:{port}"
         # The contract's order is the settings, then token_file, then the environment (folded
         # in by the settings loader): the token given here is the only one ever sent.
         self.headers = {"X-Consul-Token": token} if token else {}
@@ -241,16 +243,13 @@ class AsyncConsul(_Shape):
 
     def __init__(self, settings: ConsulSettings, token: str) -> None:
         super().__init__(settings, token)
-        url = urllib.parse.urlsplit(self.base)
-        self._where = (url.hostname or "127.0.0.1", url.port or 8500)
         self._tls = self.verify if isinstance(self.verify, ssl.SSLContext) else None
         self._leases: set[Lease] = set()
         self._plain = self._connection()
         self._plain_turn = asyncio.Lock()
 
     def _connection(self) -> Connection:
-        host, port = self._where
-        return Connection(host, port, self._tls, [*self.headers.items(), *HEADERS])
+        return Connection(self.host, self.port, self._tls, [*self.headers.items(), *HEADERS])
 
     def lease(self) -> Lease:
         """One watch's connection; ``release`` it when the watch ends."""
