@@ -49,7 +49,9 @@ class Connection:
             if self._usable():
                 try:
                     return await self._exchange(target)
-                except _StaleError:  # the server closed the idle connection: once more, afresh
+                except (_StaleError, ConnectionError):
+                    # the server closed (or reset) the kept connection while it was idle: a
+                    # GET is safe to send once more, on a fresh one
                     self.close()
             await self._open()
             try:

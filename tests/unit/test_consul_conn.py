@@ -163,3 +163,22 @@ def test_an_ipv6_consul_address_keeps_its_brackets_in_both_clients() -> None:
     assert client.base == "http://[::1]:8501"  # the httpx client's base URL
     assert (client.host, client.port) == ("::1", 8501)
     assert ("Host", "[::1]:8501") in client.lease()._conn._headers
+
+
+def test_a_reset_kept_connection_is_replaced_once() -> None:
+    async def body(conn: Connection, server: Server) -> None:
+        calls: list[str] = []
+        exchange = conn._exchange
+
+        async def reset_once(target: str) -> tuple[int, dict[str, str], bytes]:
+            calls.append(target)
+            if len(calls) == 2:  # the second request, on the kept connection
+                raise ConnectionResetError("reset by peer")
+            return await exchange(target)
+
+        conn._exchange = reset_once  # type: ignore[method-assign]
+        assert (await conn.request("/x", 5.0))[2] == b"1"
+        assert (await conn.request("/x", 5.0))[2] == b"2"
+        assert len(calls) == 3 and server.connections == 2
+
+    run(lambda c, n: ok(b"1") if c == 1 else ok(b"2"), body)
