@@ -66,20 +66,6 @@ def workdir(prefix: str = "bench-") -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
 
 
-def installed_venv(base: Path) -> Path:
-    """Build the wheel and install it in a fresh venv under ``base`` (what a gateway gets:
-    the package's dependencies only, none of the checkout's dev tools); returns the venv."""
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    dist, venv = base / "dist", base / "venv"
-    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(dist), str(ROOT)], check=True,
-                   cwd=base, timeout=300)  # fmt: skip
-    (wheel,) = dist.glob("dirac_sidecar-*.whl")
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    subprocess.run([str(venv / "bin" / "python"), *pip[1:], "install", str(wheel)], check=True,
-                   cwd=base, timeout=600)  # fmt: skip
-    return venv
-
-
 def wait_for(
     pred: Callable[[], Any], timeout: float, interval: float = 0.02, what: str = ""
 ) -> Any:

@@ -48,7 +48,6 @@ from common import (
     Sidecar,
     Sink,
     haproxy_version,
-    installed_venv,
     loadavg,
     machine_line,
     print_table,
@@ -58,6 +57,7 @@ from common import (
 )
 
 from devkit.consul_agent import ConsulAgent, find_consul
+from devkit.wheel import installed_venv
 from sidecar.config.loader import parse_settings
 from sidecar.core import pipeline
 from sidecar.core.model import Health, Instance, ServiceEntries, Snapshot

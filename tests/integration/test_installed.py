@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from gatewaylib import Gateway
 from helpers import REPO_ROOT, free_port, wait_until
 
 from devkit.consul_agent import ConsulAgent
+from devkit.wheel import installed_venv
 
 pytestmark = pytest.mark.integration
 
@@ -53,15 +53,7 @@ class Installed:
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     root = tmp_path_factory.mktemp("wheel")
-    dist = root / "dist"
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(dist), str(REPO_ROOT)], check=True,
-                   cwd=root, timeout=300)  # fmt: skip
-    (wheel,) = dist.glob("dirac_sidecar-*.whl")
-    venv = root / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    subprocess.run([str(venv / "bin" / "python"), *pip[1:], "install", str(wheel)], check=True,
-                   cwd=root, timeout=600)  # fmt: skip
+    venv = installed_venv(root)
     work = root / "work"
     work.mkdir()
     return Installed(venv, work)
