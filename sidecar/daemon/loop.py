@@ -75,9 +75,8 @@ class Daemon(Cycle, StatusRound):
         self._failed_config: str | None = None  # this exact config failed: not again
         self._last_reload = -math.inf
         self.trim_heap: Callable[[], object] = memory.trim  # a recorder in unit tests
-        self._heap_dirty = False  # a cycle was asked for since the last trim
         self._wanted_at = -math.inf  # when a cycle was last asked for
-        self._trim_after = -math.inf
+        self._trimmed_at = -math.inf  # the last heap trim
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -166,16 +165,17 @@ class Daemon(Cycle, StatusRound):
         if Why.FLUSH in due:
             self._flush()
         if wanted:
-            self._heap_dirty, self._wanted_at = True, now
+            self._wanted_at = now
         if Why.COLLECT in due:
             self.deadlines.every(Why.COLLECT, now + COLLECT_EVERY)
             p.applier.collect()  # retired servers whose connections have ended
+            dirty = self._wanted_at > self._trimmed_at  # a cycle since the last trim
             quiet = now - self._wanted_at >= TRIM_QUIET
-            if self._heap_dirty and quiet and now >= self._trim_after:
+            if dirty and quiet and now - self._trimmed_at >= TRIM_GAP:
                 # the garbage of a burst stays resident otherwise (host.memory)
                 trimmed = self.trim_heap()
                 log.debug("heap trimmed (%s)", trimmed)
-                self._heap_dirty, self._trim_after = False, now + TRIM_GAP
+                self._trimmed_at = now
         if Why.DRIFT in due:
             self.deadlines.every(Why.DRIFT, now + self.settings.apply.drift_interval)
             self.repair_drift()
