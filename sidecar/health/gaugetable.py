@@ -31,10 +31,6 @@ class GaugeTable:
         in another thread sees the old rows or the new ones, never a mix."""
         self._values = dict(values)
 
-    @property
-    def values(self) -> Mapping[tuple[str, ...], float]:
-        return self._values
-
     def _family(self) -> GaugeMetricFamily:
         return GaugeMetricFamily(self.name, self.documentation, labels=self.labels)
 
