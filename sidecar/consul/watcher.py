@@ -70,7 +70,7 @@ class CatalogWatcher:
         self._reset_at: float | None = None
         self._loop = EventLoopThread()
         self._client: AsyncConsul | None = None  # created on the loop, closed by ``stop``
-        self._leases: dict[str, Lease] = {}  # each health watch's place in a connection pool
+        self._leases: dict[str, Lease] = {}  # each health watch's own connection
         self._entries_version = object()  # replaced whenever ``_entries`` changes
         self._sorted: tuple[object, tuple[ServiceEntries, ...]] | None = None
         self._timing = WatchTiming(
