@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from sidecar.host.files import is_temp
+
 T = TypeVar("T")
 
 
@@ -41,6 +43,4 @@ def at_rest(directory: Path) -> list[Path]:
     """The files of ``directory`` but an atomic write's temporary one in flight: the daemon
     writes its heartbeat every round, and ``.<name>.<random>.tmp`` exists for a moment (a
     listing may hold it, a ``stat`` a moment later may not find it)."""
-    return sorted(
-        p for p in directory.iterdir() if not (p.name.startswith(".") and p.name.endswith(".tmp"))
-    )
+    return sorted(p for p in directory.iterdir() if not is_temp(p))

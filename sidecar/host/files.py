@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fnmatch
 import logging
 import os
 import secrets
@@ -92,7 +93,7 @@ def atomic_copy(src: Path, dst: Path, mode: int = 0o600) -> None:
 def _create_temp(dir_fd: int, path: Path) -> tuple[int, str]:
     """A new empty 0600 file beside ``path``, open for writing; returns (fd, name in the dir)."""
     for _ in range(_TEMP_TRIES):
-        name = f".{path.name}.{secrets.token_hex(6)}.tmp"  # remove_stale_temps' pattern
+        name = f".{path.name}.{secrets.token_hex(6)}.tmp"  # what is_temp recognises
         try:
             return os.open(name, _TEMP_FLAGS, 0o600, dir_fd=dir_fd), name
         except FileExistsError:
@@ -139,11 +140,19 @@ def _still_ours(fd: int, name: str, dir_fd: int, path: Path) -> None:
         raise UnsafePathError(f"refused: {path.parent / name} was replaced before the rename")
 
 
+TEMP_PATTERN = ".*.tmp"
+
+
+def is_temp(path: Path) -> bool:
+    """Whether ``path`` is named like an atomic write's temporary file (``_create_temp``)."""
+    return fnmatch.fnmatchcase(path.name, TEMP_PATTERN)
+
+
 def remove_stale_temps(directory: Path) -> list[str]:
     """Delete temp files a writer killed between write and rename left (call at startup only,
     before any writer runs); returns their names."""
     removed = []
-    for path in directory.glob(".*.tmp"):
+    for path in directory.glob(TEMP_PATTERN):
         path.unlink(missing_ok=True)  # unlink removes a symlink itself, never its target
         removed.append(path.name)
     return sorted(removed)
