@@ -1,8 +1,8 @@
 """Operations commands: ``check``, ``certs`` and ``files`` (CLI wiring, no logic).
 
 Added to the group in ``sidecar.cli.app``; the judgement lives in ``sidecar.health.check`` and
-``health.certs``, the probing in ``health.checkfacts`` and ``health.certprobe``, the shipped
-files in ``sidecar.data``.
+``health.certs``, the probing in ``health.checkfacts`` and ``health.certprobe`` (in process: a
+command is short-lived), the shipped files in ``sidecar.data``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from sidecar.config.schema import Settings
 from sidecar.core.severity import Severity
 
 if TYPE_CHECKING:
-    from sidecar.health.certprobe import ProbeTarget
+    from sidecar.health.certjob import ProbeTarget
 
 
 @click.command()
@@ -51,7 +51,7 @@ def _catalog_targets(settings: Settings) -> list[ProbeTarget]:
     from sidecar.consul.fetch import fetch_snapshot
     from sidecar.core import pipeline
     from sidecar.haproxy.inputs import build_inputs
-    from sidecar.health.certprobe import targets
+    from sidecar.health.certjob import targets
     from sidecar.host.netfacts import fenced
 
     client = client_of(settings)
@@ -61,7 +61,7 @@ def _catalog_targets(settings: Settings) -> list[ProbeTarget]:
 
 
 def _explicit_targets(values: Sequence[str]) -> list[ProbeTarget]:
-    from sidecar.health.certprobe import ProbeTarget
+    from sidecar.health.certjob import ProbeTarget
 
     found: list[ProbeTarget] = []
     for value in values:
@@ -86,8 +86,7 @@ def _explicit_targets(values: Sequence[str]) -> list[ProbeTarget]:
 def certs(ctx: click.Context, as_json: bool, explicit: tuple[str, ...]) -> None:
     """Certificate report for every backend server; exit 0 OK, 1 WARNING, 2 CRITICAL."""
     from sidecar.core.certs import CertReport
-    from sidecar.health.certmonitor import check_local_files
-    from sidecar.health.certprobe import Prober, probe_all
+    from sidecar.health.certprobe import Prober, check_local_files, probe_all
 
     settings = settings_of(ctx)
     ops = settings

@@ -19,9 +19,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
-
 from sidecar.base.validate import hostport
 from sidecar.config.ops import CheckSettings
 from sidecar.core.hostnames import dns_name_matches, ip_of
@@ -84,6 +81,11 @@ def cert_info_from_der(
     issuers_not_after: float | None = None,
 ) -> CertInfo:
     """Parse the leaf certificate (DER); raises ValueError when it is not a certificate."""
+    # imported here: only the probe's child process parses certificates (health.certjob), and
+    # the daemon, which imports this module for the judgement, must not carry cryptography
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     cert = x509.load_der_x509_certificate(der)
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

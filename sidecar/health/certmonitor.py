@@ -1,7 +1,8 @@
-"""The certificate check in the daemon: a background thread that probes every backend server
-and the sidecar's own certificate files, and hands each report on (adapter).
+"""The certificate check in the daemon: a background thread that decides when to probe every
+backend server and the sidecar's own certificate files, and hands each report on (adapter).
 
-The probing is ``health.certprobe``; the judgement is ``core.certs`` (pure).
+The probing runs in a child process (``health.certjob``, which runs ``health.certprobe``);
+the judgement is ``core.certs`` (pure).
 """
 
 from __future__ import annotations
@@ -9,47 +10,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
-
-from cryptography import x509
+from collections.abc import Callable, Sequence
 
 from sidecar.config.ops import CertSettings, CheckSettings
-from sidecar.core.certs import CertFinding, CertReport, expiry_verdict
+from sidecar.core.certs import CertFinding, CertReport
 from sidecar.core.model import DesiredState
 from sidecar.core.severity import Severity
-from sidecar.health.certprobe import ProbeError, Prober, ProbeTarget, probe_all, targets
+from sidecar.health.certjob import ProbeError, ProbeJob, ProbeRequest, ProbeTarget, targets
 
 log = logging.getLogger(__name__)
-
-
-# --- the sidecar's own files ------------------------------------------------------------------
-
-
-def check_local_files(
-    paths: Iterable[str], now: float, thresholds: CheckSettings
-) -> tuple[CertFinding, ...]:
-    """Expiry of every certificate in each PEM file (Consul client certificate, CA bundles)."""
-    findings: list[CertFinding] = []
-    for path in sorted({p for p in paths if p}):
-        try:
-            certs = x509.load_pem_x509_certificates(Path(path).read_bytes())
-        except (OSError, ValueError) as exc:
-            findings.append(CertFinding(Severity.WARNING, (f"cannot read: {exc}",), server=path))
-            continue
-        ends = [c.not_valid_after_utc.timestamp() for c in certs]
-        level, reason = expiry_verdict(min(ends), now, thresholds)
-        findings.append(
-            CertFinding(
-                level,
-                (reason,) if reason else (),
-                days_left=round((min(ends) - now) / 86400.0, 2),
-                fails_clients=min(ends) <= now,
-                subject=certs[0].subject.rfc4514_string(),
-                server=path,
-            )
-        )
-    return tuple(findings)
 
 
 # --- in the daemon ----------------------------------------------------------------------------
@@ -72,7 +41,9 @@ class CertMonitor:
         on_report: Callable[[CertReport], None] | None = None,
         clock: Callable[[], float] = time.time,
         min_gap: float = 10.0,
+        job: ProbeJob | None = None,
     ) -> None:
+        self._job = job or ProbeJob()
         self._min_gap = min_gap  # seconds at least between two runs (catalog churn)
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -116,6 +87,7 @@ class CertMonitor:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
+        self._job.stop()  # a child probing right now is killed, not waited for
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -134,13 +106,11 @@ class CertMonitor:
                          if (f.backend, f.server, f.address, f.port) in where)  # fmt: skip
             done = {(f.backend, f.server, f.address, f.port) for f in kept}
             wanted = frozenset(t for key, t in where.items() if key not in done)
+        request = ProbeRequest(certs, thresholds, names, tuple(wanted), files, now)
         try:
-            report = probe_all(Prober.build(certs, names, thresholds), wanted, now)
-            report = CertReport(kept + report.findings, now)
-        except ProbeError as exc:  # the client certificate or the CAs cannot be loaded
+            report = CertReport(kept + self._job.run(request).findings, now)
+        except ProbeError as exc:  # the child failed, was killed or answered garbage
             report = CertReport((CertFinding(Severity.WARNING, (str(exc),), server="certs"),), now)
-        local = check_local_files(files, now, thresholds)
-        report = CertReport(report.findings + local, now)
         self.report = report
         log.log(
             logging.INFO if report.status is Severity.OK else logging.WARNING, "%s", report.summary

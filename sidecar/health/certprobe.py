@@ -1,5 +1,8 @@
 """Certificate probe: read each backend server's certificate chain over TLS (adapter).
 
+Runs in a child process of the daemon (``main``, started by ``health.certjob``) and in the
+``sidecar certs`` command.
+
 Sits after apply, beside the status: it connects (pyOpenSSL) to every server of the desired
 state, reads the chain the server sends, verifies it against the CA directory/file
 (``X509Store`` + ``X509StoreContext``) and hands the result to the pure ``sidecar.core.certs``.
@@ -18,6 +21,7 @@ import contextlib
 import logging
 import select
 import socket
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,43 +32,26 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL, crypto
 
-from sidecar.base.errors import SidecarError
 from sidecar.config.ops import CertSettings, CheckSettings
 from sidecar.core.certs import (
     CertFinding,
     CertReport,
     cert_info_from_der,
     evaluate,
+    expiry_verdict,
 )
 from sidecar.core.certs import unreachable as unreachable_finding
-from sidecar.core.model import DesiredState, ServerState
+from sidecar.core.severity import Severity
+from sidecar.health.certjob import (
+    MAX_PARALLEL,
+    ProbeError,
+    ProbeRequest,
+    ProbeTarget,
+    encode_report,
+)
 
 log = logging.getLogger(__name__)
 NO_CHECK_TIME = 0x200000  # X509_V_FLAG_NO_CHECK_TIME: expiry is judged by certs.evaluate
-MAX_PARALLEL = 16
-
-
-class ProbeError(SidecarError):
-    """The server's certificate could not be read (refused, timeout, not TLS)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeTarget:
-    backend: str  # HAProxy backend name (System_Service)
-    server: str  # stable server slot name
-    address: str
-    port: int
-    path: str  # System/Service
-
-
-def targets(desired: DesiredState) -> tuple[ProbeTarget, ...]:
-    """Every server slot that points at an instance (ready or draining)."""
-    return tuple(
-        ProbeTarget(b.name, s.name, s.address, s.port, b.path)
-        for b in desired.backends
-        for s in b.servers
-        if s.state is not ServerState.MAINT
-    )
 
 
 # --- TLS --------------------------------------------------------------------------------------
@@ -230,3 +217,52 @@ def probe_all(prober: Prober, wanted: Iterable[ProbeTarget], now: float) -> Cert
     ) as pool:
         findings = tuple(pool.map(lambda t: prober.probe(t, now), todo))
     return CertReport(findings, now)
+
+
+# --- the sidecar's own files ------------------------------------------------------------------
+
+
+def check_local_files(
+    paths: Iterable[str], now: float, thresholds: CheckSettings
+) -> tuple[CertFinding, ...]:
+    """Expiry of every certificate in each PEM file (Consul client certificate, CA bundles)."""
+    findings: list[CertFinding] = []
+    for path in sorted({p for p in paths if p}):
+        try:
+            certs = x509.load_pem_x509_certificates(Path(path).read_bytes())
+        except (OSError, ValueError) as exc:
+            findings.append(CertFinding(Severity.WARNING, (f"cannot read: {exc}",), server=path))
+            continue
+        ends = [c.not_valid_after_utc.timestamp() for c in certs]
+        level, reason = expiry_verdict(min(ends), now, thresholds)
+        findings.append(
+            CertFinding(
+                level,
+                (reason,) if reason else (),
+                days_left=round((min(ends) - now) / 86400.0, 2),
+                fails_clients=min(ends) <= now,
+                subject=certs[0].subject.rfc4514_string(),
+                server=path,
+            )
+        )
+    return tuple(findings)
+
+
+# --- the child process of health.certjob ----------------------------------------------------
+
+
+def main() -> int:
+    """The child: a request on stdin, the report on stdout."""
+    request = ProbeRequest.decode(sys.stdin.buffer.read())
+    try:
+        prober = Prober.build(request.certs, request.gateway_names, request.thresholds)
+        report = probe_all(prober, request.targets, request.now)
+    except ProbeError as exc:  # the client certificate or the CAs cannot be loaded
+        report = CertReport((CertFinding(Severity.WARNING, (str(exc),), server="certs"),))
+    local = check_local_files(request.local_files, request.now, request.thresholds)
+    sys.stdout.buffer.write(encode_report(CertReport(report.findings + local, request.now)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

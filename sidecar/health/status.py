@@ -114,7 +114,8 @@ _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode  # the 
 
 HEARTBEAT_FILE = "heartbeat.json"  # the clocks of every round, beside status.json
 _CLOCKS = ("heartbeat", "catalog_ok_at")  # move on every round, even when nothing else does
-FULL_EVERY = 30.0  # seconds: status.json is rewritten at least this often all the same
+FULL_EVERY = 300.0  # s: status.json rewritten this often all the same (its own clocks for a reader
+# that finds no heartbeat.json); more often cost 0.05 % of a core at 1,000 services
 
 
 @dataclass(frozen=True, slots=True)

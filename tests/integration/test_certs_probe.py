@@ -15,8 +15,9 @@ from sidecar.config.ops import CertSettings, CheckSettings
 from sidecar.core.certs import CertReport
 from sidecar.core.model import Backend, DesiredState, Protocol, Server, ServerState
 from sidecar.core.severity import Severity
+from sidecar.health.certjob import ProbeTarget, targets
 from sidecar.health.certmonitor import CertMonitor
-from sidecar.health.certprobe import Prober, ProbeTarget, probe_all, targets
+from sidecar.health.certprobe import Prober, probe_all
 
 GATEWAY_NAMES = ("dirac-gw.test", "localhost")  # as tests/conftest.py makes the PKI
 

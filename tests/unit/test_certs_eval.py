@@ -29,8 +29,7 @@ from sidecar.core.certs import (
 )
 from sidecar.core.model import Backend, DesiredState, Protocol, Server, ServerState
 from sidecar.core.severity import Severity
-from sidecar.health.certmonitor import check_local_files
-from sidecar.health.certprobe import verify_chain
+from sidecar.health.certprobe import check_local_files, verify_chain
 
 NOW = dt.datetime(2030, 6, 1, tzinfo=dt.UTC)
 T = NOW.timestamp()

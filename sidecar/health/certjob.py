@@ -1,0 +1,162 @@
+"""The certificate probe as a child process: what to probe, the request and the answer, and
+running the child (adapter, the daemon's side).
+
+Sits between ``health.certmonitor`` (when to probe, in the daemon) and ``health.certprobe``
+(the TLS handshakes and the chain verification; its ``main`` is the child). Why a child:
+reading and verifying certificates takes pyOpenSSL and cryptography, 9 MB of the daemon's
+memory for a job that runs once an hour and after the set of servers changes, and their
+parsing of what a backend sends (anyone's certificate) holds the daemon's GIL in the middle
+of a change stream. A crash, a leak or a hang of that code ends with the child (killed after
+a deadline that follows from the number of targets), never with the gateway.
+
+The request and the answer are JSON on the child's stdin and stdout; the child has the
+scrubbed environment of every child (no Consul token) and logs to the daemon's stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sidecar.base.errors import SidecarError
+from sidecar.config.ops import CertSettings, CheckSettings
+from sidecar.core.certs import CertFinding, CertReport
+from sidecar.core.model import DesiredState, ServerState
+from sidecar.core.severity import Severity
+from sidecar.host.procenv import scrubbed_environment
+
+MAX_PARALLEL = 16  # handshakes at once in the child
+START_MARGIN = 30.0  # seconds for the child to start and to check the local files
+CHILD = "sidecar.health.certprobe"  # the module the child runs: main() there
+
+
+class ProbeError(SidecarError):
+    """The server's certificate could not be read (refused, timeout, not TLS), or the probe
+    itself failed (client certificate unreadable, child killed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeTarget:
+    backend: str  # HAProxy backend name (System_Service)
+    server: str  # stable server slot name
+    address: str
+    port: int
+    path: str  # System/Service
+
+
+def targets(desired: DesiredState) -> tuple[ProbeTarget, ...]:
+    """Every server slot that points at an instance (ready or draining)."""
+    return tuple(
+        ProbeTarget(b.name, s.name, s.address, s.port, b.path)
+        for b in desired.backends
+        for s in b.servers
+        if s.state is not ServerState.MAINT
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeRequest:
+    """One run: the servers (none on a run that only checks files) and the local files."""
+
+    certs: CertSettings
+    thresholds: CheckSettings
+    gateway_names: tuple[str, ...]
+    targets: tuple[ProbeTarget, ...]
+    local_files: tuple[str, ...]
+    now: float
+
+    def encode(self) -> bytes:
+        return json.dumps({
+            "certs": self.certs.model_dump(mode="json"),
+            "thresholds": self.thresholds.model_dump(mode="json"),
+            "gateway_names": list(self.gateway_names),
+            "targets": [asdict(t) for t in self.targets],
+            "local_files": list(self.local_files),
+            "now": self.now,
+        }).encode()  # fmt: skip
+
+    @classmethod
+    def decode(cls, data: bytes) -> ProbeRequest:
+        raw = json.loads(data)
+        return cls(
+            CertSettings.model_validate(raw["certs"]),
+            CheckSettings.model_validate(raw["thresholds"]),
+            tuple(raw["gateway_names"]),
+            tuple(ProbeTarget(**t) for t in raw["targets"]),
+            tuple(raw["local_files"]),
+            float(raw["now"]),
+        )
+
+    def deadline(self, margin: float = START_MARGIN) -> float:
+        """Seconds the child may take: every round of parallel handshakes at its timeout."""
+        rounds = math.ceil(len(self.targets) / MAX_PARALLEL)
+        return margin + rounds * self.certs.connect_timeout
+
+
+def encode_report(report: CertReport) -> bytes:
+    return json.dumps({"checked_at": report.checked_at,
+                       "findings": [asdict(f) for f in report.findings]}).encode()  # fmt: skip
+
+
+def decode_report(data: bytes) -> CertReport:
+    raw: dict[str, Any] = json.loads(data)
+    findings = []
+    for f in raw["findings"]:
+        f["status"] = Severity(int(f["status"]))
+        for key in ("problems", "missing_names"):
+            f[key] = tuple(f[key])
+        findings.append(CertFinding(**f))
+    return CertReport(tuple(findings), float(raw["checked_at"]))
+
+
+class ProbeJob:
+    """Runs requests in a child, one at a time; :meth:`stop` kills the one running."""
+
+    def __init__(self, command: Sequence[str] | None = None, margin: float = START_MARGIN) -> None:
+        self._command = list(command or (sys.executable, "-m", CHILD))
+        self._margin = margin
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stopped = False
+
+    def run(self, request: ProbeRequest) -> CertReport:
+        if not request.targets and not request.local_files:
+            return CertReport((), request.now)
+        env = scrubbed_environment()
+        if "PYTHONPATH" in os.environ:  # where this very code was found, not a secret
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+        with self._lock:
+            if self._stopped:
+                raise ProbeError("certificate probe: stopping")
+            proc = self._proc = subprocess.Popen(
+                self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+            )
+        deadline = request.deadline(self._margin)
+        try:
+            out, _ = proc.communicate(request.encode(), timeout=deadline)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise ProbeError(f"certificate probe killed after {deadline:.1f}s") from None
+        finally:
+            with self._lock:
+                self._proc = None
+        if proc.returncode != 0:
+            raise ProbeError(f"certificate probe exited with status {proc.returncode}")
+        try:
+            return decode_report(out)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ProbeError(f"certificate probe answered garbage: {exc!r}"[:200]) from None
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            if self._proc is not None and self._proc.poll() is None:
+                self._proc.kill()

@@ -1,0 +1,103 @@
+"""health.certjob: the probe's request and answer survive the trip through JSON, and the
+parent side survives a child that fails, answers garbage, hangs or is stopped."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from sidecar.config.ops import CertSettings, CheckSettings
+from sidecar.core.certs import CertFinding, CertReport
+from sidecar.core.severity import Severity
+from sidecar.health.certjob import (
+    ProbeError,
+    ProbeJob,
+    ProbeRequest,
+    ProbeTarget,
+    decode_report,
+    encode_report,
+)
+from tests.helpers import wait_until
+
+TARGET = ProbeTarget("Framework_Sample", "n1_i1", "10.1.2.3", 9135, "Framework/Sample")
+
+
+def _request(**changes: object) -> ProbeRequest:
+    base = {"certs": CertSettings(ca_dir="/ca", connect_timeout=2.5),
+            "thresholds": CheckSettings(), "gateway_names": ("gw.example.org",),
+            "targets": (TARGET,), "local_files": ("/etc/x.pem",), "now": 1234.5}  # fmt: skip
+    base.update(changes)
+    return ProbeRequest(**base)  # type: ignore[arg-type]
+
+
+def test_request_round_trip() -> None:
+    request = _request()
+    assert ProbeRequest.decode(request.encode()) == request
+
+
+def test_report_round_trip() -> None:
+    report = CertReport((
+        CertFinding(Severity.CRITICAL, ("name missing",), 3.5, ("gw.example.org",), True,
+                    "CN=x", "Framework_Sample", "n1_i1", "10.1.2.3", 9135),
+        CertFinding(Severity.OK, server="/etc/x.pem"),
+    ), 99.0)  # fmt: skip
+    assert decode_report(encode_report(report)) == report
+
+
+def test_deadline_grows_with_the_rounds_of_handshakes() -> None:
+    many = tuple(ProbeTarget("b", f"s{i}", "10.0.0.1", 1, "S/s") for i in range(17))
+    assert _request(targets=many).deadline(margin=1.0) == 1.0 + 2 * 2.5
+
+
+def test_nothing_to_probe_starts_no_child() -> None:
+    job = ProbeJob(command=["/nonexistent/never-run"])
+    assert job.run(_request(targets=(), local_files=())) == CertReport((), 1234.5)
+
+
+@pytest.mark.parametrize(
+    ("script", "message"),
+    [("import sys; sys.exit(3)", "exited with status 3"),
+     ("print('not json')", "answered garbage")],
+)
+def test_a_failing_child_is_a_probe_error(script: str, message: str) -> None:
+    job = ProbeJob(command=[sys.executable, "-c", script])
+    with pytest.raises(ProbeError, match=message):
+        job.run(_request())
+
+
+def test_a_hanging_child_is_killed_at_its_deadline() -> None:
+    job = ProbeJob(command=[sys.executable, "-c", "import time; time.sleep(60)"], margin=0.0)
+    with pytest.raises(ProbeError, match="killed after"):
+        job.run(_request(certs=CertSettings(connect_timeout=0.3)))
+
+
+def test_stop_kills_the_running_child_and_refuses_new_runs() -> None:
+    job = ProbeJob(command=[sys.executable, "-c", "import time; time.sleep(60)"])
+    errors: list[ProbeError] = []
+
+    def run() -> None:
+        try:
+            job.run(_request())
+        except ProbeError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    wait_until(lambda: job._proc is not None, 10, what="the child to start")
+    job.stop()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert errors and "exited with status" in str(errors[0])
+    with pytest.raises(ProbeError, match="stopping"):
+        job.run(_request())
+
+
+def test_the_child_answers_a_request_for_local_files(tmp_path: Path) -> None:
+    job = ProbeJob()  # the real child: python -m sidecar.health.certprobe
+    missing = str(tmp_path / "missing.pem")
+    report = job.run(_request(targets=(), local_files=(missing,)))
+    assert [(f.server, f.status) for f in report.findings] == [(missing, Severity.WARNING)]
+    assert "cannot read" in report.findings[0].problems[0]
