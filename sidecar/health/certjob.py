@@ -9,7 +9,7 @@ parsing of what a backend sends (anyone's certificate) holds the daemon's GIL in
 of a change stream. A crash, a leak or a hang of that code ends with the child (killed after
 a deadline that follows from the number of targets), never with the gateway.
 
-The request and the answer are JSON on the child's stdin and stdout; the child has the
+The requests and the answers are JSON lines on the child's stdin and stdout; the child has the
 scrubbed environment of every child (no Consul token) and logs to the daemon's stderr.
 """
 
@@ -18,9 +18,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import select
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -34,6 +36,7 @@ from sidecar.host.procenv import scrubbed_environment
 
 MAX_PARALLEL = 16  # handshakes at once in the child
 START_MARGIN = 30.0  # seconds for the child to start and to check the local files
+LINGER = 60.0  # seconds a child waits for the next request before it exits
 CHILD = "sidecar.health.certprobe"  # the module the child runs: main() there
 
 
@@ -116,47 +119,89 @@ def decode_report(data: bytes) -> CertReport:
     return CertReport(tuple(findings), float(raw["checked_at"]))
 
 
-class ProbeJob:
-    """Runs requests in a child, one at a time; :meth:`stop` kills the one running."""
+class _GoneError(Exception):
+    """The child's pipe closed: it exited (by itself after LINGER, or it failed)."""
 
-    def __init__(self, command: Sequence[str] | None = None, margin: float = START_MARGIN) -> None:
-        self._command = list(command or (sys.executable, "-m", CHILD))
+
+class ProbeJob:
+    """Runs requests in a child, one at a time. The child stays for ``LINGER`` seconds after
+    each answer (a change stream asks every 10 s: one child for a whole rolling update, none at
+    idle) and then exits by itself; :meth:`stop` kills it."""
+
+    def __init__(
+        self,
+        command: Sequence[str] | None = None,
+        margin: float = START_MARGIN,
+        linger: float = LINGER,
+    ) -> None:
+        self._command = list(command or (sys.executable, "-m", CHILD, str(linger)))
         self._margin = margin
-        self._lock = threading.Lock()
+        self._run_lock = threading.Lock()  # one request at a time
+        self._lock = threading.Lock()  # _proc and _stopped: stop() comes from another thread
         self._proc: subprocess.Popen[bytes] | None = None
         self._stopped = False
 
     def run(self, request: ProbeRequest) -> CertReport:
         if not request.targets and not request.local_files:
             return CertReport((), request.now)
-        env = scrubbed_environment()
-        if "PYTHONPATH" in os.environ:  # where this very code was found, not a secret
-            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-        with self._lock:
-            if self._stopped:
-                raise ProbeError("certificate probe: stopping")
-            proc = self._proc = subprocess.Popen(
-                self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
-            )
-        deadline = request.deadline(self._margin)
-        try:
-            out, _ = proc.communicate(request.encode(), timeout=deadline)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            raise ProbeError(f"certificate probe killed after {deadline:.1f}s") from None
-        finally:
-            with self._lock:
-                self._proc = None
-        if proc.returncode != 0:
-            raise ProbeError(f"certificate probe exited with status {proc.returncode}")
-        try:
-            return decode_report(out)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ProbeError(f"certificate probe answered garbage: {exc!r}"[:200]) from None
+        with self._run_lock:
+            while True:
+                proc, fresh = self._child()
+                try:
+                    return self._ask(proc, request)
+                except _GoneError:
+                    status = proc.wait()
+                    if fresh:
+                        raise ProbeError(f"certificate probe exited with status {status}") from None
+                    # a lingering child that left just now: once more, with a new one
 
     def stop(self) -> None:
         with self._lock:
             self._stopped = True
             if self._proc is not None and self._proc.poll() is None:
                 self._proc.kill()
+
+    def _child(self) -> tuple[subprocess.Popen[bytes], bool]:
+        with self._lock:
+            if self._stopped:
+                raise ProbeError("certificate probe: stopping")
+            if self._proc is not None and self._proc.poll() is None:
+                return self._proc, False
+            env = scrubbed_environment()
+            if "PYTHONPATH" in os.environ:  # where this very code was found, not a secret
+                env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+            self._proc = subprocess.Popen(
+                self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+            )
+            return self._proc, True
+
+    def _ask(self, proc: subprocess.Popen[bytes], request: ProbeRequest) -> CertReport:
+        assert proc.stdin is not None and proc.stdout is not None
+        limit = request.deadline(self._margin)
+        deadline = time.monotonic() + limit
+        try:
+            proc.stdin.write(request.encode() + b"\n")
+            proc.stdin.flush()
+        except OSError:  # BrokenPipeError: it has gone
+            raise _GoneError from None
+        fd, answer = proc.stdout.fileno(), bytearray()
+        poller = select.poll()  # not select(): descriptors above 1024 at 1,000 parked queries
+        poller.register(fd, select.POLLIN)
+        while not answer.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not poller.poll(left * 1000):
+                self._kill(proc)
+                raise ProbeError(f"certificate probe killed after {limit:.1f}s")
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                raise _GoneError
+            answer += chunk
+        try:
+            return decode_report(bytes(answer))
+        except (ValueError, KeyError, TypeError) as exc:
+            self._kill(proc)
+            raise ProbeError(f"certificate probe answered garbage: {exc!r}"[:200]) from None
+
+    def _kill(self, proc: subprocess.Popen[bytes]) -> None:
+        proc.kill()
+        proc.wait()

@@ -43,6 +43,7 @@ from sidecar.core.certs import (
 from sidecar.core.certs import unreachable as unreachable_finding
 from sidecar.core.severity import Severity
 from sidecar.health.certjob import (
+    LINGER,
     MAX_PARALLEL,
     ProbeError,
     ProbeRequest,
@@ -251,16 +252,28 @@ def check_local_files(
 # --- the child process of health.certjob ----------------------------------------------------
 
 
-def main() -> int:
-    """The child: a request on stdin, the report on stdout."""
-    request = ProbeRequest.decode(sys.stdin.buffer.read())
+def _answer(request: ProbeRequest) -> CertReport:
     try:
         prober = Prober.build(request.certs, request.gateway_names, request.thresholds)
         report = probe_all(prober, request.targets, request.now)
     except ProbeError as exc:  # the client certificate or the CAs cannot be loaded
         report = CertReport((CertFinding(Severity.WARNING, (str(exc),), server="certs"),))
     local = check_local_files(request.local_files, request.now, request.thresholds)
-    sys.stdout.buffer.write(encode_report(CertReport(report.findings + local, request.now)))
+    return CertReport(report.findings + local, request.now)
+
+
+def main() -> int:
+    """The child: one JSON request per line on stdin, one report per line on stdout; exits
+    at the end of stdin or after ``argv[1]`` seconds (``LINGER``) without a request."""
+    linger = float(sys.argv[1]) if len(sys.argv) > 1 else LINGER
+    poller = select.poll()
+    poller.register(sys.stdin.fileno(), select.POLLIN)
+    while poller.poll(linger * 1000):
+        line = sys.stdin.buffer.readline()  # one request at a time: nothing else is buffered
+        if not line:
+            return 0
+        sys.stdout.buffer.write(encode_report(_answer(ProbeRequest.decode(line))) + b"\n")
+        sys.stdout.buffer.flush()
     return 0
 
 

@@ -99,5 +99,41 @@ def test_the_child_answers_a_request_for_local_files(tmp_path: Path) -> None:
     job = ProbeJob()  # the real child: python -m sidecar.health.certprobe
     missing = str(tmp_path / "missing.pem")
     report = job.run(_request(targets=(), local_files=(missing,)))
+    job.stop()
     assert [(f.server, f.status) for f in report.findings] == [(missing, Severity.WARNING)]
     assert "cannot read" in report.findings[0].problems[0]
+
+
+def test_one_child_answers_a_stream_of_requests_then_leaves_by_itself(tmp_path: Path) -> None:
+    job = ProbeJob(linger=0.5)
+    request = _request(targets=(), local_files=(str(tmp_path / "missing.pem"),))
+    job.run(request)
+    first = job._proc
+    assert first is not None
+    job.run(request)
+    assert job._proc is first  # the lingering child took the second request too
+    wait_until(lambda: first.poll() is not None, 10, what="the idle child to exit")
+    assert first.returncode == 0
+    job.run(request)  # a new child for the next request
+    assert job._proc is not first
+    job.stop()
+
+
+def test_a_child_that_died_between_requests_is_replaced(tmp_path: Path) -> None:
+    job = ProbeJob()
+    request = _request(targets=(), local_files=(str(tmp_path / "missing.pem"),))
+    job.run(request)
+    assert job._proc is not None
+    job._proc.kill()
+    job._proc.wait()
+    assert len(job.run(request).findings) == 1
+    job.stop()
+
+
+def test_a_child_leaving_as_the_next_request_comes_is_replaced_once() -> None:
+    once = ("import sys; sys.stdin.readline(); "
+            "print('{\"checked_at\": 1, \"findings\": []}', flush=True)")  # fmt: skip
+    job = ProbeJob(command=[sys.executable, "-c", once])
+    assert job.run(_request()) == CertReport((), 1.0)
+    assert job.run(_request()) == CertReport((), 1.0)  # the first child has gone: a new one
+    job.stop()
