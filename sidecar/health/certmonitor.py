@@ -16,7 +16,7 @@ from sidecar.config.ops import CertSettings, CheckSettings
 from sidecar.core.certs import CertFinding, CertReport
 from sidecar.core.model import DesiredState
 from sidecar.core.severity import Severity
-from sidecar.health.certjob import ProbeError, ProbeJob, ProbeRequest, ProbeTarget, targets
+from sidecar.health.certjob import ProbeError, ProbeJob, ProbeRequest, targets
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class CertMonitor:
         self._stop = threading.Event()
         self._on_report = on_report
         self._clock = clock
-        self._targets: frozenset[ProbeTarget] = frozenset()
+        self._desired: DesiredState | None = None
         self._full = True  # next run probes every server (interval, rerun, settings)
         self._thread: threading.Thread | None = None
         self.report: CertReport | None = None
@@ -70,10 +70,11 @@ class CertMonitor:
         self._wake.set()
 
     def set_targets(self, desired: DesiredState | None) -> None:
-        wanted = frozenset(targets(desired)) if desired is not None else frozenset()
+        """The servers to probe: called by the main loop after every apply, so it only keeps
+        the state; the targets are worked out in the monitor's thread (5,000 at 1,000 x 5)."""
         with self._lock:
-            changed, self._targets = wanted != self._targets, wanted
-        if changed:
+            before, self._desired = self._desired, desired
+        if not _same_servers(before, desired):
             self._wake.set()
 
     def rerun(self) -> None:
@@ -96,9 +97,10 @@ class CertMonitor:
         """Probe the servers: all of them on a full run; after a change of the set of servers
         only the new ones (catalog churn must not cost a handshake with every backend)."""
         with self._lock:
-            (certs, thresholds, names, files), wanted = self._config, self._targets
+            (certs, thresholds, names, files), desired = self._config, self._desired
             full, self._full = self._full or self.report is None, False
         now = self._clock()
+        wanted = frozenset(targets(desired)) if desired is not None else frozenset()
         kept: tuple[CertFinding, ...] = ()
         if not full and self.report is not None:
             where = {(t.backend, t.server, t.address, t.port): t for t in wanted}
@@ -106,11 +108,12 @@ class CertMonitor:
                          if (f.backend, f.server, f.address, f.port) in where)  # fmt: skip
             done = {(f.backend, f.server, f.address, f.port) for f in kept}
             wanted = frozenset(t for key, t in where.items() if key not in done)
-        request = ProbeRequest(certs, thresholds, names, tuple(wanted), files, now)
-        try:
-            report = CertReport(kept + self._job.run(request).findings, now)
-        except ProbeError as exc:  # the child failed, was killed or answered garbage
-            report = CertReport((CertFinding(Severity.WARNING, (str(exc),), server="certs"),), now)
+        if not full and not wanted and self.report is not None:  # nothing new: no child
+            local = tuple(f for f in self.report.findings if not f.backend)
+            report = CertReport(kept + local, self.report.checked_at)
+        else:
+            report = self._probe(ProbeRequest(certs, thresholds, names, tuple(wanted), files, now))
+            report = CertReport(kept + report.findings, now)
         self.report = report
         log.log(
             logging.INFO if report.status is Severity.OK else logging.WARNING, "%s", report.summary
@@ -118,6 +121,13 @@ class CertMonitor:
         if self._on_report is not None:
             self._on_report(report)
         return report
+
+    def _probe(self, request: ProbeRequest) -> CertReport:
+        try:
+            return self._job.run(request)
+        except ProbeError as exc:  # the child failed, was killed or answered garbage
+            finding = CertFinding(Severity.WARNING, (str(exc),), server="certs")
+            return CertReport((finding,), request.now)
 
     def _run(self) -> None:
         last = time.monotonic() - self._min_gap
@@ -136,3 +146,13 @@ class CertMonitor:
             if not self._wake.wait(interval):
                 with self._lock:
                     self._full = True  # the periodic run re-checks everything
+
+
+def _same_servers(before: DesiredState | None, after: DesiredState | None) -> bool:
+    """Whether the servers are those of before (an unchanged backend is the same object)."""
+    if before is None or after is None:
+        return before is after
+    pairs = zip(before.backends, after.backends, strict=False)
+    return len(before.backends) == len(after.backends) and all(
+        a is b or a.servers == b.servers for a, b in pairs
+    )

@@ -8,9 +8,11 @@ import threading
 from pathlib import Path
 
 import pytest
+from helpers import wait_until
 
 from sidecar.config.ops import CertSettings, CheckSettings
 from sidecar.core.certs import CertFinding, CertReport
+from sidecar.core.model import Backend, DesiredState, Protocol, Server, ServerState
 from sidecar.core.severity import Severity
 from sidecar.health.certjob import (
     ProbeError,
@@ -20,7 +22,7 @@ from sidecar.health.certjob import (
     decode_report,
     encode_report,
 )
-from tests.helpers import wait_until
+from sidecar.health.certmonitor import CertMonitor
 
 TARGET = ProbeTarget("Framework_Sample", "n1_i1", "10.1.2.3", 9135, "Framework/Sample")
 
@@ -137,3 +139,44 @@ def test_a_child_leaving_as_the_next_request_comes_is_replaced_once() -> None:
     assert job.run(_request()) == CertReport((), 1.0)
     assert job.run(_request()) == CertReport((), 1.0)  # the first child has gone: a new one
     job.stop()
+
+
+class FakeJob(ProbeJob):
+    """Answers OK for every target and records each request; no child."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[ProbeRequest] = []
+
+    def run(self, request: ProbeRequest) -> CertReport:
+        self.requests.append(request)
+        found = [CertFinding(Severity.OK, backend=t.backend, server=t.server, address=t.address,
+                             port=t.port) for t in request.targets]  # fmt: skip
+        found += [CertFinding(Severity.OK, server=f) for f in request.local_files]
+        return CertReport(tuple(found), request.now)
+
+
+def _desired(*ports: int) -> DesiredState:
+    servers = tuple(Server(f"s{p}", "10.0.0.1", p, ServerState.READY, f"n/{p}") for p in ports)
+    return DesiredState((Backend("Framework", "Sample", Protocol.DIPS, 9135, servers),))
+
+
+def test_monitor_probes_only_new_servers_and_needs_no_child_for_a_removal() -> None:
+    job = FakeJob()
+    monitor = CertMonitor(CertSettings(), CheckSettings(), ("gw",), ("/etc/x.pem",),
+                          clock=lambda: 5.0, job=job)  # fmt: skip
+    first = _desired(1, 2)
+    monitor.set_targets(first)
+    monitor.run_once()
+    assert [t.port for t in job.requests[0].targets] == [1, 2]  # the first run: every server
+    monitor._wake.clear()
+    monitor.set_targets(first)
+    assert not monitor._wake.is_set()  # the same servers: nothing to do
+    monitor.set_targets(_desired(1, 2, 3))
+    assert monitor._wake.is_set()
+    monitor.run_once()
+    assert [t.port for t in job.requests[1].targets] == [3]  # only the new one
+    monitor.set_targets(_desired(3))
+    report = monitor.run_once()
+    assert len(job.requests) == 2  # a removal: no probe at all
+    assert [(f.port, f.server) for f in report.findings] == [(3, "s3"), (0, "/etc/x.pem")]
