@@ -256,3 +256,16 @@ def test_vanished_service_keeps_its_port_rejecting() -> None:
     (backend,) = gone.listed
     assert backend.public_port == 9162 and backend.ready_count == 0
     assert "no longer in the catalog" in gone.problems[0].reason
+
+
+def test_a_service_whose_members_did_not_change_is_reused_with_its_problems() -> None:
+    """The agreement memo: the same answer gives the same servers object and the same
+    problems again; a changed answer (one more instance) is worked out anew."""
+    one = snap(("x", [inst("a"), inst("b", dirac_protocol="https")]))
+    first = desired(one)
+    again = desired(one, first)
+    assert again.listed[0] is first.listed[0]  # nothing changed: the very same backend
+    assert again.problems == first.problems and "protocol" in first.problems[0].reason
+    grown = snap(("x", [inst("a"), inst("b", dirac_protocol="https"), inst("c")]))
+    after = desired(grown, again)
+    assert after.listed[0].ready_count == 2 and after.problems == first.problems
