@@ -153,3 +153,10 @@ def test_run_once_render_check_from_the_wheel(
         raise AssertionError(last) from None
     assert last[0].startswith("SIDECAR OK"), last
     assert installed.run("--config", str(gw.config_path), "check").returncode == 0
+
+    def probed() -> list[dict[str, object]]:  # by the probe's child, from the wheel's venv
+        return list((gw.status().get("certs") or {}).get("servers") or [])
+
+    wait_until(probed, 30, 0.2, "the certificate probe's report on the server")
+    (server,) = probed()
+    assert server["backend"] == "Framework_SystemAdministrator" and server["status"] == "OK"
