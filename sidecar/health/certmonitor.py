@@ -112,7 +112,8 @@ class CertMonitor:
             local = tuple(f for f in self.report.findings if not f.backend)
             report = CertReport(kept + local, self.report.checked_at)
         else:
-            report = self._probe(ProbeRequest(certs, thresholds, names, tuple(wanted), files, now))
+            todo = tuple(sorted(wanted, key=lambda t: (t.backend, t.server, t.address, t.port)))
+            report = self._probe(ProbeRequest(certs, thresholds, names, todo, files, now))
             report = CertReport(kept + report.findings, now)
         self.report = report
         log.log(
