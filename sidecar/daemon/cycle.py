@@ -16,6 +16,7 @@ from sidecar.core import pipeline
 from sidecar.core.model import Snapshot
 from sidecar.core.plan import Plan, PlanKind, Rendered
 from sidecar.core.schedule import Deadlines, Why, distrust_until, reload_wait
+from sidecar.daemon.flusher import Flusher
 from sidecar.daemon.portguard import PortGuard
 from sidecar.daemon.wiring import Parts
 from sidecar.fleet.registry import catalog_index
@@ -37,6 +38,7 @@ class Cycle:
     deadlines: Deadlines
     ports: PortGuard
     clock: Callable[[], float]
+    flusher: Flusher
     _haproxy_up: bool
     _failed_config: str | None
     _last_reload: float
@@ -101,18 +103,35 @@ class Cycle:
             frozenset(self.parts.applier.retired),
         )
 
-    def _flush(self) -> None:
-        """Write the config of the runtime changes applied since the last write."""
+    def _flush_later(self) -> None:
+        """Hand the runtime changes applied since the last write to the flush thread."""
         self.deadlines.at.pop(Why.FLUSH, None)
+        self.flusher.submit(self.parts.applier, self.inputs)
+
+    def _flushed(self) -> None:
+        """The flush thread wrote a file: record the config HAProxy restarts from."""
+        done = self.flusher.done()
+        if done is not None:
+            self._record_flush(*done)
+
+    def _flush(self) -> None:
+        """Write the config of the runtime changes now (at stop): after the thread's job."""
+        self.deadlines.at.pop(Why.FLUSH, None)
+        self.flusher.stop()
+        self._flushed()
+        target = self.parts.applier.pending
         try:
             config = self.parts.applier.flush(self.inputs)
         except OSError as exc:
             log.error("cannot write %s: %s", self.parts.haproxy.config, exc)
             return
-        if config is not None:
-            self.status.record_config(config)
-            if self.applied is not None:
-                self.applied = dataclasses.replace(self.applied, config=config)
+        if config is not None and target is not None:
+            self._record_flush(target, config)
+
+    def _record_flush(self, target: Rendered, config: str) -> None:
+        self.status.record_config(config)
+        if self.applied is not None and self.applied.desired is target.desired:
+            self.applied = dataclasses.replace(self.applied, config=config)
 
     def _fence(self, snapshot: Snapshot) -> None:
         """The perimeter for this cycle: own addresses, resolved names (cached adapters)."""
@@ -180,7 +199,7 @@ class Cycle:
                 self._failed_config = None
                 self.deadlines.ask(Why.REPLAN, self.clock())
         if result.rolled_back:
-            config, _ = p.applier.load_applied()
+            config, _ = p.applier.files.read()
             previous = self.applied.desired if self.applied else None
             self.applied = Rendered(previous, config or "", None)
         return False

@@ -4,11 +4,12 @@ wiring; the decisions are the core's: ``pipeline``, ``plan``, ``schedule``, ``bi
 Watches, signal handlers, the file watcher and the certificate monitor only post events. Each
 turn of the loop takes every event that arrived (a burst is one batch: a change never waits for
 the catalog to calm down) and every deadline that is due (``core.schedule.Why``), runs at most
-one cycle (catalog view -> pipeline -> plan -> apply), and does the chores: the config file of
-runtime changes ``FLUSH_DELAY`` after them, retired servers, drift repair. Each cycle catches
-and reports its own failures; nothing in a cycle kills the daemon. The status round runs in its
-own thread (``daemon.round``). The parts come from ``daemon.wiring``; the clock is passed in,
-so a unit test drives ``step`` with fakes and a fake clock.
+one cycle (catalog view -> pipeline -> plan -> apply), and does the chores: retired servers,
+drift repair, and ``FLUSH_DELAY`` after runtime changes their config file, handed to the flush
+thread (``daemon.flusher``). Each cycle catches and reports its own failures; nothing in a
+cycle kills the daemon. The status round runs in its own thread (``daemon.round``). The parts
+come from ``daemon.wiring``; the clock is passed in, so a unit test drives ``step`` with fakes
+and a fake clock.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from sidecar.core.plan import Rendered
 from sidecar.core.schedule import CYCLE, Deadlines, Why
 from sidecar.daemon import wiring
 from sidecar.daemon.cycle import Cycle
+from sidecar.daemon.flusher import FLUSHED, Flusher
 from sidecar.daemon.portguard import PortGuard
 from sidecar.daemon.round import HEARTBEAT, StatusRound
 from sidecar.haproxy.inputs import build_inputs
@@ -63,6 +65,7 @@ class Daemon(Cycle, StatusRound):
         self.inputs = build_inputs(settings)
         self.events: queue.Queue[str] = queue.Queue()
         self.parts = parts or wiring.build(settings, self.events.put)
+        self.flusher = Flusher(self.events.put)  # the file of runtime changes, off the loop
         self.status = Status(pid=os.getpid(), started=time.time(), bind=settings.gateway.bind)
         self.applied: Rendered | None = None
         self.beat = threading.Event()
@@ -163,7 +166,9 @@ class Daemon(Cycle, StatusRound):
         wanted = bool(events & TRIGGERS or due & CYCLE)
         acted = wanted and self.cycle()
         if Why.FLUSH in due:
-            self._flush()
+            self._flush_later()
+        if FLUSHED in events:
+            self._flushed()
         if wanted:
             self._wanted_at = now
         if Why.COLLECT in due:

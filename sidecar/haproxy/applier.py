@@ -1,10 +1,11 @@
 """Carry out a plan against HAProxy (adapter; the decisions were made in ``plan``).
 
-- RUNTIME: runtime API commands (dynamic servers added, changed, put in maintenance), then the
-  rendered file is written (no reload) so that a later reload or restart starts from the same
-  servers. A command HAProxy refuses falls back to a reload. A server taken out is deleted
-  (``del server``) once it has no connection left; until then it is *retired* (kept here,
-  tried again by ``collect``, revived if its instance comes back).
+- RUNTIME: runtime API commands (dynamic servers added, changed, put in maintenance); the
+  rendered file follows a moment later (``take_pending`` / ``write_pending``, in the daemon's
+  flush thread: no reload) so that a later reload or restart starts from the same servers. A
+  command HAProxy refuses falls back to a reload. A server taken out is deleted (``del
+  server``) once it has no connection left; until then it is *retired* (kept here, tried
+  again by ``collect``, revived if its instance comes back).
 - RELOAD: ``haproxy -c`` first; a config that fails never replaces the running one. START (no
   HAProxy runs): the master's own parse is the check, the files are put back if it fails.
   The last good file is kept; after a reload the new worker must answer on the admin socket and
@@ -20,7 +21,6 @@ from dataclasses import dataclass
 
 from sidecar.base.errors import HAProxyError, SidecarError
 from sidecar.config.schema import Settings
-from sidecar.core import statefile
 from sidecar.core.answers import parse_servers_state, servers_state_rows
 from sidecar.core.drift import find_drift
 from sidecar.core.model import DesiredState, Server, ServerState
@@ -28,6 +28,7 @@ from sidecar.core.pipeline import Inputs, with_config
 from sidecar.core.plan import Plan, PlanKind, Rendered, ServerKey, backend_id, structure
 from sidecar.core.render import render_config, server_options
 from sidecar.haproxy.binds import unbound_ports
+from sidecar.haproxy.configfiles import ConfigFiles
 from sidecar.haproxy.process import HAProxy
 from sidecar.host.files import atomic_copy, atomic_write, read_text
 
@@ -49,6 +50,7 @@ class Applier:
     def __init__(self, haproxy: HAProxy) -> None:
         self.haproxy = haproxy
         self.applied_path = haproxy.dir / APPLIED_FILE
+        self.files = ConfigFiles(haproxy.config, self.applied_path)
         self.retired: set[ServerKey] = set()  # in maintenance, deleted once idle
         self.pending: Rendered | None = None  # applied at runtime, its file not written yet
         self._clean: tuple[DesiredState, tuple[object, ...]] | None = None  # last drift check
@@ -56,21 +58,9 @@ class Applier:
     def running(self) -> bool:
         return self.haproxy.proc() is not None
 
-    def load_applied(self) -> tuple[str | None, DesiredState | None]:
-        """The config on disk and the desired state it was rendered from (if readable)."""
-        config = read_text(self.haproxy.config)
-        text = read_text(self.applied_path)
-        desired = None
-        if config is not None and text is not None:
-            try:
-                desired = statefile.decode(text)
-            except ValueError as exc:
-                log.warning("%s: %s; starting from the catalog alone", self.applied_path, exc)
-        return config, desired
-
     def load_rendered(self, inputs: Inputs) -> Rendered | None:
         """What HAProxy runs, as the planner compares it (None when nothing was applied)."""
-        config, desired = self.load_applied()
+        config, desired = self.files.read()
         if config is None:
             return None
         shape = None
@@ -143,31 +133,31 @@ class Applier:
             message = f"cannot write the runtime directory{where}: {exc.strerror or exc}"
             return ApplyResult(plan.kind, False, message, time.monotonic() - started)
 
-    def flush(self, inputs: Inputs) -> str | None:
-        """Write the config of the last runtime changes (a later reload or restart starts from
-        the same servers); returns the text written, None when nothing was pending.
-
-        Runtime changes come in streams: their files are written without fsync and at most
-        once per batch (the daemon calls this a moment after the last one, and before any
-        reload); a reload's file is durable.
-        """
+    def take_pending(self) -> tuple[Rendered, int] | None:
+        """The last runtime changes' target and its ticket, for ``write_pending`` (main loop)."""
         target, self.pending = self.pending, None
         if target is None or target.desired is None:
             return None
+        return target, self.files.ticket()
+
+    def write_pending(self, target: Rendered, ticket: int, inputs: Inputs) -> str | None:
+        """Render and write the config of runtime changes (any thread); the text written, or
+        None when a newer write came first. Runtime changes come in streams: their files are
+        written without fsync and at most once per batch; a reload's file is durable."""
+        assert target.desired is not None
         config = target.config
         if config is None:
             config = render_config(inputs.template, target.desired, inputs.settings)
-        self._write(config, target.desired, durable=False)
-        return config
+        return config if self.files.write(config, target.desired, False, ticket) else None
+
+    def flush(self, inputs: Inputs) -> str | None:
+        """``take_pending`` and ``write_pending`` at once (at stop)."""
+        job = self.take_pending()
+        return self.write_pending(*job, inputs) if job is not None else None
 
     def _save(self, target: Rendered) -> None:
         assert target.config is not None, "a reload's target is rendered"
-        self._write(target.config, target.desired, durable=True)
-
-    def _write(self, config: str, desired: DesiredState | None, durable: bool) -> None:
-        atomic_write(self.haproxy.config, config, durable=durable)
-        if desired is not None:
-            atomic_write(self.applied_path, statefile.encode(desired), durable=durable)
+        self.files.write(target.config, target.desired, durable=True)
 
     def _start(self, target: Rendered) -> None:
         """No HAProxy runs, so no config serves that a bad one could replace, and the master
@@ -181,11 +171,12 @@ class Applier:
         try:
             self.haproxy.start()
         except HAProxyError:
-            for path, text in zip(files, before, strict=True):
-                if text is None:
-                    path.unlink(missing_ok=True)
-                else:
-                    atomic_write(path, text)
+            with self.files.exclusive():
+                for path, text in zip(files, before, strict=True):
+                    if text is None:
+                        path.unlink(missing_ok=True)
+                    else:
+                        atomic_write(path, text)
             self.haproxy.validate(target.config)
             raise
         self.retired.clear()
@@ -286,9 +277,10 @@ class Applier:
         hp = self.haproxy
         if not hp.last_good.exists():
             return "no last good config"
-        atomic_copy(hp.config, hp.dir / "haproxy.cfg.failed")
-        atomic_copy(hp.last_good, hp.config)
-        self.applied_path.unlink(missing_ok=True)  # the next cycle re-plans from the file
+        with self.files.exclusive():
+            atomic_copy(hp.config, hp.dir / "haproxy.cfg.failed")
+            atomic_copy(hp.last_good, hp.config)
+            self.applied_path.unlink(missing_ok=True)  # the next cycle re-plans from the file
         try:
             hp.reload()
         except HAProxyError as exc:

@@ -27,6 +27,7 @@ from sidecar.core.schedule import Why
 from sidecar.daemon import wiring
 from sidecar.daemon.cycle import FLUSH_DELAY
 from sidecar.daemon.drain import DrainView
+from sidecar.daemon.flusher import FLUSHED, Flusher
 from sidecar.daemon.loop import COLLECT_EVERY, TRIM_GAP, Daemon
 from sidecar.daemon.portguard import PortGuard
 from sidecar.haproxy.applier import ApplyResult
@@ -64,6 +65,7 @@ class FakeApplier:
     def __init__(self) -> None:
         self.plans: list[Plan] = []
         self.flushes = 0
+        self.pending: Rendered | None = None
         self.up = False
         self.retired: set[object] = set()
 
@@ -76,12 +78,22 @@ class FakeApplier:
     def apply(self, plan: Plan, target: Rendered, inputs: object = None) -> ApplyResult:
         self.plans.append(plan)
         self.up = True
+        if plan.kind is PlanKind.RUNTIME:
+            self.pending = target
         reloads = int(plan.kind in (PlanKind.RELOAD, PlanKind.START))
         return ApplyResult(plan.kind, True, "", 0.001, reloads=reloads)
 
-    def flush(self, inputs: object) -> str | None:
+    def take_pending(self) -> tuple[Rendered, int] | None:
+        target, self.pending = self.pending, None
+        return (target, 1) if target is not None else None
+
+    def write_pending(self, target: Rendered, ticket: int, inputs: object) -> str | None:
         self.flushes += 1
         return "# flushed config\n"
+
+    def flush(self, inputs: object) -> str | None:
+        job = self.take_pending()
+        return self.write_pending(*job, inputs) if job else None
 
     def kinds(self) -> list[PlanKind]:
         return [p.kind for p in self.plans]
@@ -166,6 +178,7 @@ def make(tmp_path: Path, **apply: object) -> tuple[Daemon, Clock, FakeApplier, F
     clock = Clock()
     ports = PortGuard(probe=lambda address, wanted: {})  # every port free
     daemon = Daemon(settings, lambda: settings, parts=parts(tmp_path), clock=clock, ports=ports)
+    daemon.flusher = Flusher(daemon.events.put, threaded=False)  # writes inside submit
     return daemon, clock, cast(Any, daemon.parts.applier), cast(Any, daemon.parts.watcher)
 
 
@@ -200,7 +213,10 @@ def test_a_change_is_applied_at_once_and_its_file_written_after_the_flush_delay(
     clock.now += FLUSH_DELAY
     daemon.step(set())
     assert applier.flushes == 1 and Why.FLUSH not in daemon.deadlines.at
+    assert daemon.events.get_nowait() == FLUSHED  # the flush thread's word, taken next turn
+    daemon.step({FLUSHED})
     assert daemon.applied is not None and daemon.applied.config == "# flushed config\n"
+    assert daemon.status.generation  # the hash of the config written
 
 
 def test_a_burst_of_events_is_one_cycle(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ def state(port: int = 19001, since: int = 37) -> str:
 class StubHAProxy:
     def __init__(self, directory: Path) -> None:
         self.dir = directory
+        self.config = directory / "haproxy.cfg"
         self.text = state()
         self.commands: list[str] = []
 
