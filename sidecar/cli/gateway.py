@@ -82,7 +82,9 @@ def once(ctx: click.Context) -> None:
         applier = Applier(haproxy)
         applied = applier.load_rendered(inputs)
         target, plan = pipeline.cycle(snapshot, inputs, applied, applier.running())
-        result = applier.apply(plan, target)
+        result = applier.apply(plan, target, inputs)
+        if result.ok:
+            applier.flush(inputs)  # runtime changes: the file a restart starts from follows
         for problem in target.desired.problems if target.desired else ():
             click.echo(f"skipped: {inert(str(problem), 500)}", err=True)
         click.echo(f"{result.kind.value}: {'ok' if result.ok else 'FAILED'}: {result.message}")

@@ -138,6 +138,16 @@ def test_run_once_render_check_from_the_wheel(
     assert once.returncode == 0, once.stdout + once.stderr
     assert f"dips://dirac-gw.test:{public}/Framework/SystemAdministrator" in cs_file.read_text()
     assert gw.call(public)["instance"]  # `once` left HAProxy serving the dirac_port
+    second = backend_factory(name="Framework/SystemAdministrator")  # type: ignore[operator]
+    gw.register(
+        "sysadmin", "sa2", second.port, "Framework/SystemAdministrator",
+        meta={"dirac_port": str(public)},
+    )  # fmt: skip
+    gw.wait_in_catalog("sysadmin", 2)
+    again = installed.run("once", "--config", str(gw.config_path))
+    assert again.returncode == 0 and again.stdout.startswith("runtime: ok"), again.stdout
+    # through the runtime API, and into the file a restart of HAProxy starts from
+    assert f"127.0.0.1:{second.port}" in gw.haproxy_cfg.read_text()
     gw.start()
     gw.wait_routed(public, backend.instance)  # type: ignore[attr-defined]
     last: list[str] = []
@@ -157,6 +167,7 @@ def test_run_once_render_check_from_the_wheel(
     def probed() -> list[dict[str, object]]:  # by the probe's child, from the wheel's venv
         return list((gw.status().get("certs") or {}).get("servers") or [])
 
-    wait_until(probed, 30, 0.2, "the certificate probe's report on the server")
-    (server,) = probed()
-    assert server["backend"] == "Framework_SystemAdministrator" and server["status"] == "OK"
+    wait_until(lambda: len(probed()) == 2, 30, 0.2, "the certificate probe's report")
+    assert {(s["backend"], s["status"]) for s in probed()} == {
+        ("Framework_SystemAdministrator", "OK")
+    }
