@@ -155,5 +155,5 @@ def _same_servers(before: DesiredState | None, after: DesiredState | None) -> bo
         return before is after
     pairs = zip(before.backends, after.backends, strict=False)
     return len(before.backends) == len(after.backends) and all(
-        a is b or a.servers == b.servers for a, b in pairs
+        a is b or (a.name == b.name and a.servers == b.servers) for a, b in pairs
     )
