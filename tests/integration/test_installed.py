@@ -15,6 +15,7 @@ import subprocess
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from gatewaylib import Gateway
@@ -125,12 +126,15 @@ def test_run_once_render_check_from_the_wheel(
         gw.config_text() + f'\n[dirac_cs]\nenabled = true\nfile = "{cs_file}"\n'
         f'lock_ttl = "10s"\nlock_delay = "0s"\n'
     )
-    backend = backend_factory(name="Framework/SystemAdministrator")  # type: ignore[operator]
-    gw.register(
-        "sysadmin", "sa1", backend.port, "Framework/SystemAdministrator",
-        meta={"dirac_port": str(public)},
-    )  # fmt: skip
-    gw.wait_in_catalog("sysadmin", 1)
+    def instance(sid: str, count: int) -> Any:
+        """One more SystemAdministrator instance on the dirac_port, seen in the catalog."""
+        started = backend_factory(name="Framework/SystemAdministrator")  # type: ignore[operator]
+        gw.register("sysadmin", sid, started.port, "Framework/SystemAdministrator",
+                    meta={"dirac_port": str(public)})  # fmt: skip
+        gw.wait_in_catalog("sysadmin", count)
+        return started
+
+    backend = instance("sa1", 1)
     rendered = installed.run("render", "--config", str(gw.config_path))
     assert rendered.returncode == 0, rendered.stderr
     assert f"bind 127.0.0.1:{public}" in rendered.stdout and "port 9162" not in rendered.stdout
@@ -138,12 +142,7 @@ def test_run_once_render_check_from_the_wheel(
     assert once.returncode == 0, once.stdout + once.stderr
     assert f"dips://dirac-gw.test:{public}/Framework/SystemAdministrator" in cs_file.read_text()
     assert gw.call(public)["instance"]  # `once` left HAProxy serving the dirac_port
-    second = backend_factory(name="Framework/SystemAdministrator")  # type: ignore[operator]
-    gw.register(
-        "sysadmin", "sa2", second.port, "Framework/SystemAdministrator",
-        meta={"dirac_port": str(public)},
-    )  # fmt: skip
-    gw.wait_in_catalog("sysadmin", 2)
+    second = instance("sa2", 2)
     again = installed.run("once", "--config", str(gw.config_path))
     assert again.returncode == 0 and again.stdout.startswith("runtime: ok"), again.stdout
     # through the runtime API, and into the file a restart of HAProxy starts from
