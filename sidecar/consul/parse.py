@@ -7,8 +7,9 @@ and reports the rest; semantic checks (names, ports, addresses) belong to ``desi
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from sidecar.core.model import Health, Instance, Problem, ServiceEntries
 
@@ -41,10 +42,34 @@ def aggregate_health(checks: Iterable[Mapping[str, Any]]) -> Health:
     return Health.MAINTENANCE if maintenance else worst
 
 
+# Instances repeat the same words (node names, addresses, tags, meta keys and most values):
+# each answer decodes them into fresh strings, kept for as long as the instance is. Sharing
+# one copy (sys.intern; a bounded table for the tuples) saves ~40 % of the parsed catalog's
+# memory at 1,000 x 5. An interned string lives no longer than its last user.
+_TUPLES: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+_TUPLES_MAX = 20000  # then cleared: a churning (or hostile) catalog keeps at most ~2 MB here
+T = TypeVar("T", bound=tuple[Any, ...])
+
+
+def _shared(value: T) -> T:
+    found = _TUPLES.get(value)
+    if found is not None:
+        return found  # type: ignore[return-value]  # equal to value, hence of its type
+    if len(_TUPLES) >= _TUPLES_MAX:
+        _TUPLES.clear()
+    _TUPLES[value] = value
+    return value
+
+
+def _word(value: object) -> str:
+    return sys.intern(str(value))
+
+
 def _meta(raw: object) -> tuple[tuple[str, str], ...]:
     if not isinstance(raw, Mapping):
         return ()
-    return tuple(sorted((str(k), str(v)) for k, v in raw.items()))
+    pairs = sorted((_word(k), _word(v)) for k, v in raw.items())
+    return _shared(tuple(_shared(pair) for pair in pairs))
 
 
 def parse_entry(name: str, entry: object) -> Instance:
@@ -66,11 +91,11 @@ def parse_entry(name: str, entry: object) -> Instance:
     created = service.get("CreateIndex")
     return Instance(
         consul_service=name,
-        node=str(node.get("Node", "")),
+        node=_word(node.get("Node", "")),
         service_id=str(service.get("ID", "")),
-        address=address if isinstance(address, str) else "",
+        address=_word(address) if isinstance(address, str) else "",
         port=port if isinstance(port, int | str) and not isinstance(port, bool) else None,
-        tags=tuple(str(tag) for tag in tags),
+        tags=_shared(tuple(_word(tag) for tag in tags)),
         meta=_meta(service.get("Meta")),
         health=aggregate_health(checks),
         create_index=created if isinstance(created, int) and not isinstance(created, bool) else 0,

@@ -1,3 +1,5 @@
+import json
+
 from sidecar.consul.parse import aggregate_health, parse_health, tagged_services
 from sidecar.core.model import Health
 
@@ -57,3 +59,14 @@ def test_tagged_services() -> None:
     body = {"b": ["dirac"], "a": ["dirac", "x"], "c": ["other"], "d": "dirac", "consul": []}
     assert tagged_services(body, "dirac") == ("a", "b")
     assert tagged_services(["x"], "dirac") == ()
+
+
+def test_repeated_words_are_one_object_across_answers() -> None:
+    """Two answers decoded apart (fresh strings each) share their words and tuples; the
+    values stay what Consul said."""
+    text = json.dumps([entry([], Meta={"dirac_system": "Framework", "dirac_port": 9162})])
+    a = parse_health("x", 1, json.loads(text)).instances[0]
+    b = parse_health("x", 2, json.loads(text)).instances[0]
+    assert a == b and a.meta == (("dirac_port", "9162"), ("dirac_system", "Framework"))
+    assert a.meta is b.meta and a.tags is b.tags
+    assert a.node is b.node and a.address is b.address
