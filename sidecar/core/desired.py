@@ -93,24 +93,21 @@ class _Agreed:
 # A change stream touches one service at a time: the others come back as the same Member
 # objects (``members`` memoises them per catalog answer), so their agreement and servers are
 # worked out once and reused while those objects are (keyed by identity: comparing values
-# costs about as much as the work). A cycle at 1,000 x 5: 42-51 -> 35 ms.
+# costs about as much as the work). A cycle at 1,000 x 5: 42-51 -> 35 ms. The memo holds the
+# services of the last cycle only: one that left the catalog takes its members along.
 _AGREED: dict[str, tuple[tuple[Member, ...], _Agreed]] = {}
-_AGREED_MAX = 20000
 
 
-def _agreed(path: str, members: list[Member]) -> _Agreed:
+def _agreed(path: str, members: list[Member]) -> tuple[tuple[Member, ...], _Agreed]:
     hit = _AGREED.get(path)
     same = hit is not None and len(hit[0]) == len(members)
     if hit is not None and same and all(a is b for a, b in zip(hit[0], members, strict=True)):
-        return hit[1]
+        return hit
     problems: list[Problem] = []
     protocol, kept = agree(path, members, problems)
     claimed = next((m.public_port for m in kept if m.public_port is not None), None)
     found = _Agreed(protocol, tuple(kept), tuple(problems), servers_of(tuple(kept)), claimed)
-    if len(_AGREED) >= _AGREED_MAX:
-        _AGREED.clear()
-    _AGREED[path] = (tuple(members), found)
-    return found
+    return tuple(members), found
 
 
 def _candidates(
@@ -122,9 +119,11 @@ def _candidates(
 ) -> tuple[list[Candidate], list[Claim]]:
     result: list[Candidate] = []
     claims: list[Claim] = []
+    memo: dict[str, tuple[tuple[Member, ...], _Agreed]] = {}
     for (system, service), members in sorted(groups.items()):
         path = f"{system}/{service}"
-        agreed = _agreed(path, members)
+        memo[path] = _agreed(path, members)
+        agreed = memo[path][1]
         problems.extend(agreed.problems)
         kept = agreed.kept
         chosen = own_port(system, service, agreed.claimed, settings, port_map)
@@ -143,6 +142,8 @@ def _candidates(
             Candidate(system, service, agreed.protocol, port, source, kept, since, agreed.servers)
         )
         claims.append(Claim(path, port, source, since, held))
+    _AGREED.clear()
+    _AGREED.update(memo)
     return result, claims
 
 
