@@ -86,6 +86,7 @@ def _explicit_targets(values: Sequence[str]) -> list[ProbeTarget]:
 def certs(ctx: click.Context, as_json: bool, explicit: tuple[str, ...]) -> None:
     """Certificate report for every backend server; exit 0 OK, 1 WARNING, 2 CRITICAL."""
     from sidecar.core.certs import CertReport
+    from sidecar.health.certjob import local_cert_files
     from sidecar.health.certprobe import Prober, check_local_files, probe_all
 
     settings = settings_of(ctx)
@@ -98,12 +99,7 @@ def certs(ctx: click.Context, as_json: bool, explicit: tuple[str, ...]) -> None:
     except SidecarError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(int(Severity.UNKNOWN))
-    local = (
-        settings.consul.cert_file,
-        settings.consul.ca_file,
-        ops.certs.ca_file,
-        ops.certs.client_cert,
-    )
+    local = local_cert_files(settings)
     report = CertReport(report.findings + check_local_files(local, now, ops.check), now)
     if as_json:
         click.echo(json.dumps(report.to_dict(), sort_keys=True, indent=1))

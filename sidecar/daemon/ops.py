@@ -19,6 +19,7 @@ from typing import Any
 from sidecar.core.certs import CertReport, failing_servers
 from sidecar.core.model import DesiredState
 from sidecar.haproxy.process import HAProxy
+from sidecar.health.certjob import local_cert_files
 from sidecar.health.certmonitor import CertMonitor
 from sidecar.health.metrics import Metrics, StatusServer, update_from_status
 from sidecar.health.notify import Notifier
@@ -27,14 +28,6 @@ from sidecar.health.statusview import track_backends
 
 log = logging.getLogger(__name__)
 PROC_EVERY = 5.0  # seconds between two ``show proc`` for the old-workers count
-
-
-def local_cert_files(settings: Any) -> tuple[str, ...]:
-    """The sidecar's own certificate files whose expiry is watched."""
-    certs = settings.certs
-    consul = settings.consul
-    files = (consul.cert_file, consul.ca_file, certs.ca_file, certs.client_cert)
-    return tuple(f for f in files if f)
 
 
 def summary(status: Status) -> str:

@@ -54,6 +54,13 @@ class ProbeTarget:
     path: str  # System/Service
 
 
+def local_cert_files(settings: Any) -> tuple[str, ...]:
+    """The sidecar's own certificate files whose expiry is watched (daemon and ``certs``)."""
+    certs, consul = settings.certs, settings.consul
+    files = (consul.cert_file, consul.ca_file, certs.ca_file, certs.client_cert)
+    return tuple(f for f in files if f)
+
+
 def targets(desired: DesiredState) -> tuple[ProbeTarget, ...]:
     """Every server slot that points at an instance (ready or draining)."""
     return tuple(
