@@ -12,6 +12,7 @@ from sidecar.core.model import (
     ServiceEntries,
     Snapshot,
 )
+from sidecar.core.ports import _overrides
 from tests.unit.factories import inst, port_map, settings, snap
 
 
@@ -153,6 +154,22 @@ def test_port_precedence_config_meta_map_auto() -> None:
     assert auto.listed[0].port_source == "auto" and 20000 <= auto.listed[0].public_port <= 29999
     none = Settings(gateway=base.gateway, haproxy=base.haproxy, ports=PortSettings(auto_low=0))
     assert desired(snap(("x", [inst("a", system="Foo", service="Bar")])), s=none).listed == ()
+
+
+def test_new_overrides_are_seen_at_once_and_one_dict_serves_every_service() -> None:
+    """own_port's dict of [ports.overrides] is built once per overrides value (a dict per
+    service made a cycle quadratic in their number), and a SIGHUP's new value replaces it."""
+    base = settings()
+    one = (("Framework/SystemAdministrator", 7000),)
+    s1 = Settings(gateway=base.gateway, haproxy=base.haproxy, ports=PortSettings(overrides=one))
+    again = Settings(gateway=base.gateway, haproxy=base.haproxy, ports=s1.ports)
+    assert _overrides(s1.ports.overrides) is _overrides(again.ports.overrides)
+    moved = PortSettings(overrides=(("Framework/SystemAdministrator", 7001),))
+    s2 = Settings(gateway=base.gateway, haproxy=base.haproxy, ports=moved)
+    catalog = snap(("x", [inst("a")]))
+    assert desired(catalog, s=s1).listed[0].public_port == 7000
+    assert desired(catalog, s=s2).listed[0].public_port == 7001
+    assert desired(catalog, s=s1).listed[0].public_port == 7000
 
 
 def test_auto_port_does_not_shift_when_another_service_appears() -> None:
