@@ -4,7 +4,8 @@ One retry time written from many places for many reasons hid why the loop woke u
 reason has its name (``Why``) and its own deadline; the loop asks which are due and the next
 one to sleep until. The policy that computes the deadlines is here too, as plain functions of
 their inputs (clock values passed in): reload pacing, the distrust window after the catalog's
-index went backwards, and the earliest retry of the ports left out.
+index went backwards, the earliest retry of the ports left out, and when the config file of
+runtime changes is written.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 OLD_WORKERS_RETRY = 1.0  # seconds between looks at the old workers while a reload waits
+FLUSH_DELAY = 0.2  # seconds after a runtime change before its file is written (one per batch)
+FLUSH_SHARE = 0.1  # at most this share of a core spent writing that file during a stream
 
 
 class Why(StrEnum):
@@ -24,7 +27,7 @@ class Why(StrEnum):
     TRUST_BACK = "the distrust window ends"  # consul.reset_grace after an index reset
     BIND_RETRY = "a port left out may be tried again"  # BindMemo retry times
     REPLAN = "plan again now"  # bind failures learnt, drift repaired, HAProxy gone
-    FLUSH = "write the config of the last runtime changes"  # FLUSH_DELAY after a change
+    FLUSH = "write the config of the last runtime changes"  # flush_at after a change
     DRIFT = "compare HAProxy with the applied state"  # apply.drift_interval
     COLLECT = "delete retired servers whose connections ended"  # COLLECT_EVERY
 
@@ -80,3 +83,15 @@ def distrust_until(reset_at: float | None, now: float, grace: float) -> float | 
     if reset_at is None or now - reset_at >= grace:
         return None
     return reset_at + grace
+
+
+def flush_at(now: float, last_cost: float) -> float:
+    """When to write the config file of a runtime change applied at ``now``: ``FLUSH_DELAY``
+    later (the changes of a burst go into one file), or later still when the last write
+    cost more than ``FLUSH_SHARE`` of the time in between. The whole config is rendered for
+    each write (~4 ms at 20 services, ~22 ms at 138 x 10, ~100 ms at 1,000 x 5 on an idle
+    machine); under a change stream at 1,000 services a write every 200 ms would keep half
+    a core busy, and holds the GIL the main loop needs. HAProxy already runs the change: the
+    file only matters to a restart, and the applied state is kept to repair a stale one."""
+    wait = last_cost * (1.0 - FLUSH_SHARE) / FLUSH_SHARE
+    return now + max(FLUSH_DELAY, wait)

@@ -15,7 +15,7 @@ from sidecar.config.schema import Settings
 from sidecar.core import pipeline
 from sidecar.core.model import Snapshot
 from sidecar.core.plan import Plan, PlanKind, Rendered
-from sidecar.core.schedule import Deadlines, Why, distrust_until, reload_wait
+from sidecar.core.schedule import Deadlines, Why, distrust_until, flush_at, reload_wait
 from sidecar.daemon.flusher import Flusher
 from sidecar.daemon.portguard import PortGuard
 from sidecar.daemon.wiring import Parts
@@ -23,7 +23,6 @@ from sidecar.fleet.registry import catalog_index
 from sidecar.health.status import Status
 
 log = logging.getLogger(__name__)
-FLUSH_DELAY = 0.2  # seconds after a runtime change before its file is written (one per batch)
 
 
 class Cycle:
@@ -174,7 +173,7 @@ class Cycle:
         result = p.applier.apply(plan, target, self.inputs)
         self._haproxy_up = result.ok
         if result.ok and result.kind is PlanKind.RUNTIME and Why.FLUSH not in self.deadlines.at:
-            self.deadlines.every(Why.FLUSH, self.clock() + FLUSH_DELAY)
+            self.deadlines.every(Why.FLUSH, flush_at(self.clock(), self.flusher.cost))
         kind = result.kind.value
         self.status.record_apply(kind, result.ok, result.message, result.reloads, time.time())
         if result.kind in (PlanKind.RELOAD, PlanKind.START):

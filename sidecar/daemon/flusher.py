@@ -4,7 +4,7 @@
 Rendering the whole config (jinja2) and writing it takes ~4 ms at 20 services, ~22 ms at
 138 x 10 and ~100 ms at 1,000 x 5 on the bench machine, several times that under load. In the
 main loop that held back every catalog change arriving meanwhile, and a change stream has a
-flush due every ``FLUSH_DELAY``. The loop now takes the pending target with its ticket
+flush due every ``core.schedule.flush_at``. The loop now takes the pending target with its ticket
 (``Applier.take_pending``) and goes on; this thread renders and writes it
 (``Applier.write_pending``: the ticket keeps an older text from overwriting a reload's file)
 and posts ``"flushed"``, on which the loop records the config it wrote.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from sidecar.core.pipeline import Inputs
@@ -34,6 +35,7 @@ class Flusher:
         self._stopping = False
         self._done: tuple[Rendered, str] | None = None
         self._thread: threading.Thread | None = None
+        self.cost = 0.0  # CPU seconds of the last write (``core.schedule.flush_at`` paces by it)
 
     def submit(self, applier: Applier, inputs: Inputs) -> None:
         """Hand the pending runtime target over (main loop); a newer one replaces a job that
@@ -84,6 +86,7 @@ class Flusher:
 
     def _write(self, job: tuple[Applier, Rendered, int, Inputs]) -> None:
         applier, target, ticket, inputs = job
+        started = time.thread_time()
         try:
             config = applier.write_pending(target, ticket, inputs)
         except OSError as exc:
@@ -92,6 +95,8 @@ class Flusher:
         except Exception:  # a bug must not end the thread: the next flush tries again
             log.exception("writing the config of runtime changes failed unexpectedly")
             return
+        finally:
+            self.cost = time.thread_time() - started  # read by the loop: one float, atomic
         if config is not None:
             with self._cond:
                 self._done = (target, config)

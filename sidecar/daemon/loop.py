@@ -5,11 +5,11 @@ Watches, signal handlers, the file watcher and the certificate monitor only post
 turn of the loop takes every event that arrived (a burst is one batch: a change never waits for
 the catalog to calm down) and every deadline that is due (``core.schedule.Why``), runs at most
 one cycle (catalog view -> pipeline -> plan -> apply), and does the chores: retired servers,
-drift repair, and ``FLUSH_DELAY`` after runtime changes their config file, handed to the flush
-thread (``daemon.flusher``). Each cycle catches and reports its own failures; nothing in a
-cycle kills the daemon. The status round runs in its own thread (``daemon.round``). The parts
-come from ``daemon.wiring``; the clock is passed in, so a unit test drives ``step`` with fakes
-and a fake clock.
+drift repair, and after runtime changes their config file (``core.schedule.flush_at``),
+handed to the flush thread (``daemon.flusher``). Each cycle catches and reports its own
+failures; nothing in a cycle kills the daemon. The status round runs in its own thread
+(``daemon.round``). The parts come from ``daemon.wiring``; the clock is passed in, so a unit
+test drives ``step`` with fakes and a fake clock.
 """
 
 from __future__ import annotations

@@ -375,12 +375,12 @@ def undeclared(name: str = "GwUndeclared") -> tuple[str, int]:
 def settled(path: Path, quiet: float = 0.1, timeout: float = 10.0) -> str:
     """The config file once the daemon has written the runtime changes made before this call.
 
-    The daemon writes the file of runtime changes within ``daemon.cycle.FLUSH_DELAY`` (200 ms)
+    The daemon writes the file of runtime changes within ``core.schedule.FLUSH_DELAY`` (200 ms)
     of the change, once per batch: wait past that deadline, then until the file is quiet.
     """
     import time
 
-    from sidecar.daemon.cycle import FLUSH_DELAY
+    from sidecar.core.schedule import FLUSH_DELAY
 
     start = time.monotonic()
     deadline = start + timeout

@@ -23,9 +23,8 @@ from sidecar.core.admission import Perimeter
 from sidecar.core.answers import ProcInfo
 from sidecar.core.model import Snapshot
 from sidecar.core.plan import Plan, PlanKind, Rendered
-from sidecar.core.schedule import Why
+from sidecar.core.schedule import FLUSH_DELAY, Why
 from sidecar.daemon import wiring
-from sidecar.daemon.cycle import FLUSH_DELAY
 from sidecar.daemon.drain import DrainView
 from sidecar.daemon.flusher import FLUSHED, Flusher
 from sidecar.daemon.loop import COLLECT_EVERY, TRIM_GAP, Daemon
@@ -217,6 +216,23 @@ def test_a_change_is_applied_at_once_and_its_file_written_after_the_flush_delay(
     daemon.step({FLUSHED})
     assert daemon.applied is not None and daemon.applied.config == "# flushed config\n"
     assert daemon.status.generation  # the hash of the config written
+
+
+def test_a_costly_file_write_is_paced_by_its_cost(tmp_path: Path) -> None:
+    daemon, clock, applier, watcher = make(tmp_path)
+    watcher.show(one("a1"))
+    daemon.step({"catalog"})
+    daemon.flusher.cost = 0.1  # the last write took 100 ms of CPU (a big catalog)
+    watcher.show(one("a1", "a2"))
+    daemon.step({"catalog"})
+    assert applier.kinds()[-1] is PlanKind.RUNTIME  # the change itself is not delayed
+    assert daemon.deadlines.at[Why.FLUSH] == pytest.approx(clock.now + 0.9)
+    clock.now += FLUSH_DELAY
+    daemon.step(set())
+    assert applier.flushes == 0  # a cheap write would be due by now
+    clock.now += 0.7
+    daemon.step(set())
+    assert applier.flushes == 1
 
 
 def test_a_burst_of_events_is_one_cycle(tmp_path: Path) -> None:

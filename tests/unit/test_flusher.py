@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -99,4 +100,24 @@ def test_a_failing_write_leaves_the_thread_running() -> None:
     applier.fail, applier.pending = False, Rendered(EMPTY, None, None)
     flusher.submit(cast(Any, applier), cast(Any, None))
     assert events.get(timeout=10) == FLUSHED
+    flusher.stop()
+
+
+class BusyApplier(SlowApplier):
+    """A write that takes ~30 ms of the thread's CPU (a big config rendered)."""
+
+    def write_pending(self, target: Rendered, ticket: int, inputs: object) -> str | None:
+        start = time.thread_time()
+        while time.thread_time() - start < 0.03:
+            pass
+        return "# written\n"
+
+
+def test_the_cost_of_the_last_write_is_known_to_the_loop() -> None:
+    events: queue.Queue[str] = queue.Queue()
+    applier, flusher = BusyApplier(), Flusher(events.put)
+    assert flusher.cost == 0.0
+    flusher.submit(cast(Any, applier), cast(Any, None))
+    assert events.get(timeout=10) == FLUSHED
+    assert flusher.cost >= 0.03  # CPU of the writing thread, for core.schedule.flush_at
     flusher.stop()

@@ -2,12 +2,17 @@
 
 import math
 
+import pytest
+
 from sidecar.core.schedule import (
     CYCLE,
+    FLUSH_DELAY,
+    FLUSH_SHARE,
     OLD_WORKERS_RETRY,
     Deadlines,
     Why,
     distrust_until,
+    flush_at,
     reload_wait,
 )
 
@@ -53,3 +58,13 @@ def test_distrust_window() -> None:
     assert distrust_until(None, 100.0, 30.0) is None
     assert distrust_until(90.0, 100.0, 30.0) == 120.0
     assert distrust_until(60.0, 100.0, 30.0) is None  # over
+
+
+def test_the_config_file_of_runtime_changes_is_paced_by_its_cost() -> None:
+    # a cheap write: FLUSH_DELAY after the change (a burst goes into one file)
+    assert flush_at(100.0, 0.0) == 100.0 + FLUSH_DELAY
+    assert flush_at(100.0, 0.004) == 100.0 + FLUSH_DELAY  # 20 services: ~4 ms
+    # a write of 100 ms (1,000 x 5) waits 0.9 s: at most FLUSH_SHARE of the time writing
+    wait = flush_at(100.0, 0.1) - 100.0
+    assert wait == pytest.approx(0.9)
+    assert 0.1 / (0.1 + wait) == pytest.approx(FLUSH_SHARE)
