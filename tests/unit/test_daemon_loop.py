@@ -222,7 +222,7 @@ def test_a_costly_file_write_is_paced_by_its_cost(tmp_path: Path) -> None:
     daemon, clock, applier, watcher = make(tmp_path)
     watcher.show(one("a1"))
     daemon.step({"catalog"})
-    daemon.flusher.cost = 0.1  # the last write took 100 ms of CPU (a big catalog)
+    daemon.flusher.cost = 0.1  # the last write took 100 ms (a big catalog)
     watcher.show(one("a1", "a2"))
     daemon.step({"catalog"})
     assert applier.kinds()[-1] is PlanKind.RUNTIME  # the change itself is not delayed

@@ -119,5 +119,5 @@ def test_the_cost_of_the_last_write_is_known_to_the_loop() -> None:
     assert flusher.cost == 0.0
     flusher.submit(cast(Any, applier), cast(Any, None))
     assert events.get(timeout=10) == FLUSHED
-    assert flusher.cost >= 0.03  # CPU of the writing thread, for core.schedule.flush_at
+    assert flusher.cost >= 0.03  # the write's duration, for core.schedule.flush_at
     flusher.stop()
