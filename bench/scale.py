@@ -17,7 +17,13 @@
    The Consul agent is started with ``limits.http_max_conns_per_client = 4096`` (Consul's
    default is 200, fewer than the 1,001 blocking queries of one gateway at 1,000 services);
    ``--consul-max-conns 0`` keeps Consul's default.
-3. Idle Consul load in steady state for 138 services: with ``[consul] wait = 300`` (default)
+3. A change stream at that size (``--stream-rate`` changes/s for ``--stream-seconds``, 0:
+   skip), after the idle window: an extra instance of a random service registered or
+   deregistered (catalog API, on spare sink ports); the daemon's CPU over the stream, its
+   runtime applies and their durations (its log), and how often it wrote the config file of
+   those changes (the file's modification time, polled every 20 ms). A rolling update at
+   1,000 services is that: each change a runtime apply, the file written behind them.
+4. Idle Consul load in steady state for 138 services: with ``[consul] wait = 300`` (default)
    a one-minute window right after start sees (almost) no returns, since every watch parks for
    255-319 s. A second daemon with ``wait = 30`` (10x faster, ``--scaled-wait``) shows the
    steady-state rate and the spread of wake-ups; the rate scales as 1/wait.
@@ -34,6 +40,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import random
+import re
 import statistics
 import sys
 import threading
@@ -63,6 +71,8 @@ from sidecar.core import pipeline
 from sidecar.core.model import Health, Instance, ServiceEntries, Snapshot
 from sidecar.haproxy.inputs import build_inputs
 from sidecar.haproxy.process import HAProxy
+
+SPARE = 20  # sink ports for the stream's extra instances
 
 
 def synthetic(services: int, instances: int, port0: int) -> Snapshot:
@@ -199,6 +209,88 @@ def register_all(
         raise HarnessError(f"registration failed: {errors[0]}")
 
 
+def stream_run(
+    consul: Consul,
+    sidecar: Sidecar,
+    services: int,
+    spare: list[int],
+    rate: float,
+    seconds: float,
+    label: str,
+) -> list[list[str]]:
+    """Toggle an extra instance of random services at ``rate``/s for ``seconds`` (bounded)."""
+    rng = random.Random(7)
+    session = requests.Session()
+    extra: dict[int, str] = {}
+    config = sidecar.haproxy.config
+    writes, stop = [0], threading.Event()
+
+    def watch_file() -> None:
+        last = config.stat().st_mtime_ns
+        while not stop.wait(0.02):
+            now = config.stat().st_mtime_ns
+            if now != last:
+                writes[0], last = writes[0] + 1, now
+
+    watcher = threading.Thread(target=watch_file, daemon=True)
+    log_start = sidecar.log_path.stat().st_size
+    proc = psutil.Process(sidecar.pid)
+    watcher.start()
+    cpu0, t0 = proc.cpu_times(), time.monotonic()
+    changes = 0
+    try:
+        for i in range(int(rate * seconds)):
+            due = t0 + i / rate
+            if (delay := due - time.monotonic()) > 0:
+                time.sleep(delay)
+            k = rng.randrange(services)
+            if k in extra:
+                body: dict = {"Node": f"scale-n{k % 8}", "ServiceID": extra.pop(k)}
+                r = session.put(f"{consul.addr}/v1/catalog/deregister", json=body, timeout=30)
+            else:
+                sid = extra[k] = f"x{k}-{i}"
+                body = {
+                    "Node": f"scale-n{k % 8}",
+                    "Address": "127.0.0.1",
+                    "Service": {
+                        "Service": f"bench-scale-{k}",
+                        "ID": sid,
+                        "Address": "127.0.0.1",
+                        "Port": spare[k % len(spare)],
+                        "Tags": ["dirac"],
+                        "Meta": {"dirac_system": "Scale", "dirac_service": f"Svc{k:04d}"},
+                    },
+                    "Check": {"CheckID": f"service:{sid}", "Name": "bench",
+                              "Status": "passing", "ServiceID": sid},
+                }
+                r = session.put(f"{consul.addr}/v1/catalog/register", json=body, timeout=30)
+            if r.status_code != 200:
+                raise HarnessError(f"stream change failed: {r.text[:200]}")
+            changes += 1
+        elapsed = time.monotonic() - t0
+        sidecar.wait_idle(threshold=5.0, window=2.0, timeout=120)  # the last change applied
+        cpu1, t1 = proc.cpu_times(), time.monotonic()
+    finally:
+        stop.set()
+        watcher.join(5)
+        session.close()
+    cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / (t1 - t0) * 100
+    with sidecar.log_path.open("rb") as f:
+        f.seek(log_start)
+        text = f.read().decode(errors="replace")
+    applies = [float(m) for m in re.findall(r"applied runtime in (\d+) ms", text)]
+    applies.sort()
+    p50 = applies[len(applies) // 2] if applies else 0.0
+    p99 = applies[min(len(applies) - 1, int(len(applies) * 0.99))] if applies else 0.0
+    what = f"stream {rate:g}/s for {elapsed:.0f} s ({changes} changes)"
+    return [
+        [label, f"{what}: daemon CPU (% of one core)", f"{cpu:.1f}", ""],
+        [label, "  runtime applies, their duration p50 / p99 (ms, log)",
+         f"{len(applies)}, {p50:.0f} / {p99:.0f}", ""],
+        [label, "  config file of runtime changes written", f"{writes[0]} times", ""],
+    ]
+
+
 def daemon_run(
     base: Path,
     consul: Consul,
@@ -209,6 +301,7 @@ def daemon_run(
     wait: float | None,
     label: str,
     venv: Path | None = None,
+    stream: tuple[list[int], float, float] | None = None,
 ) -> list[list[str]]:
     stack = contextlib.ExitStack()
     with stack:
@@ -264,6 +357,9 @@ def daemon_run(
         cpu1, wall1 = proc.cpu_times(), time.monotonic()
         st1 = sidecar.status()
         rss_end = proc.memory_info().rss
+        streamed = []
+        if stream is not None and stream[1] > 0 and wait is None:
+            streamed = stream_run(consul, sidecar, services, stream[0], stream[1], stream[2], label)
     cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / (wall1 - wall0) * 100
     reqs = st1.get("consul_requests", 0) - st0.get("consul_requests", 0)
     wait_label = f"wait={wait:g}s" if wait is not None else "wait=300s (default)"
@@ -294,6 +390,7 @@ def daemon_run(
             "<= 1 req/s (138 services)" if services == 138 else "",
         ],
         [label, "  most requests in one second", str(max(per_second, default=0)), ""],
+        *streamed,
     ]
     if wait is not None:
         rows.append(
@@ -322,6 +419,8 @@ def main() -> int:
     parser.add_argument("--sizes", default="138x10,1000x5")
     parser.add_argument("--scaled-wait", type=float, default=30.0, help="0: skip")
     parser.add_argument("--consul-max-conns", type=int, default=4096)
+    parser.add_argument("--stream-rate", type=float, default=10.0, help="changes/s; 0: skip")
+    parser.add_argument("--stream-seconds", type=float, default=20.0)
     parser.add_argument("--skip-daemon", action="store_true")
     parser.add_argument(
         "--checkout",
@@ -355,9 +454,10 @@ def main() -> int:
                     workdir=base / f"consul-{label}", binary=find_consul()
                 )
                 consul.start(stack)
-                every = probe_ports(services * instances + services)
-                inst_ports, public = every[: services * instances], every[services * instances :]
-                Sink(inst_ports).start(stack)
+                n = services * instances
+                every = probe_ports(n + services + SPARE)
+                inst_ports, public, spare = every[:n], every[n : n + services], every[n + services :]
+                Sink(inst_ports + spare).start(stack)
                 t = time.monotonic()
                 register_all(consul, services, instances, inst_ports)
                 print(
@@ -365,8 +465,9 @@ def main() -> int:
                     f"{time.monotonic() - t:.1f} s ({consul.version()})",
                     flush=True,
                 )
+                stream = (spare, args.stream_rate, args.stream_seconds)
                 rows += daemon_run(
-                    base, consul, services, instances, public, args.idle, None, label, venv
+                    base, consul, services, instances, public, args.idle, None, label, venv, stream
                 )
                 loads.append(loadavg())
                 if services == 138 and args.scaled_wait:
