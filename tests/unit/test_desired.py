@@ -2,7 +2,8 @@ import dataclasses
 import re
 
 from sidecar.config.schema import PortSettings, Settings
-from sidecar.core.desired import desired_state, server_name
+from sidecar.core.candidates import server_name
+from sidecar.core.desired import desired_state
 from sidecar.core.model import (
     DesiredState,
     Health,
@@ -286,3 +287,21 @@ def test_a_service_whose_members_did_not_change_is_reused_with_its_problems() ->
     grown = snap(("x", [inst("a"), inst("b", dirac_protocol="https"), inst("c")]))
     after = desired(grown, again)
     assert after.listed[0].ready_count == 2 and after.problems == first.problems
+
+
+def test_a_reused_service_follows_its_previous_backend() -> None:
+    """The candidate memo (core/candidates.py), with the same settings and port map objects as
+    in the daemon: the same members with another previous backend are worked out anew (a held
+    port keeps the claim index it had), the same inputs give the same objects."""
+    s, pm = settings(), port_map()
+    one = snap(("x", [inst("a", created=7)]))
+    fresh = desired_state(one, s, pm)
+    assert fresh.listed[0].claim_index == 7
+    held = dataclasses.replace(fresh.listed[0], claim_index=3)
+    previous = dataclasses.replace(fresh, backends=(held,))
+    assert desired_state(one, s, pm, previous).listed[0].claim_index == 3  # the claim it held
+    assert desired_state(one, s, pm).listed[0].claim_index == 7  # no previous: no held claim
+    again = desired_state(one, s, pm, fresh)
+    assert again.listed[0] is fresh.listed[0] and again.backends == fresh.backends
+    other = settings()  # a SIGHUP: equal values, another object; the result is equal
+    assert desired_state(one, other, pm, fresh) == again

@@ -38,7 +38,7 @@ from sidecar.config.cs import CSSettings
 from sidecar.config.loader import parse_settings
 from sidecar.consul.parse import parse_health
 from sidecar.core import pipeline
-from sidecar.core.desired import server_name
+from sidecar.core.candidates import server_name
 from sidecar.core.model import Health, ServerState, ServiceEntries, Snapshot
 from sidecar.core.portmap import load_port_map
 from sidecar.core.render import template_context

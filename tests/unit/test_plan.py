@@ -1,6 +1,7 @@
 import dataclasses
 
-from sidecar.core.desired import desired_state, permissive, server_name
+from sidecar.core.candidates import server_name
+from sidecar.core.desired import desired_state, permissive
 from sidecar.core.model import DesiredState, Health, Snapshot
 from sidecar.core.pipeline import Inputs, cycle, render
 from sidecar.core.plan import PlanKind, Rendered, plan
