@@ -125,7 +125,12 @@ def _memo_members(
     entries: ServiceEntries, include_warning: bool, perimeter: Perimeter
 ) -> tuple[tuple[tuple[str, str, Member], ...], tuple[Problem, ...]]:
     hit = _MEMO.get(id(entries))
-    if hit is not None and hit[0] is entries and hit[1] is include_warning and hit[2] == perimeter:
+    if (
+        hit is not None
+        and hit[0] is entries
+        and hit[1] is include_warning
+        and (hit[2] is perimeter or hit[2] == perimeter)
+    ):
         return hit[3]  # type: ignore[return-value]
     result = _entries_members(entries, include_warning, perimeter)
     if len(_MEMO) >= _MEMO_MAX:

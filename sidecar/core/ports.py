@@ -103,6 +103,11 @@ def resolve(
         by_port.setdefault(claim.port, []).append(claim)
     winners: list[Claim] = []
     for port, group in sorted(by_port.items()):
+        if len(group) == 1 and port not in unbindable and port not in reserved:
+            owner = owners.get(port)
+            if owner is None or owner[0] == group[0].path:
+                winners.append(group[0])  # the common case, ~1,000 times a cycle: no contest
+                continue
         if port in unbindable:
             _refused(group, f"public port {port} cannot be bound: {unbindable[port]}", problems)
             continue
