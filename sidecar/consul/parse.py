@@ -51,13 +51,23 @@ def _word(value: object) -> str:
     return sys.intern(str(value))
 
 
-def _meta(raw: object) -> tuple[tuple[str, str], ...]:
+Shared = dict[tuple[object, ...], tuple[object, ...]]
+
+
+def _one(value: tuple[object, ...], shared: Shared | None) -> tuple[object, ...]:
+    """The equal tuple an earlier entry of the same answer had (instances of one service
+    carry the same tags and metadata): one object for the answer, gone with it."""
+    return value if shared is None else shared.setdefault(value, value)
+
+
+def _meta(raw: object, shared: Shared | None = None) -> tuple[tuple[str, str], ...]:
     if not isinstance(raw, Mapping):
         return ()
-    return tuple(sorted((_word(k), _word(v)) for k, v in raw.items()))
+    pairs = tuple(sorted((_word(k), _word(v)) for k, v in raw.items()))
+    return _one(pairs, shared)  # type: ignore[return-value]
 
 
-def parse_entry(name: str, entry: object) -> Instance:
+def parse_entry(name: str, entry: object, shared: Shared | None = None) -> Instance:
     """One health entry -> Instance; raises ValueError when its shape is wrong."""
     if not isinstance(entry, Mapping):
         raise ValueError("entry is not an object")
@@ -80,8 +90,8 @@ def parse_entry(name: str, entry: object) -> Instance:
         service_id=str(service.get("ID", "")),
         address=_word(address) if isinstance(address, str) else "",
         port=port if isinstance(port, int | str) and not isinstance(port, bool) else None,
-        tags=tuple(_word(tag) for tag in tags),
-        meta=_meta(service.get("Meta")),
+        tags=_one(tuple(_word(tag) for tag in tags), shared),  # type: ignore[arg-type]
+        meta=_meta(service.get("Meta"), shared),
         health=aggregate_health(checks),
         create_index=created if isinstance(created, int) and not isinstance(created, bool) else 0,
     )
@@ -93,9 +103,10 @@ def parse_health(name: str, index: int, payload: object) -> ServiceEntries:
         return ServiceEntries(name, index, (), error="answer is not a list")
     instances: list[Instance] = []
     problems: list[Problem] = []
+    shared: Shared = {}  # this answer's only: nothing outlives its instances
     for position, entry in enumerate(payload):
         try:
-            instances.append(parse_entry(name, entry))
+            instances.append(parse_entry(name, entry, shared))
         except ValueError as exc:
             problems.append(Problem(f"consul service {name!r} entry {position}", str(exc)))
     instances.sort(key=lambda inst: inst.key)

@@ -93,7 +93,6 @@ def _refusal(ip: IPAddress, port: int, perimeter: Perimeter) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=65536)  # catalogs repeat: the same address, the same verdict
 def backend_address(address: str, port: int, perimeter: Perimeter) -> str:
     """The IP HAProxy may dial for ``address:port`` (a validated IP or host name); ValueError."""
     if validate.is_ip(address):
@@ -103,7 +102,10 @@ def backend_address(address: str, port: int, perimeter: Perimeter) -> str:
         if not found:
             raise ValueError(f"host name {address!r} does not resolve")
         candidates = found
-    ips = sorted({ipaddress.ip_address(c) for c in candidates}, key=lambda i: (i.version, i))
+    parsed = (validate.parse_ip(c) for c in candidates)
+    ips = sorted({ip for ip in parsed if ip is not None}, key=lambda i: (i.version, i))
+    if not ips:
+        raise ValueError(f"backend {address!r} is not an IP address and does not resolve to one")
     for ip in ips:
         reason = _refusal(ip, port, perimeter)
         if reason is not None:

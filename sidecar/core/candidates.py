@@ -10,7 +10,6 @@ agreement remembered and 40 -> 21 ms with the backend and claim (1,000 overrides
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -24,7 +23,6 @@ from sidecar.core.ports import Claim, own_port
 _PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}", re.ASCII)
 
 
-@functools.lru_cache(maxsize=65536)  # the same instances come back on every cycle
 def server_name(instance_key: str) -> str:
     """The HAProxy server name of an instance: readable, stable, and safe whatever the key.
 

@@ -9,7 +9,6 @@ DIRAC service must agree with its first registration, and no service holds more 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from dataclasses import dataclass
 
 from sidecar.base import validate
@@ -51,7 +50,6 @@ def _state(health: Health, include_warning: bool) -> ServerState | None:
     return None
 
 
-@functools.lru_cache(maxsize=16384)  # catalogs repeat: the same registration, the same verdict
 def validate_instance(inst: Instance) -> tuple[str, str, Member]:
     """Check one instance's metadata and address; raises ValueError with the reason.
 
@@ -116,13 +114,19 @@ def _entries_members(
 
 # Catalog reads repeat: the watcher hands on the same ServiceEntries object for every service
 # that did not change, so its members are worked out once (keyed by identity: hashing a
-# whole answer would cost about as much as the work itself).
+# whole answer would cost about as much as the work itself). The memo holds the answers of
+# the last snapshot only: an answer that was replaced or left goes, with its instances and
+# whatever they carry (before, up to 20,000 answers stayed, and a cache of validated
+# instances kept 16,384 more: a catalog churning instances with large metadata could fill
+# the gateway's memory with registrations long gone). Nothing below is cached per value.
 _MEMO: dict[int, tuple[ServiceEntries, bool, Perimeter, object]] = {}
-_MEMO_MAX = 20000
 
 
 def _memo_members(
-    entries: ServiceEntries, include_warning: bool, perimeter: Perimeter
+    entries: ServiceEntries,
+    include_warning: bool,
+    perimeter: Perimeter,
+    kept: dict[int, tuple[ServiceEntries, bool, Perimeter, object]],
 ) -> tuple[tuple[tuple[str, str, Member], ...], tuple[Problem, ...]]:
     hit = _MEMO.get(id(entries))
     if (
@@ -131,11 +135,10 @@ def _memo_members(
         and hit[1] is include_warning
         and (hit[2] is perimeter or hit[2] == perimeter)
     ):
+        kept[id(entries)] = hit
         return hit[3]  # type: ignore[return-value]
     result = _entries_members(entries, include_warning, perimeter)
-    if len(_MEMO) >= _MEMO_MAX:
-        _MEMO.clear()
-    _MEMO[id(entries)] = (entries, include_warning, perimeter, result)
+    kept[id(entries)] = (entries, include_warning, perimeter, result)
     return result
 
 
@@ -144,11 +147,14 @@ def group_members(
 ) -> dict[tuple[str, str], list[Member]]:
     groups: dict[tuple[str, str], list[Member]] = {}
     include_warning = settings.consul.include_warning
+    kept: dict[int, tuple[ServiceEntries, bool, Perimeter, object]] = {}
     for entries in sorted(snapshot.services, key=lambda e: e.name):
-        found, found_problems = _memo_members(entries, include_warning, perimeter)
+        found, found_problems = _memo_members(entries, include_warning, perimeter, kept)
         problems.extend(found_problems)
         for system, service, member in found:
             groups.setdefault((system, service), []).append(member)
+    _MEMO.clear()
+    _MEMO.update(kept)
     return _bounded(groups, settings.limits.max_instances, problems)
 
 

@@ -70,3 +70,16 @@ def test_repeated_words_are_one_object_across_answers() -> None:
     assert a == b and a.meta == (("dirac_port", "9162"), ("dirac_system", "Framework"))
     assert a.meta[1][1] is b.meta[1][1] and a.tags[0] is b.tags[0]
     assert a.node is b.node and a.address is b.address
+
+
+def test_instances_of_one_answer_share_their_tags_and_metadata_tuples() -> None:
+    """One tuple per answer for equal tags / metadata (instances of a service carry the
+    same); not across answers, so nothing outlives the instances that carry it."""
+    meta = {"dirac_system": "Framework", "dirac_service": "SystemAdministrator"}
+    one = entry([], Meta=meta)
+    other = json.loads(json.dumps(one))
+    other["Service"]["ID"] = "second"
+    a, b = parse_health("x", 1, [one, other]).instances
+    assert a.key != b.key and a.meta == b.meta and a.meta is b.meta and a.tags is b.tags
+    c = parse_health("x", 2, [json.loads(json.dumps(one))]).instances[0]
+    assert c.meta == a.meta and c.meta is not a.meta

@@ -1,3 +1,5 @@
+import ipaddress
+
 import pytest
 
 from sidecar.base import validate
@@ -79,3 +81,15 @@ def test_consul_names(value: str) -> None:
 def test_consul_names_rejected(value: str) -> None:
     with pytest.raises(ValueError):
         validate.consul_service_name(value)
+
+
+def test_ip_parsing_canonical_and_bounded() -> None:
+    longest = "0000:0000:0000:0000:0000:ffff:1.2.3.4"  # 45 characters: still an IP
+    assert validate.ip_address(longest) == str(ipaddress.ip_address(longest))
+    assert validate.ip_address("10.0.0.1") == "10.0.0.1" and validate.is_ip("::1")
+    assert validate.parse_ip("10.0.0.1") == ipaddress.ip_address("10.0.0.1")
+    # longer than any IP text (45 characters): never parsed, never cached
+    assert validate.ip_address("0" * 46) is None and validate.ip_address("1." * 30) is None
+    assert validate.ip_address("fe80::1%eth0") is None  # scoped: refused
+    assert validate.ip_address("\u0661\u0660.0.0.1") is None  # Arabic-Indic digits: refused
+    assert validate.host("::FFFF:A") == "::ffff:a"
