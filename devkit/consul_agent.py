@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -22,6 +21,7 @@ from typing import Any, Self
 
 import requests
 
+from devkit.ports import free_port
 from devkit.procs import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,14 +38,6 @@ def find_consul() -> str:
     if local.is_file():
         return str(local)
     raise FileNotFoundError("consul not found on PATH nor in .deps/bin")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A currently free TCP port (bind port 0, read it, release it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class ConsulAgentError(RuntimeError):

@@ -21,7 +21,7 @@ import requests
 from faultlib import FaultAgent
 from helpers import wait_until
 
-from devkit.consul_agent import free_port
+from devkit.ports import free_port
 
 GOSSIP = {"probe_interval": "500ms", "probe_timeout": "250ms", "suspicion_mult": 3}
 

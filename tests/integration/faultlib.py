@@ -24,8 +24,9 @@ from typing import Any
 import requests
 from gatewaylib import Gateway, unique_prefix
 
-from devkit.consul_agent import ConsulAgent, find_consul, free_port
+from devkit.consul_agent import ConsulAgent, find_consul
 from devkit.pki import DevPKI
+from devkit.ports import free_port
 
 
 class FaultAgent(ConsulAgent):

@@ -1,0 +1,65 @@
+"""Free TCP ports for the dev kit, the tests and their child processes (dev tooling, not in
+the wheel).
+
+Why not "bind port 0, read it, release it": that port comes from Linux's ephemeral range
+(``net.ipv4.ip_local_port_range``, 32768-60999 by default), the one the kernel also hands out
+as the source port of every outgoing connection on the machine. Between the release and the
+listen of whoever asked for it, a Consul agent dialling its own RPC port or a client
+connecting anywhere can take it, and the listen fails with EADDRINUSE (seen in CI: a gateway's
+public port refused at start, and the test waited 20 s for a retry due in 30). Ports here come
+from below that range and above 30000 (the gateway's hashed ports for undeclared services are
+20000-29999), one slice per pytest-xdist worker so that two workers never pick the same one,
+and each is checked free by a bind before it is handed out.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+from pathlib import Path
+
+LOW = 30000  # above the gateway's default auto range (20000-29999)
+RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_rng = random.Random()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _slice() -> tuple[int, int]:
+    """This process's ports: [low, high), below the ephemeral range, one slice per worker."""
+    high = _ephemeral_low()
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    index = int(worker) if worker.isdigit() else 0
+    size = (high - LOW) // max(count, 1)
+    return LOW + index * size, LOW + (index + 1) * size
+
+
+def _bindable(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on now, outside the ephemeral range (see the module)."""
+    low, high = _slice()
+    if high - low >= 16:
+        for _ in range(200):  # bounded: a slice of ~1,300 ports is never that full
+            port = _rng.randrange(low, high)
+            if _bindable(host, port):
+                return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # no room: the old way
+        sock.bind((host, 0))
+        found: int = sock.getsockname()[1]
+        return found
