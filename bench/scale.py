@@ -162,6 +162,23 @@ class ConsulWithLimits(ConsulAgent):
         return path
 
 
+def registration(k: int, sid: str, port: int) -> dict:
+    """The catalog API body of instance ``sid`` of service ``k`` (on node scale-n<k % 8>)."""
+    return {
+        "Node": f"scale-n{k % 8}",
+        "Address": "127.0.0.1",
+        "Service": {
+            "Service": f"bench-scale-{k}",
+            "ID": sid,
+            "Address": "127.0.0.1",
+            "Port": port,
+            "Tags": ["dirac"],
+            "Meta": {"dirac_system": "Scale", "dirac_service": f"Svc{k:04d}"},
+        },
+        "Check": {"CheckID": f"service:{sid}", "Name": "bench", "Status": "passing", "ServiceID": sid},
+    }
+
+
 def register_all(
     consul: Consul, services: int, instances: int, ports: list[int], threads: int = 4
 ) -> None:
@@ -174,25 +191,7 @@ def register_all(
                 for j in range(instances):
                     # The catalog API on other node names: the agent API takes ~30 ms per
                     # registration once it holds thousands (142 s for 5,000).
-                    sid = f"s{k}-{j}"
-                    body = {
-                        "Node": f"scale-n{k % 8}",
-                        "Address": "127.0.0.1",
-                        "Service": {
-                            "Service": f"bench-scale-{k}",
-                            "ID": sid,
-                            "Address": "127.0.0.1",
-                            "Port": ports[k * instances + j],
-                            "Tags": ["dirac"],
-                            "Meta": {"dirac_system": "Scale", "dirac_service": f"Svc{k:04d}"},
-                        },
-                        "Check": {
-                            "CheckID": f"service:{sid}",
-                            "Name": "bench",
-                            "Status": "passing",
-                            "ServiceID": sid,
-                        },
-                    }
+                    body = registration(k, f"s{k}-{j}", ports[k * instances + j])
                     r = session.put(f"{consul.addr}/v1/catalog/register", json=body, timeout=30)
                     if r.status_code != 200:
                         errors.append(r.text[:200])
@@ -248,21 +247,7 @@ def stream_run(
                 body: dict = {"Node": f"scale-n{k % 8}", "ServiceID": extra.pop(k)}
                 r = session.put(f"{consul.addr}/v1/catalog/deregister", json=body, timeout=30)
             else:
-                sid = extra[k] = f"x{k}-{i}"
-                body = {
-                    "Node": f"scale-n{k % 8}",
-                    "Address": "127.0.0.1",
-                    "Service": {
-                        "Service": f"bench-scale-{k}",
-                        "ID": sid,
-                        "Address": "127.0.0.1",
-                        "Port": spare[k % len(spare)],
-                        "Tags": ["dirac"],
-                        "Meta": {"dirac_system": "Scale", "dirac_service": f"Svc{k:04d}"},
-                    },
-                    "Check": {"CheckID": f"service:{sid}", "Name": "bench",
-                              "Status": "passing", "ServiceID": sid},
-                }
+                body = registration(k, extra.setdefault(k, f"x{k}-{i}"), spare[k % len(spare)])
                 r = session.put(f"{consul.addr}/v1/catalog/register", json=body, timeout=30)
             if r.status_code != 200:
                 raise HarnessError(f"stream change failed: {r.text[:200]}")
