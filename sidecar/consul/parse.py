@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from sidecar.core.model import Health, Instance, Problem, ServiceEntries
 
@@ -52,19 +52,19 @@ def _word(value: object) -> str:
 
 
 Shared = dict[tuple[object, ...], tuple[object, ...]]
+T = TypeVar("T", bound=tuple[object, ...])
 
 
-def _one(value: tuple[object, ...], shared: Shared | None) -> tuple[object, ...]:
+def _one(value: T, shared: Shared | None) -> T:
     """The equal tuple an earlier entry of the same answer had (instances of one service
     carry the same tags and metadata): one object for the answer, gone with it."""
-    return value if shared is None else shared.setdefault(value, value)
+    return value if shared is None else cast(T, shared.setdefault(value, value))
 
 
 def _meta(raw: object, shared: Shared | None = None) -> tuple[tuple[str, str], ...]:
     if not isinstance(raw, Mapping):
         return ()
-    pairs = tuple(sorted((_word(k), _word(v)) for k, v in raw.items()))
-    return _one(pairs, shared)  # type: ignore[return-value]
+    return _one(tuple(sorted((_word(k), _word(v)) for k, v in raw.items())), shared)
 
 
 def parse_entry(name: str, entry: object, shared: Shared | None = None) -> Instance:
@@ -90,7 +90,7 @@ def parse_entry(name: str, entry: object, shared: Shared | None = None) -> Insta
         service_id=str(service.get("ID", "")),
         address=_word(address) if isinstance(address, str) else "",
         port=port if isinstance(port, int | str) and not isinstance(port, bool) else None,
-        tags=_one(tuple(_word(tag) for tag in tags), shared),  # type: ignore[arg-type]
+        tags=_one(tuple(_word(tag) for tag in tags), shared),
         meta=_meta(service.get("Meta"), shared),
         health=aggregate_health(checks),
         create_index=created if isinstance(created, int) and not isinstance(created, bool) else 0,
