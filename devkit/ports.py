@@ -9,7 +9,9 @@ connecting anywhere can take it, and the listen fails with EADDRINUSE (seen in C
 public port refused at start, and the test waited 20 s for a retry due in 30). Ports here come
 from below that range and above 30000 (the gateway's hashed ports for undeclared services are
 20000-29999), one slice per pytest-xdist worker so that two workers never pick the same one,
-and each is checked free by a bind before it is handed out.
+handed out in turn from a random start (a test asks for several ports before it binds any of
+them: two calls never return the same port until the slice wraps), each checked free by a
+bind.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 
 LOW = 30000  # above the gateway's default auto range (20000-29999)
 RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
-_rng = random.Random()
+_next: list[int] = []  # the next port to try in this process's slice
 
 
 def _ephemeral_low() -> int:
@@ -52,11 +54,16 @@ def _bindable(host: str, port: int) -> bool:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on now, outside the ephemeral range (see the module)."""
+    """A TCP port nobody listens on now, outside the ephemeral range, and not handed out
+    before by this process (see the module)."""
     low, high = _slice()
-    if high - low >= 16:
-        for _ in range(200):  # bounded: a slice of ~1,300 ports is never that full
-            port = _rng.randrange(low, high)
+    size = high - low
+    if size >= 16:
+        if not _next or not low <= _next[0] < high:
+            _next[:] = [random.randrange(low, high)]
+        for _ in range(size):  # bounded: once round the slice
+            port = _next[0]
+            _next[0] = low + (port + 1 - low) % size
             if _bindable(host, port):
                 return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # no room: the old way

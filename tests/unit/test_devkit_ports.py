@@ -20,6 +20,13 @@ def test_a_free_port_is_below_the_ephemeral_range_and_bindable() -> None:
             sock.bind(("127.0.0.1", port))  # free: this would raise
 
 
+def test_ports_asked_in_a_row_are_distinct() -> None:
+    # a test asks for several ports before it binds any: the same one twice would make two
+    # services claim one port (seen in CI with random picks)
+    picked = [ports.free_port() for _ in range(300)]
+    assert len(set(picked)) == len(picked)
+
+
 def test_workers_get_disjoint_slices(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
     monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
