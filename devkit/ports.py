@@ -7,8 +7,9 @@ as the source port of every outgoing connection on the machine. Between the rele
 listen of whoever asked for it, a Consul agent dialling its own RPC port or a client
 connecting anywhere can take it, and the listen fails with EADDRINUSE (seen in CI: a gateway's
 public port refused at start, and the test waited 20 s for a retry due in 30). Ports here come
-from below that range and above 30000 (the gateway's hashed ports for undeclared services are
-20000-29999), one slice per pytest-xdist worker so that two workers never pick the same one,
+from 11000-18999: below that range, below the gateway's hashed ports for undeclared services
+(20000-29999), and clear of the fixed ports the tests register as fake backends (19000-19999,
+30000-32000), one slice per pytest-xdist worker so that two workers never pick the same one,
 handed out in turn from a random start (a test asks for several ports before it binds any of
 them: two calls never return the same port until the slice wraps), each checked free by a
 bind.
@@ -21,7 +22,7 @@ import random
 import socket
 from pathlib import Path
 
-LOW = 30000  # above the gateway's default auto range (20000-29999)
+LOW, HIGH = 11000, 19000  # see the module: no test, no gateway default uses these
 RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 _next: list[int] = []  # the next port to try in this process's slice
 
@@ -35,7 +36,7 @@ def _ephemeral_low() -> int:
 
 def _slice() -> tuple[int, int]:
     """This process's ports: [low, high), below the ephemeral range, one slice per worker."""
-    high = _ephemeral_low()
+    high = min(HIGH, _ephemeral_low())
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
     count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
     index = int(worker) if worker.isdigit() else 0
