@@ -50,6 +50,7 @@ from sidecar.health.certjob import (
     ProbeTarget,
     encode_report,
 )
+from sidecar.host.privileges import renounce_capabilities
 
 log = logging.getLogger(__name__)
 NO_CHECK_TIME = 0x200000  # X509_V_FLAG_NO_CHECK_TIME: expiry is judged by certs.evaluate
@@ -265,6 +266,11 @@ def _answer(request: ProbeRequest) -> CertReport:
 def main() -> int:
     """The child: one JSON request per line on stdin, one report per line on stdout; exits
     at the end of stdin or after ``argv[1]`` seconds (``LINGER``) without a request."""
+    # Before the first byte from a backend: this child dials what the catalog names and
+    # parses what comes back, and needs no capability for it (a systemd install hands the
+    # daemon's children CAP_NET_BIND_SERVICE through the ambient set, for HAProxy's sake).
+    for note in renounce_capabilities():
+        log.debug("certificate probe: %s", note)
     linger = float(sys.argv[1]) if len(sys.argv) > 1 else LINGER
     poller = select.poll()
     poller.register(sys.stdin.fileno(), select.POLLIN)

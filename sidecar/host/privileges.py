@@ -34,6 +34,12 @@ The rule (:func:`should_drop`), decided on the effective user ID and the four se
 Capabilities are per thread: ``capset`` changes the calling thread only, which is why this
 runs before any thread exists (threads and children created later inherit the cleared set).
 :func:`drop_effective_capabilities` never raises: it returns what it did, or why not.
+
+A child of the daemon that starts no program needing a capability (the certificate probe,
+which dials every backend the catalog names and parses what they send) calls
+:func:`renounce_capabilities` first: it empties the ambient set and, under the same rule,
+the effective, permitted and inheritable sets, for good. Otherwise the kernel would hand it
+``CAP_NET_BIND_SERVICE`` again at its ``execve`` from the daemon's ambient set.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ import ctypes
 import os
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522  # 64-bit sets as two 32-bit words
@@ -148,6 +154,40 @@ def _clear_effective(sets: CapSets) -> None:
     if _libc().capset(ctypes.byref(header), data) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"capset: {os.strerror(err)}")
+
+
+_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL = 47, 4  # linux/prctl.h
+
+
+def _clear_all() -> None:
+    """The ambient set emptied (prctl), then every other set (capset): irreversible."""
+    if _libc().prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_CAP_AMBIENT_CLEAR_ALL): {os.strerror(err)}")
+    _clear_effective(CapSets(0, 0, 0, 0))
+
+
+def renounce_capabilities() -> list[str]:
+    """For a child that needs no capability: every set emptied when the rule says drop
+    (else, as root, kept: see the module docstring); never raises, returns what it did."""
+    if not sys.platform.startswith("linux"):
+        return [f"capabilities: not Linux ({sys.platform}): nothing to renounce"]
+    try:
+        before = read_capabilities()
+        held = before.effective | before.permitted | before.ambient
+        if not held:
+            return ["capabilities: none held"]
+        drop, why = should_drop(replace(before, effective=held), os.geteuid())
+        if not drop:
+            return [f"capabilities: {why}"]
+        _clear_all()
+        after = read_capabilities()
+    except (OSError, AttributeError) as exc:  # AttributeError: a libc without capget/prctl
+        return [f"capabilities: left as they are ({exc})"]
+    left = after.effective | after.permitted | after.ambient
+    if left:
+        return [f"capabilities: still holding {names(left)}"]
+    return [f"capabilities: renounced {names(held)} ({why})"]
 
 
 def drop_effective_capabilities() -> list[str]:

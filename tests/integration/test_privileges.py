@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import REPO_ROOT
+from helpers import REPO_ROOT, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 SETPRIV = shutil.which("setpriv")
@@ -56,6 +56,9 @@ python = next(
 if mode == "drop":
     from sidecar.host.privileges import drop_effective_capabilities
     out["notes"] = drop_effective_capabilities()
+elif mode == "renounce":
+    from sidecar.host.privileges import renounce_capabilities
+    out["notes"] = renounce_capabilities()
 out["caps"] = {
     l.split(":")[0]: l.split()[1] for l in open("/proc/self/status") if l.startswith("Cap")
 }
@@ -137,15 +140,19 @@ def _free_low_port() -> int:
     pytest.skip("no free port in 600-699")
 
 
-def _run(setpriv_args: tuple[str, ...], mode: str) -> dict[str, Any]:
-    _skip_unless_possible()
-    assert SETPRIV is not None
-    port = _free_low_port()
-    env = {
+def _env() -> dict[str, str]:
+    return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "PYTHONPATH": str(REPO_ROOT),  # readable by nobody; tmp_path (0700) would not be
         "PYTHONDONTWRITEBYTECODE": "1",
     }
+
+
+def _run(setpriv_args: tuple[str, ...], mode: str) -> dict[str, Any]:
+    _skip_unless_possible()
+    assert SETPRIV is not None
+    port = _free_low_port()
+    env = _env()
     argv = [SETPRIV, *setpriv_args, sys.executable, "-c", CHILD, mode, str(port), GRANDCHILD]
     done = subprocess.run(
         argv, capture_output=True, text=True, timeout=60, check=False, env=env, cwd="/"
@@ -194,3 +201,67 @@ def test_control_without_any_capability_nobody_binds() -> None:
     assert out["notes"] == ["capabilities: no effective capabilities: nothing to drop"], out
     assert out["bind"] == "EACCES", out
     assert out["child"]["bind"] == "EACCES", out
+
+
+def test_a_child_that_renounces_holds_nothing_and_hands_nothing_on() -> None:
+    out = _run(AS_NOBODY, "renounce")
+    assert any("renounced cap_net_bind_service" in note for note in out["notes"]), out
+    caps = out["caps"]
+    assert caps["CapEff"] == caps["CapPrm"] == caps["CapInh"] == caps["CapAmb"] == NONE, out
+    assert out["bind"] == "EACCES", out
+    assert out["child"]["bind"] == "EACCES", out  # nothing left for what it would start
+    assert out["child"]["caps"]["CapAmb"] == out["child"]["caps"]["CapEff"] == NONE, out
+
+
+def test_root_without_ambient_capabilities_keeps_them_for_the_probe() -> None:
+    # the test suite's and a root install's case: root's sets are what reads the key files
+    _skip_unless_possible()
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, "renounce", str(_free_low_port()), GRANDCHILD],
+        capture_output=True, text=True, timeout=60, check=False, env=_env(), cwd="/",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(out["notes"]) == 1, out
+    assert out["notes"][0].startswith(
+        "capabilities: running as root without ambient capabilities: effective set kept"
+    ), out
+    assert out["caps"]["CapEff"] != NONE and out["bind"] == "ok", out
+
+
+def test_the_certificate_probe_child_renounces_before_it_dials() -> None:
+    """The real child (``python -m sidecar.health.certprobe``) started as the systemd unit
+    starts the daemon's children: its sets are empty while it waits for its first request."""
+    _skip_unless_possible()
+    assert SETPRIV is not None
+    argv = [SETPRIV, *AS_NOBODY, sys.executable, "-m", "sidecar.health.certprobe", "30"]
+    child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=_env(), cwd="/")  # fmt: skip
+    try:
+        status = Path(f"/proc/{child.pid}/status")
+        # setpriv execs python in the same process: the sets go root's -> the unit's (ambient
+        # net_bind_service) -> empty; only the renouncing child reaches an empty permitted set
+        wait_until(
+            lambda: child.poll() is not None or _caps(status)["CapPrm"] == NONE,
+            timeout=30,
+            what="the probe child's permitted set to empty",
+        )
+        assert child.poll() is None, child.stderr.read() if child.stderr else ""
+        caps = _caps(status)
+        assert caps["CapEff"] == caps["CapPrm"] == caps["CapInh"] == NONE, caps
+        assert caps["CapBnd"] == NBS, caps  # the bounding set is setpriv's: untouched
+        assert child.stdin is not None
+        child.stdin.close()  # the end of its requests: it exits 0
+        assert child.wait(timeout=30) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(timeout=10)
+
+
+def _caps(status: Path) -> dict[str, str]:
+    return {
+        line.split(":")[0]: line.split()[1]
+        for line in status.read_text().splitlines()
+        if line.startswith("Cap")
+    }
