@@ -101,6 +101,8 @@ class Daemon(Cycle, StatusRound):
         if stale:
             log.warning("removed stale temporary files: %s", ", ".join(stale))
         self.applied = p.applier.load_rendered(self.inputs)
+        # start-up's objects out of the collector's way before the first answer (host.memory)
+        log.debug("start-up objects frozen for the garbage collector: %d", memory.freeze_startup())
         p.watcher.start()
         p.ops.start()
         p.net.status_port = p.ops.server.port if p.ops.server else None
