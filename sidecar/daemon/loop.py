@@ -77,7 +77,9 @@ class Daemon(Cycle, StatusRound):
         self._haproxy_up = False  # known to run (an apply succeeded since the last failure)
         self._failed_config: str | None = None  # this exact config failed: not again
         self._last_reload = -math.inf
-        self.trim_heap: Callable[[], object] = memory.trim  # a recorder in unit tests
+        self.trim_heap: Callable[[], object] = memory.trim  # recorders in unit tests
+        self.settle_heap: Callable[[bool], object] = memory.settle
+        self._settled_full_at = clock()  # ``run`` freezes start-up's objects (a full settle)
         self._wanted_at = -math.inf  # when a cycle was last asked for
         self._trimmed_at = -math.inf  # the last heap trim
 
@@ -179,10 +181,17 @@ class Daemon(Cycle, StatusRound):
             dirty = self._wanted_at > self._trimmed_at  # a cycle since the last trim
             quiet = now - self._wanted_at >= TRIM_QUIET
             if dirty and quiet and now - self._trimmed_at >= TRIM_GAP:
-                # the garbage of a burst stays resident otherwise (host.memory)
+                # what survived the burst is frozen for the collector, so that a collection
+                # in the next stream walks only what changed; the garbage of the burst stays
+                # resident unless trimmed (host.memory)
+                full = now - self._settled_full_at >= memory.FULL_EVERY
+                frozen = self.settle_heap(full)
                 trimmed = self.trim_heap()
-                log.debug("heap trimmed (%s)", trimmed)
+                log.debug("heap settled (%s frozen%s) and trimmed (%s)", frozen,
+                          ", full" if full else "", trimmed)  # fmt: skip
                 self._trimmed_at = now
+                if full:
+                    self._settled_full_at = now
         if Why.DRIFT in due:
             self.deadlines.every(Why.DRIFT, now + self.settings.apply.drift_interval)
             self.repair_drift()

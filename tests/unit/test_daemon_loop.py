@@ -30,6 +30,7 @@ from sidecar.daemon.flusher import FLUSHED, Flusher
 from sidecar.daemon.loop import COLLECT_EVERY, TRIM_GAP, Daemon
 from sidecar.daemon.portguard import PortGuard
 from sidecar.haproxy.applier import ApplyResult
+from sidecar.host.memory import FULL_EVERY
 
 SYSADMIN = "Framework/SystemAdministrator"  # in the shipped port map: 9162
 
@@ -347,7 +348,9 @@ def test_the_heap_is_trimmed_once_quiet_after_cycles_and_not_more_often_than_the
 ) -> None:
     daemon, clock, _, watcher = make(tmp_path)
     trims: list[float] = []
+    settles: list[bool] = []
     daemon.trim_heap = lambda: trims.append(clock.now)
+    daemon.settle_heap = settles.append
     daemon.deadlines.every(Why.COLLECT, clock.now)  # as ``run`` does
     watcher.show(one("a1"))
     daemon.step({"catalog"})  # a cycle: the chores of this turn do not trim (not quiet)
@@ -367,3 +370,10 @@ def test_the_heap_is_trimmed_once_quiet_after_cycles_and_not_more_often_than_the
     clock.now += 2 * COLLECT_EVERY
     daemon.step(set())
     assert len(trims) == 2
+    assert settles == [False, False]  # each trim settles first; start-up's was the full one
+    clock.now += FULL_EVERY
+    watcher.show(one("a1"))
+    daemon.step({"catalog"})
+    clock.now += COLLECT_EVERY
+    daemon.step(set())
+    assert settles == [False, False, True]  # an hour on: the frozen objects collected too

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes.util
 import gc
+import weakref
 
 from sidecar.host import memory
 
@@ -25,3 +26,23 @@ def test_freeze_startup_takes_the_start_up_objects_out_of_full_collections() -> 
         del later
     finally:
         gc.unfreeze()  # the rest of this worker's tests run as before
+
+
+def test_settle_freezes_what_survived_and_a_full_one_finds_garbage_among_the_frozen() -> None:
+    class Node:
+        def __init__(self) -> None:
+            self.other: Node | None = None
+
+    try:
+        memory.settle(full=True)
+        a, b = Node(), Node()
+        memory.settle(full=False)  # a and b survive: frozen now
+        a.other, b.other = b, a  # a cycle among frozen objects...
+        probe = weakref.ref(a)
+        del a, b
+        memory.settle(full=False)
+        assert probe() is not None  # ...is not collected by a settle that keeps them frozen
+        memory.settle(full=True)
+        assert probe() is None  # the full one unfreezes first and finds it
+    finally:
+        gc.unfreeze()
