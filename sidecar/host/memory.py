@@ -1,4 +1,5 @@
-"""Give freed heap memory back to the kernel (host adapter; called by ``daemon.loop``).
+"""The daemon's heap: freed memory back to the kernel, long-lived objects out of the
+garbage collector's way (host adapter; called by ``daemon.loop``).
 
 CPython returns freed small objects to its own arenas and larger blocks to malloc, and glibc
 keeps what malloc got back in its free lists. A burst (the first answers of 1,000 watches,
