@@ -23,14 +23,25 @@ class Guarded:
     held: tuple[str, ...]  # instance keys kept in rotation pending confirmation
 
 
-def _registered(snapshot: Snapshot) -> set[str]:
-    return {inst.key for entries in snapshot.services for inst in entries.instances}
+class _Registered:
+    """The keys of every instance in the snapshot, worked out on the first question: a cycle
+    in which no backend lost a ready server (every addition) never builds the set."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+        self._keys: set[str] | None = None
+
+    def __contains__(self, key: str) -> bool:
+        if self._keys is None:
+            entries = self._snapshot.services
+            self._keys = {inst.key for one in entries for inst in one.instances}
+        return key in self._keys
 
 
 def _guard_backend(
     old: Backend,
     new: Backend,
-    registered: set[str],
+    registered: _Registered,
     confirmed: frozenset[str],
     max_share: float,
     held_before: frozenset[str],
@@ -80,7 +91,7 @@ def blast_guard(
     if previous is None or max_share >= 1.0:
         return Guarded(new, ())
     before = {b.path: b for b in previous.backends}
-    registered: set[str] | None = None  # worked out once a backend's servers differ
+    registered = _Registered(snapshot)
     backends: list[Backend] = []
     held: list[str] = []
     for backend in new.backends:
@@ -88,8 +99,6 @@ def blast_guard(
         if old is None or old.servers == backend.servers:
             backends.append(backend)  # nothing to hold back (most backends of a cycle)
             continue
-        if registered is None:
-            registered = _registered(snapshot)
         guarded, kept = _guard_backend(
             old, backend, registered, confirmed, max_share, held_before, distrust_absent
         )
