@@ -1,9 +1,10 @@
 """The status round: status file, metrics, sd_notify, drain and the fleet, in its own thread
 (adapter glue; a mixin of ``daemon.loop.Daemon``).
 
-Every ``HEARTBEAT`` seconds and soon after an apply (at most one round per ``BEAT_GAP``). A
-round costs milliseconds to tens of milliseconds (Consul round trips, a CS write): in the main
-loop it would delay the next catalog change, so it never runs there.
+Every ``HEARTBEAT`` seconds and soon after an apply (at most one round per ``BEAT_GAP``, or
+further apart when rounds are costly: ``core.schedule.round_gap``). A round costs milliseconds
+to tens of milliseconds (Consul round trips, a CS write): in the main loop it would delay the
+next catalog change, so it never runs there.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ import time
 from datetime import UTC, datetime
 
 from sidecar.core.plan import Rendered
+from sidecar.core.schedule import round_gap
 from sidecar.daemon.wiring import Parts
 from sidecar.fleet.member import Beat
 from sidecar.health.status import Status, write_status
 
 log = logging.getLogger(__name__)
 HEARTBEAT = 2.0  # seconds between status/metrics/notify rounds while nothing happens
-BEAT_GAP = 0.2  # seconds at least between two status rounds (a stream of applies)
 WATCHDOG_STALE = 10.0  # no WATCHDOG=1 once the main loop has not turned for this long
 
 
@@ -36,17 +37,20 @@ class StatusRound:
     applied_index: int
 
     def status_rounds(self, stopping: threading.Event) -> None:
+        cost = 0.0
         while not stopping.is_set():
             self.beat.wait(HEARTBEAT)
-            # applies in a stream wake it many times a second: one round per BEAT_GAP at most
-            if stopping.wait(BEAT_GAP):
+            # applies in a stream wake it many times a second: rounds paced by their cost
+            if stopping.wait(round_gap(cost)):
                 return
             self.beat.clear()
+            started = time.thread_time()  # CPU: the GIL the round held, not its waits
             try:
                 with self.round_lock:
                     self.status_round()
             except Exception:  # a bug must not end the status round
                 log.exception("status round failed")
+            cost = time.thread_time() - started
 
     def status_round(self) -> None:
         p = self.parts

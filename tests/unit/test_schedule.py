@@ -5,15 +5,19 @@ import math
 import pytest
 
 from sidecar.core.schedule import (
+    BEAT_GAP,
     CYCLE,
     FLUSH_DELAY,
     FLUSH_SHARE,
     OLD_WORKERS_RETRY,
+    ROUND_GAP_MAX,
+    ROUND_SHARE,
     Deadlines,
     Why,
     distrust_until,
     flush_at,
     reload_wait,
+    round_gap,
 )
 
 
@@ -68,3 +72,12 @@ def test_the_config_file_of_runtime_changes_is_paced_by_its_cost() -> None:
     wait = flush_at(100.0, 0.1) - 100.0
     assert wait == pytest.approx(0.9)
     assert 0.1 / (0.1 + wait) == pytest.approx(FLUSH_SHARE)
+
+
+def test_status_rounds_are_paced_by_their_cost() -> None:
+    assert round_gap(0.0) == BEAT_GAP  # the first round after a change: soon
+    assert round_gap(0.003) == BEAT_GAP  # 138 x 10: a few ms, every BEAT_GAP
+    gap = round_gap(0.014)  # 1,000 x 5: ~14 ms, no more than ROUND_SHARE of the time
+    assert gap > BEAT_GAP
+    assert 0.014 / (0.014 + gap) == pytest.approx(ROUND_SHARE)
+    assert round_gap(0.5) == ROUND_GAP_MAX  # never so far apart that the status goes stale
