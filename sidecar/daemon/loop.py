@@ -104,7 +104,8 @@ class Daemon(Cycle, StatusRound):
             log.warning("removed stale temporary files: %s", ", ".join(stale))
         self.applied = p.applier.load_rendered(self.inputs)
         # start-up's objects out of the collector's way before the first answer (host.memory)
-        log.debug("start-up objects frozen for the garbage collector: %d", memory.freeze_startup())
+        frozen = self.settle_heap(True)
+        log.debug("start-up objects frozen for the garbage collector: %s", frozen)
         p.watcher.start()
         p.ops.start()
         p.net.status_port = p.ops.server.port if p.ops.server else None

@@ -8,7 +8,7 @@ the steady state never touches again: ~18 MB at 1,000 services x 5 instances.
 ``malloc_trim(0)`` hands the free pages back. Elsewhere than glibc (musl, macOS) it is a
 no-op: ``trim`` then returns False.
 
-``freeze_startup`` and ``settle`` keep long-lived objects out of the cyclic garbage
+``settle`` keeps long-lived objects out of the cyclic garbage
 collector's sight (``gc.freeze``). What start-up built (modules, functions, classes, code
 objects: ~56,000 objects) and the converged state of a large catalog (~100,000 at 1,000 x 5)
 live for long, yet every full collection walked them with the loop's GIL held: 40 ms on the
@@ -56,16 +56,10 @@ def trim() -> bool:
     return True
 
 
-def freeze_startup() -> int:
-    """Collect once, then freeze every object alive (``gc.freeze``); returns how many are
-    frozen. Called once, after start-up and before the first catalog answer is applied."""
-    return settle(full=True)
-
-
 def settle(full: bool) -> int:
     """Collect what is not frozen (everything when ``full``), then freeze what survived;
     returns how many objects are frozen. Costs a collection of what was not frozen: call it
-    when the loop is quiet."""
+    once after start-up (full) and when the loop is quiet."""
     if full:
         gc.unfreeze()
     gc.collect()

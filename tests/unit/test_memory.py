@@ -17,15 +17,15 @@ def test_trim_reports_whether_the_c_library_can() -> None:
     assert memory.trim() is glibc  # a second call finds nothing to free and still works
 
 
-def test_freeze_startup_takes_the_start_up_objects_out_of_full_collections() -> None:
+def test_a_full_settle_takes_what_is_alive_out_of_full_collections() -> None:
     try:
-        frozen = memory.freeze_startup()
+        frozen = memory.settle(full=True)
         assert frozen == gc.get_freeze_count() > 10_000  # this process: pytest and its imports
         assert gc.get_count()[2] == 0 and len(gc.get_objects(generation=2)) < frozen / 10
         kept = [[n] for n in range(1_000)]  # built after the freeze: the collector's to see
         tracked = gc.get_objects()  # what a full collection walks: not the frozen ones
         assert any(o is kept for o in tracked) and not any(o is memory for o in tracked)
-        assert memory.freeze_startup() >= frozen + len(kept)  # frozen too by the next call
+        assert memory.settle(full=True) >= frozen + len(kept)  # frozen too by the next call
     finally:
         gc.unfreeze()  # the rest of this worker's tests run as before
 
