@@ -1,13 +1,17 @@
 """One keep-alive HTTP/1.1 connection to Consul, one GET at a time (adapter detail of
-``consul.client``: h11 for the protocol, asyncio streams for the socket).
+``consul.client``: h11 for the protocol, an asyncio transport for the socket).
 
 Why not httpx for the watches: a parked blocking query holds its connection for minutes, so a
 gateway at 1,000 services keeps 1,000 of them open. Through httpx, httpcore and anyio each one
 is ~20 KB of live objects (a coroutine stack ~18 frames deep, anyio events and locks with their
 deques, pool bookkeeping: ~20 MB at 1,000 services, measured with tracemalloc), and httpcore
 scans its pool on every request. A watch sends one request and waits for its answer: one
-connection and h11's state machine (the parser httpx itself uses) is all it needs. Plain and
-synchronous requests stay on httpx (``consul.client``).
+connection and h11's state machine (the parser httpx itself uses) is all it needs.
+
+Why a protocol and not asyncio's streams: a ``StreamReader``, its protocol and its writer
+with their buffers and futures were ~2.7 KB per parked watch (2.7 MB of the daemon's heap at
+1,000 services, tracemalloc); here the transport feeds h11 directly and a parked request
+holds one future. Plain and synchronous requests stay on httpx (``consul.client``).
 """
 
 from __future__ import annotations
@@ -20,7 +24,54 @@ from collections.abc import Sequence
 import h11
 
 MAX_BODY = 64 * 1024 * 1024  # a Consul answer larger than this is refused, not buffered
-READ_SIZE = 65536
+
+
+class _Link(asyncio.Protocol):
+    """The socket's side: bytes into h11, and a wake-up for the request waiting on them."""
+
+    __slots__ = ("ended", "h11", "received", "transport", "waiter")
+
+    def __init__(self) -> None:
+        self.h11 = h11.Connection(h11.CLIENT)
+        self.transport: asyncio.Transport | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.ended = False  # end of stream (or the connection lost): h11 was told
+        self.received = False  # a byte of the current answer arrived
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.received = True
+        self.h11.receive_data(data)
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._end()
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end()
+
+    def _end(self) -> None:
+        if not self.ended:
+            self.ended = True
+            with contextlib.suppress(RuntimeError):  # h11 refuses data after its close
+                self.h11.receive_data(b"")
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def more(self) -> None:
+        """Wait for the next bytes (or the end of the stream)."""
+        if self.ended:
+            return
+        self.waiter = asyncio.get_running_loop().create_future()
+        await self.waiter
 
 
 class Connection:
@@ -38,9 +89,7 @@ class Connection:
         self._host, self._port, self._tls = host, port, tls
         authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # IPv6 in brackets
         self._headers = [("Host", authority), *headers]
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._h11: h11.Connection | None = None
+        self._link: _Link | None = None
 
     async def request(
         self, target: str, timeout: float
@@ -59,48 +108,50 @@ class Connection:
             except _StaleError:
                 raise ConnectionResetError("Consul closed the connection") from None
 
+    @property
+    def open(self) -> bool:
+        return self._link is not None
+
     def close(self) -> None:
-        writer, self._writer, self._reader, self._h11 = self._writer, None, None, None
-        if writer is not None:
+        link, self._link = self._link, None
+        if link is not None and link.transport is not None:
             with contextlib.suppress(Exception):
-                writer.close()
+                link.transport.close()
 
     def _usable(self) -> bool:
+        link = self._link
         return (
-            self._writer is not None
-            and self._reader is not None
-            and not self._writer.is_closing()
-            and not self._reader.at_eof()
+            link is not None
+            and link.transport is not None
+            and not link.transport.is_closing()
+            and not link.ended
         )
 
     async def _open(self) -> None:
-        self._reader, self._writer = await asyncio.open_connection(
+        _, self._link = await asyncio.get_running_loop().create_connection(
+            _Link,
             self._host,
             self._port,
             ssl=self._tls,
             server_hostname=self._host if self._tls else None,
-            limit=READ_SIZE,
         )
-        self._h11 = h11.Connection(h11.CLIENT)
 
     async def _exchange(self, target: str) -> tuple[int, dict[str, str], bytes]:
-        reader, writer, conn = self._reader, self._writer, self._h11
-        assert reader is not None and writer is not None and conn is not None
-        done, received = False, False
+        link = self._link
+        assert link is not None and link.transport is not None
+        conn, done = link.h11, False
+        link.received = False
         try:
-            writer.write(conn.send(h11.Request(method="GET", target=target,
-                                               headers=self._headers)))  # fmt: skip
-            writer.write(conn.send(h11.EndOfMessage()))
-            await writer.drain()
+            link.transport.write(conn.send(h11.Request(method="GET", target=target,
+                                                       headers=self._headers)))  # fmt: skip
+            link.transport.write(conn.send(h11.EndOfMessage()))
             status, headers, body = 0, {}, bytearray()
             while True:
+                if link.ended and not link.received:
+                    raise _StaleError
                 event = conn.next_event()
                 if event is h11.NEED_DATA:
-                    chunk = await reader.read(READ_SIZE)
-                    if not chunk and not received:
-                        raise _StaleError
-                    received = True
-                    conn.receive_data(chunk)  # b"": end of stream, h11 judges it
+                    await link.more()
                 elif isinstance(event, h11.Response):
                     status = event.status_code
                     headers = {k.decode("latin-1").lower(): v.decode("latin-1")

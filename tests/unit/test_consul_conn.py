@@ -127,7 +127,7 @@ def test_a_cancelled_request_leaves_no_connection_behind() -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert conn._writer is None
+        assert not conn.open
 
     run(lambda c, n: b"", body)
 
