@@ -73,6 +73,7 @@ class CatalogWatcher:
         self._leases: dict[str, Lease] = {}  # each health watch's own connection
         self._entries_version = object()  # replaced whenever ``_entries`` changes
         self._sorted: tuple[object, tuple[ServiceEntries, ...]] | None = None
+        self._answered_at: float | None = None  # the oldest answer the daemon has not taken
         self._timing = WatchTiming(
             settings.wait,
             settings.retry_min,
@@ -135,6 +136,22 @@ class CatalogWatcher:
                 self._reset_at,
             )
 
+    def take_answered(self) -> float | None:
+        """When (monotonic) the oldest answer since the last call arrived; None if none did.
+
+        The daemon's propagation histogram starts here, not when its loop gets round to the
+        change: a change that waits behind the loop's own work (an apply, a reload) waits in
+        the figure too.
+        """
+        with self._lock:
+            at, self._answered_at = self._answered_at, None
+        return at
+
+    def _answered(self) -> None:
+        with self._lock:
+            if self._answered_at is None:
+                self._answered_at = time.monotonic()
+
     # -- callbacks, on the loop's thread -------------------------------------------------------
 
     def _failed(self, key: str, error: CatalogError) -> None:
@@ -188,6 +205,7 @@ class CatalogWatcher:
                 watch.start()
         log.debug("catalog services: %d tagged %r", len(names), self._settings.tag)
         if changed:  # an unrelated write (another service, a gateway's own entry) is no event
+            self._answered()
             self._notify()
 
     def _add_watch(self, name: str) -> Watch | None:
@@ -243,6 +261,8 @@ class CatalogWatcher:
     async def _on_health(
         self, key: str, answer: Answer | None, error: CatalogError | None
     ) -> None:
+        if answer is not None:
+            self._answered()  # before an emptying answer's check: that wait counts too
         if answer is not None and self._empties(key, answer):
             error = await self._confirm_empty(key, answer) or error
             answer = None if error is not None else answer

@@ -161,7 +161,8 @@ class Daemon(Cycle, StatusRound):
             return False
         p = self.parts
         if "catalog" in events:
-            p.ops.catalog_seen(self.clock())  # propagation histogram starts here
+            # the propagation histogram starts when the answer came, not when it is taken
+            p.ops.catalog_seen(p.watcher.take_answered() or self.clock())
         if "hup" in events:
             self._hup()
         if "certs" in events:

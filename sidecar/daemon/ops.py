@@ -103,7 +103,8 @@ class Operations:
         self.certs.set_targets(desired)
 
     def catalog_seen(self, now: float) -> None:
-        """The main loop took a catalog change (monotonic ``now``): propagation starts."""
+        """A catalog change arrived at monotonic ``now``: propagation starts (the first of a
+        batch counts)."""
         if self._seen_at is None:
             self._seen_at = now
 

@@ -35,7 +35,7 @@ class OpsMetrics:
         )
         self.propagation = Histogram(
             f"{NS}_propagation_seconds",
-            "From a catalog change taken by the daemon to its apply in HAProxy",
+            "From a catalog answer that changed something to its apply in HAProxy",
             registry=r,
             buckets=PROPAGATION_BUCKETS,
         )

@@ -51,6 +51,9 @@ class FakeWatcher:
     def view(self) -> CatalogView:
         return self.view_
 
+    def take_answered(self) -> float | None:
+        return None
+
     def show(self, snapshot: Snapshot, failing_since: float | None = None) -> None:
         self.view_ = CatalogView(snapshot, True, failing_since, "down" if failing_since else "", 1)
 

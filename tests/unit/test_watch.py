@@ -95,3 +95,25 @@ def test_watch_reports_errors_and_recovery() -> None:
     pauses = seen[-1][1]
     assert len(pauses) == 2 and 0.125 <= pauses[0] <= 0.25 and 0.25 <= pauses[1] <= 0.5
     assert fake.cursors == [0, 5, 5, 5, 5]
+
+
+def test_the_watcher_stamps_the_oldest_answer_the_daemon_has_not_taken() -> None:
+    """The propagation histogram starts when a changing answer arrived, not when the daemon's
+    loop, busy with an earlier apply, got round to it."""
+    import time
+
+    from sidecar.config.schema import ConsulSettings
+    from sidecar.consul.watcher import CatalogWatcher
+
+    notified: list[float] = []
+    watcher = CatalogWatcher(ConsulSettings(), "", lambda: notified.append(time.monotonic()))
+    watcher._watches["svc"] = Watch("svc", None, None, None)  # type: ignore[arg-type]
+    assert watcher.take_answered() is None
+    before = time.monotonic()
+    asyncio.run(watcher._on_health("svc", Answer(7, []), None))
+    asyncio.run(watcher._on_health("svc", Answer(8, []), None))  # a second, before the take
+    stamp = watcher.take_answered()
+    assert stamp is not None and before <= stamp <= notified[0]  # the first answer's time
+    assert watcher.take_answered() is None  # taken: the next batch starts afresh
+    asyncio.run(watcher._on_health("svc", None, CatalogError("down")))
+    assert watcher.take_answered() is None and len(notified) == 3  # a failure is no change
