@@ -66,19 +66,37 @@ class _Agreed:
 # worked out once and reused while those objects are (keyed by identity: comparing values
 # costs about as much as the work). A cycle at 1,000 x 5: 42-51 -> 35 ms. The memo holds the
 # services of the last cycle only: one that left the catalog takes its members along.
-_AGREED: dict[str, tuple[tuple[Member, ...], _Agreed]] = {}
+_AGREED: dict[str, tuple[tuple[Member, ...], _Agreed, Settings, PortMap]] = {}
 
 
-def _agreed(path: str, members: list[Member]) -> tuple[tuple[Member, ...], _Agreed]:
+def _agreed(
+    path: str, members: list[Member], settings: Settings, port_map: PortMap
+) -> tuple[tuple[Member, ...], _Agreed, Settings, PortMap]:
     hit = _AGREED.get(path)
-    same = hit is not None and len(hit[0]) == len(members)
+    same = (
+        hit is not None
+        and len(hit[0]) == len(members)
+        and hit[2] is settings
+        and hit[3] is port_map
+    )
     if hit is not None and same and all(a is b for a, b in zip(hit[0], members, strict=True)):
         return hit
     problems: list[Problem] = []
-    protocol, kept = agree(path, members, problems)
-    claimed = next((m.public_port for m in kept if m.public_port is not None), None)
+    default = None
+    if any(m.public_port is not None for m in members):  # only then can it matter (rare)
+        default = default_port(path, settings, port_map)
+    protocol, kept, claimed = agree(path, members, problems, default)
     found = _Agreed(protocol, tuple(kept), tuple(problems), servers_of(tuple(kept)), claimed)
-    return tuple(members), found
+    return tuple(members), found, settings, port_map
+
+
+def default_port(path: str, settings: Settings, port_map: PortMap) -> int | None:
+    """The port a service has when its first registration names none (the map's or the
+    hashed one); None under ``[ports.overrides]`` (the operator's port stands whatever the
+    instances say) and for a service with no port of its own."""
+    system, service = path.split("/")
+    chosen = own_port(system, service, None, settings, port_map)
+    return chosen[0] if chosen is not None and chosen[1] in ("map", "auto") else None
 
 
 # The same for what follows from the agreement: a service whose agreement, previous backend,
@@ -135,10 +153,10 @@ def candidates(
     """Every service's backend and claim, in path order (claims[i] is backends[i]'s)."""
     result: list[Backend] = []
     claims: list[Claim] = []
-    memo: dict[str, tuple[tuple[Member, ...], _Agreed]] = {}
+    memo: dict[str, tuple[tuple[Member, ...], _Agreed, Settings, PortMap]] = {}
     for (system, service), members in sorted(groups.items()):
         path = f"{system}/{service}"
-        memo[path] = _agreed(path, members)
+        memo[path] = _agreed(path, members, settings, port_map)
         agreed = memo[path][1]
         problems.extend(agreed.problems)
         found = _candidate(path, agreed, settings, port_map, previous.get(path), problems)

@@ -182,17 +182,26 @@ def _first(members: list[Member]) -> Member:
 
 
 def agree(
-    path: str, members: list[Member], problems: list[Problem]
-) -> tuple[Protocol, list[Member]]:
+    path: str, members: list[Member], problems: list[Problem], default: int | None = None
+) -> tuple[Protocol, list[Member], int | None]:
     """Instances of one DIRAC service must agree on protocol and claimed public port.
 
     The earliest registration decides (the same on every gateway, whatever order they saw the
     instances in): a later instance cannot move a running service to another port or protocol;
-    one that disagrees is left out and reported.
+    one that disagrees is left out and reported. A first registration that names no
+    ``dirac_port`` stands for the service's ``default`` port (the port map's or the hashed
+    one): a later instance naming another port would otherwise move the service, and every
+    client's URL with it. Returns (protocol, the instances kept, the port they claim: None
+    when it is the default).
     """
     first = _first(members)
     claimants = [m for m in members if m.public_port is not None]
-    claim = _first(claimants).public_port if claimants else None
+    if first.public_port is not None or default is None:
+        claim = _first(claimants).public_port if claimants else None
+        claimed, whose = claim, "of the first claim"
+    else:
+        claim, claimed = default, None
+        whose = f"the service's port: its first registration, {first.key!r}, names none"
     kept: list[Member] = []
     for m in members:
         if m.protocol is not first.protocol:
@@ -207,9 +216,9 @@ def agree(
             problems.append(
                 Problem(
                     f"{path} instance {m.key!r}",
-                    f"dirac_port {m.public_port} disagrees with {claim} (of the first claim)",
+                    f"dirac_port {m.public_port} disagrees with {claim} ({whose})",
                 )
             )
         else:
             kept.append(m)
-    return first.protocol, kept
+    return first.protocol, kept, claimed

@@ -245,6 +245,29 @@ def test_instances_disagreeing_on_dirac_port_follow_the_first_claim() -> None:
         assert all("dirac_port 20002 disagrees with 20001" in p.reason for p in d.problems)
 
 
+def test_a_later_dirac_port_cannot_move_a_service_whose_first_registration_names_none() -> None:
+    """Found by tests/unit/test_hostile_ports.py: the first instance names no dirac_port, so
+    the service is on its map port (9162); one registration naming another port moved it, and
+    every client's URL with it. Now it is left out and reported; one that names the map port
+    itself agrees (and the port stays a declared one: no reload)."""
+    first = [inst("a", created=5), inst("b", created=6)]
+    mover = inst("m", created=40, dirac_port="20001")
+    d = desired(snap(("x", [*first, mover])))
+    (backend,) = d.listed
+    assert (backend.public_port, backend.port_source, backend.ready_count) == (9162, "map", 2)
+    (problem,) = d.problems
+    assert problem.subject == "Framework/SystemAdministrator instance 'node1/m'"
+    assert "dirac_port 20001 disagrees with 9162" in problem.reason
+    assert "its first registration, 'node1/a', names none" in problem.reason
+    explicit = desired(snap(("x", [*first, inst("e", created=41, dirac_port="9162")])))
+    (backend,) = explicit.listed
+    assert (backend.public_port, backend.port_source, backend.ready_count) == (9162, "map", 3)
+    assert not explicit.problems
+    # once the first registrations are gone, the earliest one left decides: it names 20001
+    alone = desired(snap(("x", [mover])))
+    assert alone.listed[0].public_port == 20001 and alone.listed[0].port_source == "meta"
+
+
 def test_server_names_follow_the_instance_stable_and_safe() -> None:
     first = desired(snap(("x", [inst("a"), inst("b"), inst("c")])))
     names = {s.instance: s.name for s in first.listed[0].servers}
