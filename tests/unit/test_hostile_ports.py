@@ -12,10 +12,13 @@ than the served ones (Consul's ``CreateIndex`` only grows):
 - an instance of a served service that asks for a different ``dirac_port`` (moving it);
 - an instance under a served service's Consul name that names another DIRAC service;
 - an entry that reuses a served instance's node and service ID (its identity) elsewhere;
-- a service whose name is a port-map service's, on its own port, while the real one is served.
+- a service whose name is a port-map service's, on its own port, while the real one is served;
+- a flood of instances of a served service, past ``[limits] max_instances``;
+- an instance of a served service that switches it to the other protocol.
 
-For every pair: each backend served before keeps its public port, and each server ready
-before is ready still. Seeded and bounded like the other property tests (``derandomize``,
+For every pair: each backend served before keeps its public port, each server ready before is
+ready still, and a gateway that starts afresh on the attacked catalog agrees on every port and
+server (the fleet writes one CS for all). Seeded and bounded like the other property tests (``derandomize``,
 200 examples; ``HYPOTHESIS_PROFILE=deep`` runs 5,000).
 """
 
@@ -44,9 +47,11 @@ HYPOTHESIS = settings(
     database=None,
 )
 
+MAX_INSTANCES = 4  # a served service has at most 3: a flood goes past the limit
 SETTINGS = parse_settings(
-    {"haproxy": {"runtime_dir": "/nonexistent/run"}, "status": {"enabled": False}}, "<test>", {}
-)
+    {"haproxy": {"runtime_dir": "/nonexistent/run"}, "status": {"enabled": False},
+     "limits": {"max_instances": MAX_INSTANCES}}, "<test>", {},
+)  # fmt: skip
 PORT_MAP = load_port_map(SETTINGS.port_map_path)
 INPUTS = pipeline.Inputs(SETTINGS, PORT_MAP, load_template(data.path(data.TEMPLATE)))
 MAPPED = [(e.system, e.service) for e in PORT_MAP.entries][:40]
@@ -56,12 +61,14 @@ AUTO_PORTS = st.integers(SETTINGS.ports.auto_low, SETTINGS.ports.auto_low + 40)
 
 def entry(
     sid: str, node: str, address: str, port: int, path: tuple[str, str], created: int,
-    dirac_port: int | None = None,
+    dirac_port: int | None = None, protocol: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """One ``/v1/health/service/<name>`` entry, as Consul 1.8 answers it."""
     meta = {"dirac_system": path[0], "dirac_service": path[1]}
     if dirac_port is not None:
         meta["dirac_port"] = str(dirac_port)
+    if protocol is not None:
+        meta["dirac_protocol"] = protocol
     return {
         "Node": {"Node": node, "Address": "10.9.9.9"},
         "Service": {"ID": sid, "Address": address, "Port": port, "Tags": ["dirac"],
@@ -120,7 +127,7 @@ def attacks(
         path = (first["Service"]["Meta"]["dirac_system"], first["Service"]["Meta"]["dirac_service"])
         other = draw(st.sampled_from([p for p in MAPPED + INVENTED if p != path]))
         stolen = draw(st.sampled_from(ports)) if ports else 20000
-        kind = draw(st.integers(0, 4))
+        kind = draw(st.integers(0, 6))
         if kind == 0:  # another service claims a served port
             attacked[f"evil{n}"] = [entry(f"e{n}", "evil", "192.0.2.9", 443, other, created,
                                           stolen)]  # fmt: skip
@@ -135,9 +142,18 @@ def attacks(
             service = first["Service"]
             attacked[f"evil{n}"] = [entry(service["ID"], first["Node"]["Node"], "192.0.2.9",
                                           443, other, created, stolen)]  # fmt: skip
-        else:  # a port-map path registered again by someone else, on its own port
+        elif kind == 4:  # a port-map path registered again by someone else, on its own port
             attacked[f"evil{n}"] = [entry(f"e{n}", "evil", "192.0.2.9", 443, path, created,
                                           stolen)]  # fmt: skip
+        elif kind == 5:  # a flood of instances of the victim, past max_instances
+            attacked[f"evil{n}"] = [
+                entry(f"e{n}-{j}", "evil", f"192.0.2.{j + 1}", 443, path, created + j)
+                for j in range(MAX_INSTANCES + 2)
+            ]
+            created += MAX_INSTANCES + 2
+        else:  # the other protocol (the served ones name none: dips)
+            attacked[victim] = [*attacked[victim], entry(f"e{n}", "evil", "192.0.2.9", 443, path,
+                                                         created, protocol="https")]  # fmt: skip
     return attacked
 
 
@@ -158,6 +174,11 @@ def test_later_registrations_take_no_port_and_no_server(data_: st.DataObject) ->
         assert not lost, (backend, lost)
     owners = {port: backend for backend, port in after_ports.items()}
     assert len(owners) == len(after_ports), "two backends on one public port"
+    # a gateway that starts now, with no history, comes to the same ports and servers (the CS
+    # is written by one of them for all: the fleet must agree)
+    fresh = pipeline.render(snapshot_of(attacked, 11), INPUTS, None)
+    assert held_ports(fresh) == after_ports
+    assert ready(fresh) == after_ready
 
 
 def test_a_port_steal_is_refused_and_reported() -> None:
