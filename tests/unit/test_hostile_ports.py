@@ -18,8 +18,8 @@ than the served ones (Consul's ``CreateIndex`` only grows):
 
 For every pair: each backend served before keeps its public port, each server ready before is
 ready still, and a gateway that starts afresh on the attacked catalog agrees on every port and
-server (the fleet writes one CS for all). Seeded and bounded like the other property tests (``derandomize``,
-200 examples; ``HYPOTHESIS_PROFILE=deep`` runs 5,000).
+server (the fleet writes one CS for all). Seeded and bounded like the other property tests
+(``derandomize``, 200 examples; ``HYPOTHESIS_PROFILE=deep`` runs 5,000).
 """
 
 from __future__ import annotations
