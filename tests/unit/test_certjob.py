@@ -49,6 +49,21 @@ def test_report_round_trip() -> None:
     assert decode_report(encode_report(report)) == report
 
 
+def test_a_report_shares_the_words_that_repeat_across_its_findings() -> None:
+    """Five instances of a service: one backend string, one address, one reason (at 1,000 x 5
+    the decoded report held 25,000 strings until the next report)."""
+    findings = tuple(
+        CertFinding(Severity.WARNING, ("expires in 10 days",), 10.0, (), False, "CN=svc",
+                    "Framework_Sample", f"i{n}-0123abcd", "10.1.2.3", 9135)
+        for n in range(5)
+    )  # fmt: skip
+    decoded = decode_report(encode_report(CertReport(findings, 1.0))).findings
+    for word in ("backend", "address", "subject"):
+        assert len({id(getattr(f, word)) for f in decoded}) == 1, word
+    assert len({id(f.problems[0]) for f in decoded}) == 1
+    assert len({id(f.server) for f in decoded}) == 5  # the server names are each their own
+
+
 def test_deadline_grows_with_the_rounds_of_handshakes() -> None:
     many = tuple(ProbeTarget("b", f"s{i}", "10.0.0.1", 1, "S/s") for i in range(17))
     assert _request(targets=many).deadline(margin=1.0) == 1.0 + 2 * 2.5
