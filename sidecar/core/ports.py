@@ -125,11 +125,18 @@ def resolve(
         winner, losers = group[0], group[1:]
         winners.append(winner)
         for loser in losers:
+            # The held rule can keep a younger claim (its watch answered first here): a
+            # gateway that saw the two the other way round, or starts afresh, serves the
+            # older one. Say so, since the fleet may disagree on this port until one leaves.
+            why = "which claimed it first"
+            if winner.held and 0 < loser.since < winner.since:
+                why = (f"which this gateway served first although {loser.path}'s claim is older "
+                       "(another gateway may serve it instead)")  # fmt: skip
             problems.append(
                 Problem(
                     loser.path,
                     f"public port {port} ({loser.source}) is taken by {winner.path}, "
-                    f"which claimed it first; service not exposed",
+                    f"{why}; service not exposed",
                 )
             )
     return winners

@@ -213,6 +213,22 @@ def test_port_conflict_is_deterministic_and_reported() -> None:
     assert [b.path for b in tie.listed] == ["Abc/S"]
 
 
+def test_a_held_port_kept_from_an_older_claim_is_reported_as_a_possible_disagreement() -> None:
+    """Two claims on one port whose watches answered in the other order on this gateway: the
+    held (younger) one keeps the port here, a gateway that saw the older first, or starts
+    afresh, serves the older. The loser's problem says so (the fleet may disagree)."""
+    older = inst("a", system="Zed", service="S", dirac_port="20009", consul="x", created=3)
+    younger = inst("b", system="Abc", service="S", dirac_port="20009", consul="y", created=8)
+    here = desired(snap(("x", [older]), ("y", [younger])), desired(snap(("y", [younger]))))
+    assert [b.path for b in here.listed] == ["Abc/S"]
+    (problem,) = here.problems
+    assert problem.subject == "Zed/S" and "Abc/S, which this gateway served first" in problem.reason
+    assert "another gateway may serve it instead" in problem.reason
+    fresh = desired(snap(("x", [older]), ("y", [younger])))
+    assert [b.path for b in fresh.listed] == ["Zed/S"]
+    assert "taken by Zed/S, which claimed it first" in fresh.problems[0].reason
+
+
 def test_reserved_ports_are_refused() -> None:
     d = desired(snap(("sysadmin", [inst("a")])), reserved=frozenset({9162}))
     assert d.listed == () and "reserved" in d.problems[0].reason
