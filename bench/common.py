@@ -37,6 +37,7 @@ from typing import Any
 
 import psutil
 import requests
+from tls_backend import probe_name as probe_name  # re-exported: the measuring polls' names
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -372,6 +373,14 @@ class Sink:
 # --- TLS client --------------------------------------------------------------------------
 
 
+def probe_ctx(pki: DevPKI) -> ssl.SSLContext:
+    """``client_ctx`` for names of ``probe_name``: the chain is verified, the host name not
+    (the backend's certificate names the gateway, not the probe name)."""
+    ctx = client_context(pki.proxy, pki.ca_dir)
+    ctx.check_hostname = False
+    return ctx
+
+
 def client_ctx(pki: DevPKI) -> ssl.SSLContext:
     """The client context of ``devkit.client``: the proxy chain as client certificate,
     the dev CA, hostname check on. Built once and reused (building it per call costs ms)."""
@@ -402,6 +411,7 @@ def tls_call(
     timeout: float = 5.0,
     host: str = "127.0.0.1",
     quickack: bool = True,
+    server_name: str = SERVER_NAME,
 ) -> tuple[str, dict[str, Any] | None, str]:
     """One fresh TCP connection + full TLS handshake + the backend's JSON line.
 
@@ -411,7 +421,7 @@ def tls_call(
     try:
         with socket.create_connection((host, port), timeout=timeout) as raw:
             stage = "handshake"
-            with ctx.wrap_socket(raw, server_hostname=SERVER_NAME) as tls:
+            with ctx.wrap_socket(raw, server_hostname=server_name) as tls:
                 stage = "read"
                 if quickack:
                     # The sample backend writes its session tickets and its answer separately

@@ -35,7 +35,17 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from common import FAILURE_KINDS, TAG, HarnessError, client_ctx, percentile, tls_call
+from common import (
+    FAILURE_KINDS,
+    SERVER_NAME,
+    TAG,
+    HarnessError,
+    client_ctx,
+    percentile,
+    probe_ctx,
+    probe_name,
+    tls_call,
+)
 
 from devkit.pki import DevPKI
 from sidecar.base.errors import SidecarError
@@ -356,7 +366,14 @@ class PollResult:
 
 
 def _poll(
-    ctx: Any, host: str, port: int, mode: str, arg: Any, timeout: float, sleep: float
+    ctx: Any,
+    host: str,
+    port: int,
+    mode: str,
+    arg: Any,
+    timeout: float,
+    sleep: float,
+    fast_miss: bool = True,
 ) -> PollResult:
     deadline = time.perf_counter() + timeout
     attempts, streak = 0, 0
@@ -364,7 +381,8 @@ def _poll(
     while True:
         start = time.perf_counter()
         attempts += 1
-        kind, answer, _ = tls_call(ctx, port, timeout=1.0, host=host)
+        name = probe_name(arg) if mode == INSTANCE and fast_miss else SERVER_NAME
+        kind, answer, _ = tls_call(ctx, port, timeout=1.0, host=host, server_name=name)
         kinds[kind] += 1
         if mode == INSTANCE:
             hit = kind == "ok" and answer is not None and answer.get("instance") == arg
@@ -382,8 +400,11 @@ def _poll(
         time.sleep(sleep)
 
 
-def _poller_main(conn: Connection, pki: DevPKI, host: str, sleep: float) -> None:
-    ctx = client_ctx(pki)
+def _poller_main(
+    conn: Connection, pki: DevPKI, host: str, sleep: float, fast_miss: bool
+) -> None:
+    # probe names are not the certificate's name: the chain is checked, the host name not
+    ctx = probe_ctx(pki) if fast_miss else client_ctx(pki)
     while True:
         try:
             cmd = conn.recv()
@@ -393,20 +414,23 @@ def _poller_main(conn: Connection, pki: DevPKI, host: str, sleep: float) -> None
             return
         _, port, mode, arg, timeout = cmd
         conn.send("polling")
-        conn.send(_poll(ctx, host, port, mode, arg, timeout, sleep))
+        conn.send(_poll(ctx, host, port, mode, arg, timeout, sleep, fast_miss))
 
 
 class Poller:
     """A persistent polling process for one gateway address. ``begin`` starts a poll and
     returns once the process is polling; ``result`` waits for its outcome. Each attempt is a
     fresh TCP connection + TLS handshake with the proxy certificate (``tls_call``), ``sleep``
-    seconds apart."""
+    seconds apart. With ``fast_miss`` an INSTANCE poll names the instance it waits for in
+    its server name (``probe_name``): an attempt that reaches another server fails at once."""
 
-    def __init__(self, ctx: ForkContext, pki: DevPKI, host: str, sleep: float = 0.001) -> None:
+    def __init__(
+        self, ctx: ForkContext, pki: DevPKI, host: str, sleep: float = 0.001, fast_miss: bool = True
+    ) -> None:
         self.host = host
         self._conn, child = ctx.Pipe()
         self._proc: ForkProcess = ctx.Process(
-            target=_poller_main, args=(child, pki, host, sleep), daemon=True
+            target=_poller_main, args=(child, pki, host, sleep, fast_miss), daemon=True
         )
         self._timeout = 0.0
 
