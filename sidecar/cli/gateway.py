@@ -27,6 +27,7 @@ from sidecar.host.netfacts import fenced
 def run(ctx: click.Context, stop_haproxy: bool) -> None:
     """Run the daemon (systemd Type=notify; SIGHUP reloads the settings)."""
     from sidecar.daemon.loop import Daemon
+    from sidecar.host import memory
     from sidecar.host.privileges import drop_effective_capabilities
 
     settings = settings_of(ctx)
@@ -36,6 +37,7 @@ def run(ctx: click.Context, stop_haproxy: bool) -> None:
         # gets CAP_NET_BIND_SERVICE through the ambient set, not through our effective one.
         for note in drop_effective_capabilities():
             logging.getLogger("sidecar.host.privileges").info("%s", note)
+        memory.one_arena()  # likewise before any thread: see sidecar.host.memory
         daemon = Daemon(settings, reloader(ctx), stop_haproxy=stop_haproxy)
         daemon.install_signals()
         return daemon.run()

@@ -1,11 +1,13 @@
 """host.memory: the heap trim is callable on this C library and harmless to repeat; the
 freeze hides what survived from full collections, and a full settle still finds a cycle among
-frozen objects."""
+frozen objects; one malloc arena for every thread when asked."""
 
 from __future__ import annotations
 
 import ctypes.util
 import gc
+import subprocess
+import sys
 import weakref
 
 from sidecar.host import memory
@@ -52,3 +54,31 @@ def test_settle_freezes_what_survived_and_a_full_one_finds_garbage_among_the_fro
         assert probe() is None  # the full one unfreezes first and finds it
     finally:
         gc.unfreeze()
+
+
+ARENAS = """
+import ctypes, sys, threading
+from sidecar.host import memory
+if sys.argv[1] == "one":
+    assert memory.one_arena()
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+def grab():  # a block from this thread's arena, kept: the arena stays in the statistics
+    libc.malloc(100_000)
+threads = [threading.Thread(target=grab) for _ in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+libc.malloc_stats()  # one "Arena N:" paragraph per arena, on stderr
+"""
+
+
+def test_one_arena_keeps_every_thread_on_the_main_arena() -> None:
+    def arenas(mode: str) -> int:
+        done = subprocess.run([sys.executable, "-c", ARENAS, mode], capture_output=True,
+                              text=True, timeout=60, check=True)  # fmt: skip
+        return done.stderr.count("Arena ")
+
+    assert arenas("one") == 1
+    assert arenas("default") > 1  # the test can fail: without the setting, threads get their own
