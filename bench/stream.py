@@ -219,16 +219,25 @@ def pick_services() -> tuple[list[Service], list[Service], set[int]]:
     entries = load_port_map(data.path(data.PORT_MAP)).entries
     hosts = tuple(BIND.values())
     declared = {e.gateway_port for e in entries}
-    usable = [
-        Service(
-            consul_name(e.system, e.service), e.system, e.service, e.protocol.value, e.gateway_port
-        )
-        for e in entries
-        if bindable(e.gateway_port, hosts)
-    ]
-    base = usable[::3][:BASE_SERVICES]
-    if len(base) < BASE_SERVICES:
-        raise HarnessError(f"only {len(base)} port-map ports are free on {hosts}")
+    deadline = time.monotonic() + 20.0  # a previous run's HAProxy may still be exiting
+    while True:
+        usable = [
+            Service(
+                consul_name(e.system, e.service),
+                e.system,
+                e.service,
+                e.protocol.value,
+                e.gateway_port,
+            )
+            for e in entries
+            if bindable(e.gateway_port, hosts)
+        ]
+        base = usable[::3][:BASE_SERVICES]
+        if len(base) >= BASE_SERVICES:
+            break
+        if time.monotonic() > deadline:
+            raise HarnessError(f"only {len(base)} port-map ports are free on {hosts}")
+        time.sleep(0.5)
     rest = [s for s in usable if s not in base]
     return base, rest, declared
 
