@@ -38,6 +38,7 @@ class CSOptions:
 
     lists: Lists = ()  # (option path, values), sorted by path; values sorted, never empty
     owned_hosts: tuple[str, ...] = ()  # URL hosts that are the gateway's own (for pruning)
+    owned_failover: tuple[str, ...] = ()  # the same in FailoverURLs options: failover names
     prune_scope: tuple[str, ...] = ()  # option path patterns ("*" = one segment) to prune in
     problems: tuple[Problem, ...] = ()
 
@@ -216,9 +217,11 @@ def render_cs(
     lists.update(_configuration_lists(desired.listed, names, settings))
     kinds = ("URLs", "FailoverURLs") if settings.failover_names else ("URLs",)
     owned = (*sorted(names), MAINSERVERS) if settings.use_mainservers else tuple(sorted(names))
+    failover, _ = _gateway_names(settings.failover_names, "failover name")
     return CSOptions(
         lists=tuple(sorted((path, values) for path, values in lists.items() if values)),
         owned_hosts=owned,
+        owned_failover=tuple(sorted(failover)),
         prune_scope=layout.scope(kinds),
         problems=tuple(problems),
     )
@@ -237,8 +240,11 @@ def in_scope(path: str, patterns: Iterable[str]) -> bool:
 
 
 def _pruned(path: str, values: tuple[str, ...], desired: CSOptions) -> CSChange | None:
-    """The change removing the gateway's own URLs from an option it no longer serves."""
-    owned = {host.lower() for host in desired.owned_hosts}
+    """The change removing the gateway's own URLs from an option it no longer serves: its
+    names' in a URLs option, its failover names' in a FailoverURLs one (what it wrote there)."""
+    failover = path.rsplit("/", 2)[-2] == "FailoverURLs"
+    hosts = desired.owned_failover if failover else desired.owned_hosts
+    owned = {host.lower() for host in hosts}
     kept = tuple(v for v in values if url_host(v) not in owned)
     if kept == values:
         return None

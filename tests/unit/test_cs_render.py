@@ -210,6 +210,18 @@ def test_pruning_removes_only_the_gateway_urls() -> None:
     )
 
 
+def test_pruning_removes_the_failover_urls_it_wrote_and_only_those() -> None:
+    settings = CSSettings(prune=True, failover_names=("fo.example.org",))
+    desired = render_cs(DESIRED, GW, settings, {})
+    gone = "/Systems/Bookkeeping/FailoverURLs/Query"
+    mine = "dips://fo.example.org:9170/Bookkeeping/Query"
+    current = {**desired.as_dict(), gone: (mine, "dips://dirac-gw1.example.org:9170/B/Q")}
+    # a gateway name in a FailoverURLs option is not what this gateway wrote there: kept
+    assert plan_cs(current, desired, prune=True) == (
+        CSChange(gone, current[gone], current[gone][1:]),
+    )
+
+
 def test_prune_scope_v8_is_per_instance() -> None:
     result = render_cs(DESIRED, GW, CSSettings(layout="v8"), V8_CS)
     assert in_scope("/Systems/Framework/Production/URLs/X", result.prune_scope)
