@@ -20,6 +20,8 @@ own URLs, other sites' URLs and URLs of services that left. For every combinatio
 
 from __future__ import annotations
 
+import os
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -42,6 +44,7 @@ BAD = ("bad name", "::1", "", "gw..example.org")
 FAILOVER = ("failover1.example.org", "failover2.example.org")
 FOREIGN = ("other-site.example.org", "dirac.cern.ch")
 SETUP = "Production"
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")  # "deep": 5,000 examples
 
 backend_st = st.builds(
     lambda system, service, port, protocol: Backend(
@@ -102,7 +105,12 @@ def written_by_gateway(options: CSOptions, path: str) -> set[str]:
     return {h.lower() for h in (options.owned_failover if failover else options.owned_hosts)}
 
 
-@settings(max_examples=300, deadline=None)
+@settings(
+    max_examples={"ci": 300, "deep": 5000}.get(PROFILE, 300),
+    derandomize=PROFILE != "random",
+    deadline=None,
+    database=None,
+)
 @given(scenario())
 def test_cs_lists_only_the_gateways_urls_never_empty_idempotent(
     case: tuple[
