@@ -12,7 +12,8 @@ no-op: ``trim`` then returns False.
 gets an arena of its own by default (up to 8 per core), each with free lists that trimming
 cannot fully empty; the daemon's threads (the flusher, status, certificate monitor) do little
 allocation outside the GIL, so they gain nothing from their own arenas. Measured at 1,000 x 5
-(bench/scale.py): RSS 78.4 / 79.9 -> 74.2 / 75.9 MB.
+(bench/scale.py, RSS converged / after idle): 78.4 / 79.9 MB without, 74.2 / 75.9 and 77.9 /
+76.4 MB with one arena (one run each; runs differ by ~2 MB).
 
 ``settle`` keeps long-lived objects out of the cyclic garbage
 collector's sight (``gc.freeze``). What start-up built (modules, functions, classes, code
