@@ -6,7 +6,7 @@ ACK (~40 ms on Linux), so every call through it takes ~45 ms even though the han
 in ~3 ms. Through the gateway the peer is HAProxy, so the client cannot ACK faster. For the
 benchmarks this variant sends no session tickets and sets TCP_NODELAY; everything else (client
 certificate required, proxies accepted, the JSON answer) is the same code, but for one
-addition: a ClientHello whose server name is another instance's ``common.probe_name`` is
+addition: a ClientHello whose server name is another instance's ``probe_name`` (below) is
 refused at once with an alert (a measuring poll's attempt on an old server; see there).
 
     python bench/tls_backend.py --listen 127.0.0.1:0 --cert C --key K --ca-dir D --instance ID
@@ -38,7 +38,7 @@ def probe_name(instance: str) -> str:
     then fails within a round trip instead of a whole handshake, as an attempt on a port with
     no server does. Without it, the attempt in flight when the new server becomes routable
     is a full handshake that must end before the next attempt starts: up to a handshake of
-    the poller's own (p99 10-20 ms under the 50/s stream) in every new-instance figure. The
+    the poller's own (up to 8-20 ms under the 50/s stream) in every new-instance figure. The
     wanted instance completes the full handshake, client certificate and all."""
     label = "".join(c if c.isalnum() else "-" for c in instance.lower())
     return f"{label}{PROBE_SUFFIX}"
@@ -68,7 +68,9 @@ def main() -> int:
     ctx.num_tickets = 0
     own = probe_name(args.instance)
 
-    def miss(_sock: ssl.SSLObject | ssl.SSLSocket, name: str | None, _ctx: ssl.SSLContext) -> int | None:
+    def miss(
+        _sock: ssl.SSLObject | ssl.SSLSocket, name: str | None, _ctx: ssl.SSLContext
+    ) -> int | None:
         if name is not None and name.endswith(PROBE_SUFFIX) and name != own:
             return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
         return None
