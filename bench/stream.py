@@ -788,6 +788,7 @@ def report_rate(
     )
     if BASELINE in GATEWAYS:
         report_ratios(trials, rate, verdicts)
+    report_routed(trials, rate)
     report_where(trials, rate)
     report_context(trials, ctx)
     for g in GATEWAYS:
@@ -819,6 +820,37 @@ def report_ratios(
         f"stream {rate:g}/s: baseline / project",
         ["kind", "p50 ratio", "p99 ratio", "max ratio", "goal"],
         ratio_rows,
+    )
+
+
+def routed(trials: list[Trial], kind: str, g: str) -> list[float]:
+    """PUT return -> the start of the attempt that reached the new instance: when HAProxy first
+    routed a connection to it, to within the poller's period (~1-2 ms: a refused attempt and
+    a 1 ms sleep). The end-to-end figure minus the successful handshake."""
+    return [
+        side.ms - side.attempt_ms
+        for t in trials
+        if t.kind == kind and g in t.sides and (side := t.sides[g]).ms is not None
+    ]
+
+
+def report_routed(trials: list[Trial], rate: float) -> None:
+    rows = []
+    for kind in KINDS:
+        p = stats(routed(trials, kind, PROJECT))
+        row = [kind, f"{fmt(p['p50'])} / {fmt(p['p99'])}"]
+        if BASELINE in GATEWAYS:
+            b = stats(routed(trials, kind, BASELINE))
+            row += [f"{fmt(b['p50'])} / {fmt(b['p99'])}", ratio(b["p99"], p["p99"])]
+        rows.append(row)
+    head = ["kind", "project p50 / p99"]
+    if BASELINE in GATEWAYS:
+        head += ["baseline p50 / p99", "p99 ratio"]
+    print_table(
+        f"stream {rate:g}/s: PUT return -> first connection routed to the new instance (ms; the "
+        "successful attempt's start: the figure without the client's own handshake)",
+        head,
+        rows,
     )
 
 
