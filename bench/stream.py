@@ -67,7 +67,8 @@ and the starts of the two measured gateways: from the daemon's start (Popen), it
 Consul" log line and its first catalog answer (DEBUG "catalog services") to the first
 successful call through it.
 
-Prints tables (start-up; per rate: latency per kind and gateway, baseline/project ratios,
+Prints tables (start-up; per rate: latency per kind and gateway, baseline/project ratios, the
+first connection routed to the new instance (the same without the client's handshake),
 where the time goes from the daemons' logs, context); writes one PNG per rate
 (``--plot-dir``, default docs/: bench-stream-<rate>.png, CDFs on a log axis) unless
 ``--no-plot`` or matplotlib is missing, and the raw trials as JSON in the work directory.
