@@ -1172,7 +1172,7 @@ def main() -> int:
         dest="fast_miss",
         action="store_false",
         help="measuring attempts send the gateway's name: one on an old server is a whole "
-        "handshake (see common.probe_name)",
+        "handshake (see tls_backend.probe_name)",
     )
     parser.add_argument("--plot-dir", type=Path, default=ROOT / "docs")
     parser.add_argument("--no-plot", dest="plot", action="store_false")

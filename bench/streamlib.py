@@ -377,11 +377,11 @@ def _poll(
 ) -> PollResult:
     deadline = time.perf_counter() + timeout
     attempts, streak = 0, 0
+    name = probe_name(arg) if mode == INSTANCE and fast_miss else SERVER_NAME
     kinds: Counter[str] = Counter()
     while True:
         start = time.perf_counter()
         attempts += 1
-        name = probe_name(arg) if mode == INSTANCE and fast_miss else SERVER_NAME
         kind, answer, _ = tls_call(ctx, port, timeout=1.0, host=host, server_name=name)
         kinds[kind] += 1
         if mode == INSTANCE:
