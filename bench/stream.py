@@ -146,7 +146,6 @@ from streamlib import (
 from sidecar import data
 from sidecar.core.answers import ProcInfo
 from sidecar.core.portmap import hashed_port, load_port_map
-from sidecar.haproxy.process import HAProxy
 
 PROJECT, BASELINE = "project", "baseline"
 GATEWAYS: tuple[str, ...] = (PROJECT, BASELINE)  # --no-baseline: the project alone
@@ -334,20 +333,25 @@ def start_measured(
 # --- per-process resource figures --------------------------------------------------------
 
 
-def cpu_seconds(sidecar: Sidecar, hp: HAProxy) -> dict[str, float]:
+def cpu_seconds(sidecar: Sidecar, master_pid: int | None) -> dict[str, float | None]:
     """CPU seconds so far: the daemon itself, its reaped children (``haproxy -c`` runs) and
-    HAProxy (master, its reaped old workers, its live workers)."""
-    out = {"daemon": 0.0, "validate": 0.0, "haproxy": 0.0}
+    HAProxy (master, its reaped old workers, its live workers); None where unreadable.
+
+    The master is named by its PID, which it keeps across its re-executions, not looked up
+    with ``show proc`` each time: under the baseline's reloads (one every ~50 ms at 50/s) the
+    master CLI is often gone for all of ``proc()``'s retries, and a window that read 0 at
+    its start then counted HAProxy's whole CPU since start (runs 23 to 26: 154-495 % "of one
+    core" on a 2-core machine)."""
+    out: dict[str, float | None] = {"daemon": None, "validate": None, "haproxy": None}
     try:
         t = psutil.Process(sidecar.pid).cpu_times()
         out["daemon"] = t.user + t.system
         out["validate"] = t.children_user + t.children_system
     except psutil.Error:
         pass
-    info = hp.proc()
-    if info is not None:
+    if master_pid is not None:
         with contextlib.suppress(psutil.Error):
-            master = psutil.Process(info.master_pid)
+            master = psutil.Process(master_pid)
             t = master.cpu_times()
             total = t.user + t.system + t.children_user + t.children_system
             for child in master.children():
@@ -401,14 +405,26 @@ class Runner:
         self.gap = gap
         self.seq = itertools.count()
         self.next_base = {NEW_INSTANCE: itertools.count(), READD: itertools.count(7)}
-        # per arm: CPU seconds (daemon, haproxy -c, HAProxy) and wall seconds while measured
+        # each arm's HAProxy master, by PID (it keeps it across reloads); read while idle
+        self.masters = {g: self._master_pid(g) for g in GATEWAYS}
+        # per arm: CPU seconds (daemon, haproxy -c, HAProxy) and wall seconds while measured,
+        # and per part the wall seconds of the windows whose both ends it could be read in
         self.cpu: dict[str, dict[str, float]] = {}
+        self.cpu_s: dict[str, dict[str, float]] = {}
         self.active_s: dict[str, float] = {}
         self.settle_s: list[float] = []
         self.reset_usage()
 
+    def _master_pid(self, g: str) -> int | None:
+        for _ in range(20):
+            info = self.hps[g].proc()
+            if info is not None:
+                return info.master_pid
+        return None
+
     def reset_usage(self) -> None:
         self.cpu = {g: {"daemon": 0.0, "validate": 0.0, "haproxy": 0.0} for g in GATEWAYS}
+        self.cpu_s = {g: dict.fromkeys(self.cpu[g], 0.0) for g in GATEWAYS}
         self.active_s = dict.fromkeys(GATEWAYS, 0.0)
         self.settle_s = []
 
@@ -488,7 +504,7 @@ class Runner:
         self._activate(g)
         gi = GATEWAYS.index(g)
         consul = self.consuls[g]
-        cpu0, m0 = cpu_seconds(self.gateways[g], self.hps[g]), time.monotonic()
+        cpu0, m0 = cpu_seconds(self.gateways[g], self.masters[g]), time.monotonic()
         n = next(self.seq)
         backend = self.trial_backends[n % len(self.trial_backends)]
         sid = f"t{n}"
@@ -525,10 +541,13 @@ class Runner:
         )
         if k is not None:
             self.shared.unmark(k)
-        cpu1 = cpu_seconds(self.gateways[g], self.hps[g])
+        cpu1, window = cpu_seconds(self.gateways[g], self.masters[g]), time.monotonic() - m0
         for part, value in cpu1.items():
-            self.cpu[g][part] += value - cpu0[part]
-        self.active_s[g] += time.monotonic() - m0
+            start = cpu0[part]
+            if value is not None and start is not None:
+                self.cpu[g][part] += value - start
+                self.cpu_s[g][part] += window
+        self.active_s[g] += window
         return trial
 
     def _servers_are(self, g: str, backend: str, want: set[int]) -> Callable[[], bool]:
@@ -670,7 +689,7 @@ def run_rate(
         # while the arm was measured (its trials, the stream on its catalog)
         "cpu_pct": {
             g: {
-                part: 100 * value / max(1e-9, runner.active_s[g])
+                part: 100 * value / max(1e-9, runner.cpu_s[g][part])
                 for part, value in runner.cpu[g].items()
             }
             for g in GATEWAYS
