@@ -1,5 +1,6 @@
 """The live gateways and the fleet view, read from Consul's ``dirac-gateway`` service
-(adapter; ``lagging``, ``allowed_name`` and the entry parsing are pure).
+(adapter; ``advertised_names``, ``lagging``, ``allowed_name`` and the entry parsing are
+pure).
 
 The CS writer reads the passing instances (``live_gateway_names``, through ``names_provider``)
 when ``dirac_cs.discover_gateways`` is on, so a gateway that is not ready is never advertised,
@@ -86,28 +87,39 @@ def default_allowed(names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted(parents | {n for n in names if "." not in n}))
 
 
-def live_gateway_names(
-    client: ConsulClient, allowed: tuple[str, ...]
+def advertised_names(
+    entries: Iterable[dict[str, Any]], allowed: tuple[str, ...]
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(names of every READY gateway that may be advertised, names refused), both sorted.
+    """(names that may be advertised, names refused), both sorted; pure.
 
-    Ready: every check passing, including at least one check of the gateway's own; names
-    outside ``allowed`` are refused (anyone can register a ``dirac-gateway`` service).
+    ``entries`` are the passing instances of the gateway service (Consul's answer). A name
+    counts only from an entry whose own checks all pass and only inside ``allowed``;
+    anyone can register a ``dirac-gateway`` service. Names are canonical (lower case, no
+    trailing dot: ``validate.host``), so one gateway written two ways is listed once.
     """
     names: set[str] = set()
     refused: set[str] = set()
-    for entry in _instances(client, True):
-        if not _own_check_passes(entry):
-            refused.update(_names(entry))
-            continue
-        for name in _names(entry):
+    for entry in entries:
+        ready = _own_check_passes(entry)
+        for raw in _names(entry):
             try:
-                validate.host(name, "gateway name")
+                name = validate.host(raw, "gateway name")
             except ValueError:
-                refused.add(name)
+                refused.add(raw)
                 continue
-            (names if allowed_name(name, allowed) else refused).add(name)
+            (names if ready and allowed_name(name, allowed) else refused).add(name)
     return tuple(sorted(names)), tuple(sorted(refused - names))
+
+
+def live_gateway_names(
+    client: ConsulClient, allowed: tuple[str, ...]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``advertised_names`` of the passing ``dirac-gateway`` instances in Consul.
+
+    Ready: every check passing (Consul's ``passing`` filter), including at least one check
+    of the gateway's own.
+    """
+    return advertised_names(_instances(client, True), allowed)
 
 
 def _status(checks: Iterable[dict[str, Any]]) -> str:
