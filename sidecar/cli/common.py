@@ -15,6 +15,7 @@ import click
 
 from sidecar.base.errors import ConfigError, SidecarError
 from sidecar.base.inert import inert
+from sidecar.config.apart import load_settings_apart
 from sidecar.config.loader import load_settings, read_token
 from sidecar.config.schema import DEFAULT_CONFIG, Settings
 from sidecar.consul.client import ConsulClient
@@ -55,15 +56,16 @@ def config_path(ctx: click.Context) -> str | None:
     return path
 
 
-def settings_of(ctx: click.Context, error_code: int = 2) -> Settings:
+def settings_of(ctx: click.Context, error_code: int = 2, apart: bool = False) -> Settings:
     """The settings (loaded once per invocation); a bad file is printed, every problem on its
-    own line, and exits with ``error_code``."""
+    own line, and exits with ``error_code``. ``apart``: validated in a child (``run``: the
+    daemon never imports pydantic, see ``config.apart``)."""
     root = ctx.find_root()
     cached: Settings | None = root.meta.get("settings")
     if cached is not None:
         return cached
     try:
-        settings = load_settings(config_path(ctx))
+        settings = (load_settings_apart if apart else load_settings)(config_path(ctx))
     except ConfigError as exc:
         for line in exc.lines():
             click.echo(f"error: {line}", err=True)
@@ -78,9 +80,10 @@ def settings_of(ctx: click.Context, error_code: int = 2) -> Settings:
 
 
 def reloader(ctx: click.Context) -> Callable[[], Settings]:
-    """Reads the same file again (SIGHUP); raises ConfigError, never exits."""
+    """Reads the same file again for the daemon (SIGHUP), in a child like at its start;
+    raises ConfigError, never exits."""
     path = config_path(ctx)
-    return lambda: load_settings(path)
+    return lambda: load_settings_apart(path)
 
 
 def guarded(func: Callable[[], int], error_code: int = 1) -> None:

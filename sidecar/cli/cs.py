@@ -140,9 +140,9 @@ def _fleet(settings: Settings, as_json: bool) -> int:
 
 def _fleet_facts(settings: Settings) -> tuple[str | None, tuple[str, ...] | None]:
     """(CS lock holder, gateways that lag) for the header; None each when Consul does not say."""
-    quick = settings.consul.model_copy(update={"timeout": min(settings.consul.timeout, 2.0)})
+    quick = dataclasses.replace(settings.consul, timeout=min(settings.consul.timeout, 2.0))
     try:  # a header detail: Consul down must not hold the table for long
-        client = client_of(settings.model_copy(update={"consul": quick}))
+        client = client_of(dataclasses.replace(settings, consul=quick))
         behind = lagging(fleet(client))
         holder = CSLock.from_settings(client, settings.dirac_cs, "").holder()
     except SidecarError:

@@ -30,7 +30,7 @@ def run(ctx: click.Context, stop_haproxy: bool) -> None:
     from sidecar.host import memory
     from sidecar.host.privileges import drop_effective_capabilities
 
-    settings = settings_of(ctx)
+    settings = settings_of(ctx, apart=True)
 
     def go() -> int:
         # First, before any thread or child exists: capabilities are per thread, and HAProxy

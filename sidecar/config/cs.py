@@ -7,13 +7,15 @@ Read by the CS writer, the one-writer lock and the gateway registry; loaded by
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AfterValidator, Field
+from annotated_types import Ge, Le
 
 from sidecar.base import validate
 from sidecar.config.base import Issue, Section
+from sidecar.config.rules import Rule
 from sidecar.config.types import FilePath, Flag, HostName, PositiveCount, Seconds, Text
 
 
@@ -47,11 +49,12 @@ def _kv_key(value: str) -> str:
     return value
 
 
+@dataclass(frozen=True, slots=True)
 class CSSettings(Section):
     enabled: Flag = False
     file: FilePath = "/opt/dirac/etc/dirac.cfg"
     layout: Layout = Layout.V9
-    setup: Annotated[Text, AfterValidator(_setup)] = ""  # v8: empty = /DIRAC/Setup in the file
+    setup: Annotated[Text, Rule(after=_setup)] = ""  # v8: empty = /DIRAC/Setup in the file
     use_mainservers: Flag = False  # write dips://$MAINSERVERS$:<port>/... plus MainServers
     failover_names: tuple[HostName, ...] = ()  # hosts for .../FailoverURLs/<Svc>
     prune: Flag = False  # drop gateway URLs of services that left the catalog
@@ -64,13 +67,13 @@ class CSSettings(Section):
     discover_gateways: Flag = False  # URL lists follow the live (ready) gateways in Consul
     # Discovered names accepted: ".example.org" (a suffix) or an exact name. Empty: the
     # parent domains of [gateway] names (dirac-gw.example.org -> ".example.org").
-    discover_allowed: tuple[Annotated[Text, AfterValidator(_allowed)], ...] = ()
-    lock_key: Annotated[Text, AfterValidator(_kv_key)] = "dirac-sidecar/cs-writer/lock"
-    lock_ttl: Annotated[Seconds, Field(ge=10.0, le=86400.0)] = 15.0
-    lock_delay: Annotated[Seconds, Field(ge=0.0, le=60.0)] = 1.0
+    discover_allowed: tuple[Annotated[Text, Rule(after=_allowed)], ...] = ()
+    lock_key: Annotated[Text, Rule(after=_kv_key)] = "dirac-sidecar/cs-writer/lock"
+    lock_ttl: Annotated[Seconds, Ge(10.0), Le(86400.0)] = 15.0
+    lock_delay: Annotated[Seconds, Ge(0.0), Le(60.0)] = 1.0
     # The daemon's session is also bound to a TTL check of the writer on its local agent:
     # a dead or frozen writer loses the lock this long after its last pass (0: session TTL only)
-    lock_check_ttl: Annotated[Seconds, Field(ge=0.0, le=60.0)] = 2.0
+    lock_check_ttl: Annotated[Seconds, Ge(0.0), Le(60.0)] = 2.0
 
     def cross_checks(self) -> list[Issue]:
         issues: list[Issue] = []

@@ -6,10 +6,13 @@ loaded by ``config.loader`` like every section. The phases are ``core.drain``'s.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sidecar.config.base import Issue, Section
 from sidecar.config.types import Seconds
 
 
+@dataclass(frozen=True, slots=True)
 class DrainSettings(Section):
     # New connections are still accepted this long after the drain starts: DIRAC clients
     # re-read the CS every /DIRAC/Configuration/RefreshTime (300 s by default) and DNS

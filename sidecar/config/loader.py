@@ -4,7 +4,8 @@ Reads one file (``--config``, ``$SIDECAR_CONFIG`` or the default path) and the e
 mapping passed in; everything else is pure. Every problem is collected, not only the first:
 unknown keys (with the nearest known key), wrong types, values out of range, cross-field
 rules. ``ConfigError.errors`` holds them all as (key path, reason); ``sidecar validate``
-prints each, ``run`` and SIGHUP refuse the file the same way.
+prints each, ``run`` and SIGHUP refuse the file the same way (the daemon through a child:
+``config.apart``). The checks are ``config.validation``'s, imported when a file is validated.
 """
 
 from __future__ import annotations
@@ -17,13 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
-from pydantic.fields import FieldInfo
-from pydantic_core import ErrorDetails
-
 from sidecar.base.errors import ConfigError
-from sidecar.config.base import Section
-from sidecar.config.durations import show_duration, to_seconds
 from sidecar.config.schema import DEFAULT_CONFIG, SECTIONS, Settings
 
 # Relative paths in a settings file are relative to the file, not to the working directory.
@@ -41,95 +36,6 @@ ENVIRONMENT = {
     "CONSUL_CLIENT_CERT": "cert_file",
     "CONSUL_CLIENT_KEY": "key_file",
 }
-
-
-def _path(loc: tuple[int | str, ...]) -> str:
-    """('gateway', 'names', 0) -> 'gateway.names[0]'; keys with odd characters are quoted."""
-    out = ""
-    for position, part in enumerate(loc):
-        if part == "[key]":
-            continue
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part.isidentifier() and "overrides" not in loc[:position]:
-            out += f".{part}" if out else part
-        else:
-            out += f'."{part}"'
-    return out
-
-
-def _known(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
-    """The key names valid at ``loc`` (for "did you mean")."""
-    for part in loc[:-1]:
-        field = model.model_fields.get(str(part))
-        annotation = field.annotation if field else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return []
-        model = annotation
-    return [name for name in model.model_fields if name not in ("source", "consul_configured")]
-
-
-def _num(value: object) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _field(model: type[BaseModel], loc: tuple[int | str, ...]) -> FieldInfo | None:
-    for position, part in enumerate(loc):
-        info = model.model_fields.get(str(part))
-        if info is None:
-            return None
-        if position == len(loc) - 1:
-            return info
-        if not (isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)):
-            return None
-        model = info.annotation
-    return None
-
-
-def _is_duration(model: type[BaseModel], loc: tuple[int | str, ...]) -> bool:
-    info = _field(model, loc)
-    validators = [getattr(m, "func", None) for m in info.metadata] if info else []
-    return to_seconds in validators
-
-
-def _reason(error: ErrorDetails, model: type[BaseModel], section: str) -> str:
-    kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
-    if kind.startswith(("greater_than", "less_than")) and _is_duration(model, error["loc"]):
-        ctx = {k: show_duration(float(v)) for k, v in ctx.items()}
-    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-    if kind == "extra_forbidden":
-        key = str(error["loc"][-1])
-        near = difflib.get_close_matches(key, _known(model, error["loc"]), n=1, cutoff=0.6)
-        hint = f"; did you mean `{_path((section, *error['loc'][:-1], near[0]))}`?" if near else ""
-        return "unknown key" + hint
-    simple = {
-        "greater_than_equal": f"must be >= {_num(ctx.get('ge'))}, got {shown}",
-        "greater_than": f"must be > {_num(ctx.get('gt'))}, got {shown}",
-        "less_than_equal": f"must be <= {_num(ctx.get('le'))}, got {shown}",
-        "less_than": f"must be < {_num(ctx.get('lt'))}, got {shown}",
-        "int_type": f"expected an integer, got {shown}",
-        "bool_type": f"expected true or false, got {shown}",
-        "string_type": f"expected a string, got {shown}",
-        "float_type": f"expected a number, got {shown}",
-        "model_type": "expected a table",
-        "tuple_type": "expected a list",
-        "dict_type": "expected a table",
-        "too_short": "needs at least one entry",
-        "enum": f"must be one of {ctx.get('expected', '')}, got {shown}",
-    }
-    if kind in simple:
-        return simple[kind]
-    message = str(error["msg"])
-    return message.removeprefix("Value error, ")
-
-
-def _validate(section: type[Section], raw: object, name: str) -> tuple[Any, list[tuple[str, str]]]:
-    try:
-        value = section.model_validate(raw)
-    except ValidationError as exc:
-        problems = [(_path((name, *e["loc"])), _reason(e, section, name)) for e in exc.errors()]
-        return None, problems
-    return value, [(f"{name}.{key}", reason) for key, reason in value.cross_checks()]
 
 
 def _environment(consul: dict[str, Any], env: Mapping[str, str]) -> bool:
@@ -178,6 +84,8 @@ def parse_settings(
     consul = data.setdefault("consul", {})
     configured = _environment(consul, env) if isinstance(consul, dict) else False
     _resolve(data, base)
+    from sidecar.config.validation import validate_section  # pydantic: only when validating
+
     problems: list[tuple[str, str]] = []
     sections: dict[str, Any] = {}
     for key, value in data.items():
@@ -189,7 +97,7 @@ def parse_settings(
         if not isinstance(value, dict):
             problems.append((key, "expected a table"))
             continue
-        sections[key], found = _validate(SECTIONS[key], value, key)
+        sections[key], found = validate_section(SECTIONS[key], value, key)
         problems.extend(found)
     if problems:
         raise ConfigError.many(source, problems)

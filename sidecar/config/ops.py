@@ -6,15 +6,16 @@ Thresholds of ``sidecar check``, the certificate preflight of every backend and 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
-
-from pydantic import AfterValidator
 
 from sidecar.base import validate
 from sidecar.config.base import Issue, Section
+from sidecar.config.rules import Rule
 from sidecar.config.types import Count, FilePath, Flag, PositiveSeconds, Text
 
 
+@dataclass(frozen=True, slots=True)
 class CheckSettings(Section):
     """Thresholds of ``sidecar check`` (durations, counts, days)."""
 
@@ -37,6 +38,7 @@ class CheckSettings(Section):
         return issues
 
 
+@dataclass(frozen=True, slots=True)
 class CertSettings(Section):
     """The certificate preflight of every backend server."""
 
@@ -59,9 +61,10 @@ def _listen(value: str) -> str:
     return value
 
 
+@dataclass(frozen=True, slots=True)
 class StatusSettings(Section):
     """The loopback HTTP endpoint: ``/metrics``, ``/healthz``, ``/readyz``."""
 
-    listen: Annotated[Text, AfterValidator(_listen)] = "127.0.0.1:9901"  # host:port
+    listen: Annotated[Text, Rule(after=_listen)] = "127.0.0.1:9901"  # host:port
     enabled: Flag = True
     idle_timeout: PositiveSeconds = 10.0  # a client connection idle this long is closed

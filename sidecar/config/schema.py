@@ -4,27 +4,20 @@ Sits beside the pipeline, not in it: ``config.loader`` builds one ``Settings`` v
 TOML file and the environment (again on SIGHUP) and hands it to every stage. Every key and its
 default is documented in the shipped ``sidecar.example.toml``; ``tests/unit/test_settings.py``
 keeps that file and these defaults in agreement. Durations are floats of seconds (see
-``config.durations``); closed sets are enums; the Consul token is a ``SecretStr`` so that no
-``repr``, log line or exception shows it.
+``config.durations``); closed sets are enums; the Consul token is a ``Secret`` so that no
+``repr``, log line or exception shows it. Plain dataclasses (``config.base``): importing this
+module loads no validation library.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import (
-    AfterValidator,
-    BeforeValidator,
-    Field,
-    SecretStr,
-    StrictStr,
-    TypeAdapter,
-    WrapValidator,
-)
-from pydantic import ValidatorFunctionWrapHandler as Handler
+from annotated_types import Ge, Gt, Le, MinLen
 
 from sidecar import data
 from sidecar.base import validate
@@ -32,6 +25,7 @@ from sidecar.config.base import Issue, Section
 from sidecar.config.cs import CSSettings
 from sidecar.config.drain import DrainSettings
 from sidecar.config.ops import CertSettings, CheckSettings, StatusSettings
+from sidecar.config.rules import Pairs, Rule, Secret
 from sidecar.config.types import (
     Count,
     FilePath,
@@ -44,6 +38,7 @@ from sidecar.config.types import (
     PositiveCount,
     PositiveSeconds,
     Seconds,
+    StrictStr,
     Text,
     Word,
 )
@@ -67,18 +62,19 @@ def _consul_name(value: str) -> str:
     return validate.consul_service_name(value) if value else value
 
 
+@dataclass(frozen=True, slots=True)
 class ConsulSettings(Section):
-    address: Annotated[Text, AfterValidator(_http_url)] = "http://127.0.0.1:8500"
-    tag: Annotated[Word, AfterValidator(_non_empty)] = "dirac"
+    address: Annotated[Text, Rule(after=_http_url)] = "http://127.0.0.1:8500"
+    tag: Annotated[Word, Rule(after=_non_empty)] = "dirac"
     datacenter: Word = ""
-    token: SecretStr = SecretStr("")  # never shown by repr, logs or status
+    token: Secret = Secret("")  # never shown by repr, logs or status
     token_file: FilePath = ""
     ca_file: FilePath = ""
     cert_file: FilePath = ""
     key_file: FilePath = ""
     verify: Flag = True
     timeout: PositiveSeconds = 10.0  # every plain request; added to blocking ones
-    wait: Annotated[Seconds, Field(ge=1.0, le=600.0)] = 300.0  # a blocking query parks this long
+    wait: Annotated[Seconds, Ge(1.0), Le(600.0)] = 300.0  # a blocking query parks this long
     include_warning: Flag = False
     stale: Flag = False
     max_stale: PositiveSeconds = 30.0  # X-Consul-LastContact accepted on stale reads
@@ -88,7 +84,7 @@ class ConsulSettings(Section):
     rate_interval: PositiveSeconds = 0.01  # per token, per watch, once the burst is spent
     stale_after: PositiveSeconds = 60.0  # catalog data older than this counts as stale
     reset_grace: Seconds = 120.0  # after the index goes backwards, absent instances stay
-    canary_service: Annotated[Text, AfterValidator(_consul_name)] = "consul"
+    canary_service: Annotated[Text, Rule(after=_consul_name)] = "consul"
 
     def cross_checks(self) -> list[Issue]:
         if self.retry_min > self.retry_max:
@@ -96,8 +92,9 @@ class ConsulSettings(Section):
         return []
 
 
+@dataclass(frozen=True, slots=True)
 class GatewaySettings(Section):
-    names: Annotated[tuple[HostName, ...], Field(min_length=1)] = ("dirac-gw.example.org",)
+    names: Annotated[tuple[HostName, ...], MinLen(1)] = ("dirac-gw.example.org",)
     bind: IPAddress = "0.0.0.0"
     keep_vanished_services: Flag = True
     # Where backends may be: CIDRs. Empty: anywhere but loopback, link-local, multicast,
@@ -129,8 +126,8 @@ def _range(value: str) -> str:
     return value
 
 
-Network = Annotated[StrictStr, AfterValidator(_network)]
-PortRange = Annotated[StrictStr, AfterValidator(_range)]
+Network = Annotated[StrictStr, Rule(after=_network)]
+PortRange = Annotated[StrictStr, Rule(after=_range)]
 
 
 def _service_path(value: str) -> str:
@@ -142,19 +139,13 @@ def _service_path(value: str) -> str:
     return value
 
 
-_OVERRIDES = TypeAdapter(dict[Annotated[str, AfterValidator(_service_path)], Port])
+ServicePath = Annotated[str, Rule(after=_service_path)]
 
 
-def _pairs(value: object, handler: Handler) -> tuple[tuple[str, int], ...]:
-    """A TOML table ``"System/Service" = port`` -> sorted pairs (hashable, deterministic)."""
-    if isinstance(value, tuple):
-        value = dict(value)
-    return tuple(sorted(_OVERRIDES.validate_python(value).items()))
-
-
+@dataclass(frozen=True, slots=True)
 class PortSettings(Section):
     map_file: FilePath = ""  # empty: the port map shipped in the package
-    overrides: Annotated[tuple[tuple[str, int], ...], WrapValidator(_pairs)] = ()
+    overrides: Annotated[tuple[tuple[str, int], ...], Pairs(ServicePath, Port)] = ()
     auto_low: PortOrZero = 20000  # hashed ports for services in no map; 0 rejects them
     auto_high: Port = 29999
     # Public ports a registration's dirac_port may claim ("low-high" or "port"). Empty: the
@@ -188,13 +179,14 @@ def _log_target(value: str) -> str:
     return value
 
 
+@dataclass(frozen=True, slots=True)
 class HAProxySettings(Section):
     binary: FilePath = "haproxy"
     runtime_dir: FilePath = "/run/dirac-sidecar"
     template: FilePath = ""  # empty: the template shipped in the package
     manage: Flag = True  # start HAProxy when it is not running
     hard_stop_after: PositiveSeconds = 3600.0
-    maxconn: Annotated[PositiveCount, Field(le=10_000_000)] = 8000
+    maxconn: Annotated[PositiveCount, Le(10_000_000)] = 8000
     balance: Balance = Balance.LEASTCONN
     timeout_connect: PositiveSeconds = 5.0
     timeout_client: PositiveSeconds = 660.0
@@ -202,7 +194,7 @@ class HAProxySettings(Section):
     check_inter: PositiveSeconds = 2.0
     check_fall: PositiveCount = 2
     check_rise: PositiveCount = 2
-    log_target: Annotated[Text, AfterValidator(_log_target)] = ""
+    log_target: Annotated[Text, Rule(after=_log_target)] = ""
     validate_timeout: PositiveSeconds = 30.0
     reload_timeout: PositiveSeconds = 15.0
 
@@ -213,21 +205,23 @@ class Strategy(StrEnum):
     # consul-template way, kept as a fallback and as the benchmarks' baseline
 
 
+@dataclass(frozen=True, slots=True)
 class ApplySettings(Section):
     strategy: Strategy = Strategy.RUNTIME
     min_reload_interval: Seconds = 0.0  # 0: reloads are paced only by old workers
     drift_interval: PositiveSeconds = 30.0
     max_old_workers: Count = 10
-    max_removal_share: Annotated[Number, Field(gt=0.0, le=1.0)] = 0.5
+    max_removal_share: Annotated[Number, Gt(0.0), Le(1.0)] = 0.5
     confirm_delay: PositiveSeconds = 2.0
 
 
+@dataclass(frozen=True, slots=True)
 class LimitSettings(Section):
     """Bounds on what the catalog can make the gateway hold (each is reported when hit)."""
 
-    max_services: Annotated[PositiveCount, Field(le=100_000)] = 2000
-    max_instances: Annotated[PositiveCount, Field(le=100_000)] = 256  # per DIRAC service
-    max_problems: Annotated[PositiveCount, Field(le=100_000)] = 200  # kept and reported
+    max_services: Annotated[PositiveCount, Le(100_000)] = 2000
+    max_instances: Annotated[PositiveCount, Le(100_000)] = 256  # per DIRAC service
+    max_problems: Annotated[PositiveCount, Le(100_000)] = 200  # kept and reported
 
 
 class LogLevel(StrEnum):
@@ -247,13 +241,15 @@ def _upper(value: object) -> object:
     return value.upper() if isinstance(value, str) else value
 
 
+@dataclass(frozen=True, slots=True)
 class LogSettings(Section):
-    level: Annotated[LogLevel, BeforeValidator(_upper)] = LogLevel.INFO
+    level: Annotated[LogLevel, Rule(before=_upper)] = LogLevel.INFO
     format: LogFormat = LogFormat.PLAIN
     repeat_limit: Count = 5  # the same line at most this often per window (0: no limit)
     repeat_window: PositiveSeconds = 60.0
 
 
+@dataclass(frozen=True, slots=True)
 class Settings(Section):
     consul: ConsulSettings = ConsulSettings()
     gateway: GatewaySettings = GatewaySettings()
@@ -286,7 +282,5 @@ class Settings(Section):
 
 # The sections a settings file may have, in the order the example documents them.
 SECTIONS: dict[str, type[Section]] = {
-    name: info.annotation
-    for name, info in Settings.model_fields.items()
-    if isinstance(info.annotation, type) and issubclass(info.annotation, Section)
+    f.name: type(f.default) for f in fields(Settings) if isinstance(f.default, Section)
 }

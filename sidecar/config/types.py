@@ -12,10 +12,11 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, StrictInt, StrictStr
+from annotated_types import Ge, Gt, Le
 
 from sidecar.base import validate
 from sidecar.config.durations import to_seconds
+from sidecar.config.rules import Rule
 
 # Printable text without control characters: a newline in a setting must never become a
 # line of its own in the HAProxy config, the CS file or the log.
@@ -50,16 +51,18 @@ def _tokenish(value: str) -> str:
     return value
 
 
-Text = Annotated[StrictStr, AfterValidator(_plain)]
-Word = Annotated[StrictStr, AfterValidator(_tokenish)]
-FilePath = Annotated[StrictStr, AfterValidator(_plain)]  # "" = unset; relative to the file
-HostName = Annotated[StrictStr, AfterValidator(_host)]
-IPAddress = Annotated[StrictStr, AfterValidator(_ip)]
-Port = Annotated[StrictInt, AfterValidator(_port)]
-PortOrZero = Annotated[StrictInt, Field(ge=0, le=65535)]
-Count = Annotated[StrictInt, Field(ge=0)]
-PositiveCount = Annotated[StrictInt, Field(ge=1)]
-Flag = StrictBool
+STRICT = Rule(strict=True)
+StrictStr = Annotated[str, STRICT]
+Text = Annotated[str, STRICT, Rule(after=_plain)]
+Word = Annotated[str, STRICT, Rule(after=_tokenish)]
+FilePath = Annotated[str, STRICT, Rule(after=_plain)]  # "" = unset; relative to the file
+HostName = Annotated[str, STRICT, Rule(after=_host)]
+IPAddress = Annotated[str, STRICT, Rule(after=_ip)]
+Port = Annotated[int, STRICT, Rule(after=_port)]
+PortOrZero = Annotated[int, STRICT, Ge(0), Le(65535)]
+Count = Annotated[int, STRICT, Ge(0)]
+PositiveCount = Annotated[int, STRICT, Ge(1)]
+Flag = Annotated[bool, STRICT]
 
 
 def _number(value: object) -> object:
@@ -69,8 +72,9 @@ def _number(value: object) -> object:
     return float(value)
 
 
-Number = Annotated[float, BeforeValidator(_number)]
+Number = Annotated[float, Rule(before=_number)]
 # Every time setting: "15s", "500ms", "1m30s" or a number of seconds; a float inside.
-Seconds = Annotated[float, BeforeValidator(to_seconds)]
+DURATION = Rule(before=to_seconds)
+Seconds = Annotated[float, DURATION]
 
-PositiveSeconds = Annotated[float, BeforeValidator(to_seconds), Field(gt=0.0)]
+PositiveSeconds = Annotated[float, DURATION, Gt(0.0)]

@@ -40,7 +40,7 @@ class Inputs:
         # What, besides the desired state, the rendered bytes depend on (a stable digest,
         # computed once: the planner compares it on every cycle).
         template = self.template_digest or str(id(self.template))
-        settings = self.settings.model_dump_json(exclude={"source"})
+        settings = repr(replace(self.settings, source=""))  # a dataclass: a stable repr
         key = hashlib.sha256(f"{template}\0{settings}".encode()).hexdigest()[:16]
         object.__setattr__(self, "render_key", key)
 

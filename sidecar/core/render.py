@@ -8,6 +8,7 @@ the same bytes), which is what lets the planner skip a reload when nothing chang
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import jinja2
@@ -29,9 +30,8 @@ def haproxy_settings(settings: Settings) -> dict[str, Any]:
     """The ``[haproxy]`` settings as the template sees them: durations as HAProxy time values
     ("660s", "500ms"), enums as their words, everything else as validated."""
     values: dict[str, Any] = {}
-    for key, value in settings.haproxy.model_dump().items():
-        annotation = type(settings.haproxy).model_fields[key].annotation
-        values[key] = haproxy_time(value) if annotation is float else value
+    for key, value in asdict(settings.haproxy).items():
+        values[key] = haproxy_time(value) if isinstance(value, float) else value
     values["balance"] = settings.haproxy.balance.value
     return values
 

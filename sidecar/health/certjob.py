@@ -84,8 +84,8 @@ class ProbeRequest:
 
     def encode(self) -> bytes:
         return json.dumps({
-            "certs": self.certs.model_dump(mode="json"),
-            "thresholds": self.thresholds.model_dump(mode="json"),
+            "certs": asdict(self.certs),
+            "thresholds": asdict(self.thresholds),
             "gateway_names": list(self.gateway_names),
             "targets": [asdict(t) for t in self.targets],
             "local_files": list(self.local_files),
@@ -96,8 +96,8 @@ class ProbeRequest:
     def decode(cls, data: bytes) -> ProbeRequest:
         raw = json.loads(data)
         return cls(
-            CertSettings.model_validate(raw["certs"]),
-            CheckSettings.model_validate(raw["thresholds"]),
+            CertSettings(**raw["certs"]),  # plain values of ours, validated by the daemon
+            CheckSettings(**raw["thresholds"]),
             tuple(raw["gateway_names"]),
             tuple(ProbeTarget(**t) for t in raw["targets"]),
             tuple(raw["local_files"]),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +52,7 @@ def consul_error(settings: Settings) -> str:
     """ "" when Consul answers with a leader, else why not."""
     from sidecar.consul.client import ConsulClient
 
-    consul = settings.consul.model_copy(
-        update={"timeout": min(settings.consul.timeout, CONSUL_TIMEOUT)}
-    )
+    consul = replace(settings.consul, timeout=min(settings.consul.timeout, CONSUL_TIMEOUT))
     try:
         leader = ConsulClient(consul, read_token(settings.consul)).leader()
     except SidecarError as exc:

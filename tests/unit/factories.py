@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
+from sidecar.config.base import Section
 from sidecar.config.schema import GatewaySettings, HAProxySettings, Settings
+from sidecar.config.validation import validate_section
 from sidecar.core.model import Health, Instance, ServiceEntries, Snapshot
 from sidecar.core.portmap import PortMap, load_port_map
 
@@ -46,10 +50,20 @@ def snap(*groups: tuple[str, list[Instance]]) -> Snapshot:
     )
 
 
+S = TypeVar("S", bound=Section)
+
+
+def validated(section: type[S], raw: dict[str, Any]) -> S:
+    """``raw`` validated into ``section`` as the loader does (durations as text, ...)."""
+    value, problems = validate_section(section, raw, section.__name__)
+    assert not problems, problems
+    return value  # type: ignore[no-any-return]
+
+
 def settings(**haproxy: object) -> Settings:
     return Settings(
         gateway=GatewaySettings(names=("dirac-gw.example.org",), bind="127.0.0.1"),
-        haproxy=HAProxySettings.model_validate({"runtime_dir": "/run/dirac-sidecar", **haproxy}),
+        haproxy=validated(HAProxySettings, {"runtime_dir": "/run/dirac-sidecar", **haproxy}),
     )
 
 

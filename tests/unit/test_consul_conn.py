@@ -159,7 +159,7 @@ def test_an_ipv6_consul_address_keeps_its_brackets_in_both_clients() -> None:
     from sidecar.config.schema import ConsulSettings
     from sidecar.consul.client import AsyncConsul
 
-    client = AsyncConsul(ConsulSettings.model_validate({"address": "http://[::1]:8501"}), "")
+    client = AsyncConsul(ConsulSettings(address="http://[::1]:8501"), "")
     assert client.base == "http://[::1]:8501"  # the httpx client's base URL
     assert (client.host, client.port) == ("::1", 8501)
     assert ("Host", "[::1]:8501") in client.lease()._conn._headers

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from factories import validated
 
 from sidecar.base.errors import CatalogError
 from sidecar.config.cs import CSSettings
@@ -45,7 +47,7 @@ def cs_file(tmp_path: Path) -> Path:
 
 
 def writer(path: Path, lock: FakeLock, **cs: Any) -> CSWriter:
-    settings = CSSettings.model_validate({"enabled": True, "file": str(path), **cs})
+    settings = validated(CSSettings, {"enabled": True, "file": str(path), **cs})
     return CSWriter(settings, lock, lambda: GW)
 
 
@@ -134,7 +136,7 @@ def test_no_gateway_never_writes_an_empty_list(cs_file: Path) -> None:
 def test_new_settings_reset_the_memo(cs_file: Path) -> None:
     w = writer(cs_file, FakeLock())
     assert w.sync(DESIRED, True, NOW).status is CSWriteStatus.WRITTEN
-    w.settings = w.settings.model_copy(update={"failover_names": ("dirac-fo.example.org",)})
+    w.settings = replace(w.settings, failover_names=("dirac-fo.example.org",))
     outcome = w.sync(DESIRED, True, NOW)
     assert outcome.status is CSWriteStatus.WRITTEN
     assert outcome.changes[0].startswith("/Systems/Framework/FailoverURLs/SystemAdministrator")

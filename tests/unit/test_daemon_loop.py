@@ -177,7 +177,7 @@ def parts(tmp_path: Path) -> wiring.Parts:
 
 def make(tmp_path: Path, **apply: object) -> tuple[Daemon, Clock, FakeApplier, FakeWatcher]:
     base = factories.settings()
-    settings = base.model_copy(update={"apply": ApplySettings.model_validate(apply)})
+    settings = dataclasses.replace(base, apply=factories.validated(ApplySettings, apply))
     clock = Clock()
     ports = PortGuard(probe=lambda address, wanted: {})  # every port free
     daemon = Daemon(settings, lambda: settings, parts=parts(tmp_path), clock=clock, ports=ports)
@@ -325,8 +325,8 @@ def test_sighup_with_a_new_consul_rebuilds_the_watches(
     new_watcher, new_fleet = FakeWatcher(), FakeFleet()
     monkeypatch.setattr(wiring, "consul", lambda s, post: (Recorder(), new_watcher))
     monkeypatch.setattr(wiring, "fleet", lambda s: new_fleet)
-    changed = daemon.settings.model_copy(
-        update={"consul": ConsulSettings(address="http://127.0.0.2:8500")}
+    changed = dataclasses.replace(
+        daemon.settings, consul=ConsulSettings(address="http://127.0.0.2:8500")
     )
     old_fleet = daemon.parts.fleet
     daemon._reload_settings = lambda: changed
@@ -335,7 +335,7 @@ def test_sighup_with_a_new_consul_rebuilds_the_watches(
     assert daemon.parts.watcher is new_watcher and daemon.parts.fleet is new_fleet
     assert "stop" in cast(Recorder, old_fleet).calls
     # another change, [consul] unchanged: reconfigured in place, watches kept
-    other = changed.model_copy(update={"apply": ApplySettings(min_reload_interval=2.0)})
+    other = dataclasses.replace(changed, apply=ApplySettings(min_reload_interval=2.0))
     daemon._reload_settings = lambda: other
     daemon.step({"hup"})
     assert daemon.parts.watcher is new_watcher and "reconfigure" in new_fleet.calls

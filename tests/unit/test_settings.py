@@ -1,4 +1,5 @@
 import tomllib
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ EXAMPLE = data.path(data.EXAMPLE_SETTINGS)
 
 
 def strip(settings: Settings) -> Settings:
-    return settings.model_copy(update={"source": "", "consul_configured": False})
+    return replace(settings, source="", consul_configured=False)
 
 
 def test_example_file_documents_exactly_the_defaults() -> None:
@@ -34,11 +35,11 @@ def test_example_file_documents_exactly_the_defaults() -> None:
         "status",
         "drain",
     ):
-        fields = set(type(getattr(Settings(), section)).model_fields)
+        keys = {f.name for f in fields(type(getattr(Settings(), section)))}
         documented = set(raw.get(section, {}))
         if section == "ports":
             documented.add("overrides")
-        assert fields == documented, f"[{section}] example and defaults differ"
+        assert keys == documented, f"[{section}] example and defaults differ"
 
 
 def test_dev_config_loads() -> None:

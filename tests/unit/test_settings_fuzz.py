@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from sidecar.base.errors import ConfigError
 from sidecar.config.loader import load_settings, parse_settings
 from sidecar.config.schema import SECTIONS, Settings
 
-KNOWN = {name: list(model.model_fields) for name, model in SECTIONS.items()}
+KNOWN = {name: [f.name for f in fields(model)] for name, model in SECTIONS.items()}
 scalars = st.one_of(
     st.booleans(),
     st.integers(min_value=-(2**63), max_value=2**63 - 1),

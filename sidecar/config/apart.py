@@ -1,0 +1,61 @@
+"""Settings loaded in a child process, for the daemon (adapter at the edge).
+
+``sidecar run`` keeps running for months with one ``Settings`` value; validating the file
+needs pydantic, whose import and schema cost the daemon ~10 MB of memory that it would hold
+for nothing afterwards (docs/benchmarks.md, issue 13). So the daemon asks a short-lived child
+(``python -m sidecar.config.apart [path]``: the same interpreter, the same code, the same
+environment) to run ``config.loader.load_settings`` and hand the value back, at start and on
+every SIGHUP. The answer is a pickle of the frozen settings dataclass (plain values) or of the
+problems found; ``ConfigError`` comes out here exactly as it would in process.
+"""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+
+from sidecar.base.errors import ConfigError, SidecarError
+from sidecar.config.schema import Settings
+
+MODULE = "sidecar.config.apart"
+TIMEOUT = 60.0  # seconds: the child imports pydantic and reads one file (~0.3 s here)
+
+
+def load_settings_apart(path: str | None) -> Settings:
+    """``load_settings(path)`` run in a child; raises what it would raise (ConfigError)."""
+    command = [sys.executable, "-m", MODULE, *([path] if path else [])]
+    try:
+        done = subprocess.run(command, capture_output=True, timeout=TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SidecarError(f"settings check could not run: {exc}") from None
+    if done.returncode != 0:
+        tail = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
+        raise SidecarError(f"settings check exited with status {done.returncode}: {tail[0]}")
+    # our own child's answer on a pipe: the values it holds come from the validated file
+    answer = pickle.loads(done.stdout)  # noqa: S301
+    if answer[0] == "config":
+        raise ConfigError.many(answer[1], answer[2])
+    if answer[0] == "error":
+        raise SidecarError(answer[1])
+    settings = answer[1]
+    assert isinstance(settings, Settings)
+    return settings
+
+
+def _main(argv: list[str]) -> int:
+    from sidecar.config.loader import load_settings  # the child: pydantic is imported here
+
+    try:
+        answer: tuple[object, ...] = ("ok", load_settings(argv[0] if argv else None))
+    except ConfigError as exc:
+        answer = ("config", exc.source, list(exc.errors))
+    except SidecarError as exc:
+        answer = ("error", str(exc))
+    sys.stdout.buffer.write(pickle.dumps(answer))
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))

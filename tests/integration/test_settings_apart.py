@@ -1,0 +1,57 @@
+"""The daemon's settings, validated in a child (config.apart): the same value, the same errors,
+and no pydantic in the daemon's process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sidecar.base.errors import ConfigError
+from sidecar.config.apart import load_settings_apart
+from sidecar.config.loader import load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "sidecar" / "data" / "sidecar.example.toml"
+
+
+@pytest.mark.parametrize("path", [EXAMPLE, ROOT / "configs" / "dev.toml"])
+def test_the_child_returns_what_the_loader_returns(path: Path) -> None:
+    assert load_settings_apart(str(path)) == load_settings(str(path))
+
+
+def test_the_childs_errors_are_the_loaders(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[consul]\nadress = "x"\nwait = "0s"\ntoken = "s3cret"\n[bogus]\n')
+    with pytest.raises(ConfigError) as here:
+        load_settings(str(bad))
+    with pytest.raises(ConfigError) as apart:
+        load_settings_apart(str(bad))
+    assert apart.value.lines() == here.value.lines()
+    assert len(apart.value.errors) == 3 and "did you mean `consul.address`" in str(apart.value)
+    with pytest.raises(ConfigError, match="file not found"):
+        load_settings_apart(str(tmp_path / "missing.toml"))
+
+
+def test_the_token_crosses_but_never_shows(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text('[consul]\ntoken = "s3cret-token"\n')
+    settings = load_settings_apart(str(path))
+    assert settings.consul.token.get_secret_value() == "s3cret-token"
+    assert "s3cret" not in repr(settings) and "s3cret" not in str(settings.consul)
+
+
+def test_the_daemons_process_never_imports_pydantic() -> None:
+    """What `sidecar run` imports, and the settings it loads, leave pydantic out."""
+    code = (
+        "import sys; import sidecar.cli.app, sidecar.daemon.wiring, sidecar.daemon.loop\n"
+        "from sidecar.config.apart import load_settings_apart\n"
+        f"s = load_settings_apart({str(EXAMPLE)!r})\n"
+        "print(s.haproxy.maxconn, sorted(m for m in sys.modules if 'pydantic' in m))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.split() == ["8000", "[]"], out.stderr
