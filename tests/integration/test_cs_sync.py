@@ -218,7 +218,7 @@ def member_settings(cs_file: Path, lock_key: str, name: str, address: str) -> Se
     return Settings(
         consul=ConsulSettings(address=address, timeout=2.0),
         gateway=GatewaySettings(names=(name,)),
-        dirac_cs=CSSettings(enabled=True, file=str(cs_file), lock_key=lock_key, lock_delay="0s"),
+        dirac_cs=CSSettings(enabled=True, file=str(cs_file), lock_key=lock_key, lock_delay=0.0),
     )
 
 

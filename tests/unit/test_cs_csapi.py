@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from sidecar.base.errors import CSError
-from sidecar.config.cs import CSSettings
+from sidecar.config.cs import CSBackend, CSSettings
 from sidecar.core.model import Backend, DesiredState, Protocol
 from sidecar.dirac_cs.csapi import CSAPIBackend, commit_with_retry, is_conflict
 from sidecar.dirac_cs.render import render_cs
@@ -21,7 +21,7 @@ DESIRED = DesiredState(
         Backend("WorkloadManagement", "JobMonitoring", Protocol.HTTPS, 21001, ()),
     )
 )
-SETTINGS = CSSettings(backend="csapi", csapi_retries=3)
+SETTINGS = CSSettings(backend=CSBackend.CSAPI, csapi_retries=3)
 NOW = datetime(2025, 3, 1, tzinfo=UTC)
 CONFLICT = "Local and remote versions differ (2025-01-02 vs 2025-01-01). Cannot commit."
 

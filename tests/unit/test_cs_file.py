@@ -15,7 +15,7 @@ import pytest
 from diraccfg import CFG
 
 from sidecar.base.errors import CSError
-from sidecar.config.cs import CSSettings
+from sidecar.config.cs import CSSettings, Layout
 from sidecar.core.model import Backend, DesiredState, Protocol
 from sidecar.dirac_cs.cstext import read_cs_file
 from sidecar.dirac_cs.file import diff_cs_file, sync_cs_file
@@ -43,7 +43,7 @@ DESIRED = DesiredState(
     )
 )
 V9 = CSSettings(configuration_servers=True, master_server=True)
-V8 = CSSettings(layout="v8", use_mainservers=True)
+V8 = CSSettings(layout=Layout.V8, use_mainservers=True)
 
 # A changed line must be a URL option (or its += continuation), or MainServers; an added line
 # may also be the skeleton of a new section.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sidecar.config.cs import CSSettings
+from sidecar.config.cs import CSSettings, Layout
 from sidecar.core.model import Backend, DesiredState, Protocol, Server, ServerState
 from sidecar.dirac_cs.render import (
     CSChange,
@@ -85,7 +85,7 @@ def test_mainservers_form_v9() -> None:
 
 
 def test_v8_layout_uses_the_setup_instances() -> None:
-    settings = CSSettings(layout="v8", use_mainservers=True)
+    settings = CSSettings(layout=Layout.V8, use_mainservers=True)
     result = render_cs(DESIRED, GW, settings, V8_CS)
     options = result.as_dict()
     assert options["/Systems/Framework/Production/URLs/SystemAdministrator"] == (
@@ -99,13 +99,13 @@ def test_v8_layout_uses_the_setup_instances() -> None:
 
 
 def test_v8_setup_setting_overrides_the_file() -> None:
-    settings = CSSettings(layout="v8", setup="LHCb-Certification")
+    settings = CSSettings(layout=Layout.V8, setup="LHCb-Certification")
     options = render_cs(DESIRED, GW, settings, V8_CS).as_dict()
     assert set(options) == {"/Systems/Framework/Certification/URLs/SystemAdministrator"}
 
 
 def test_v8_without_setup_writes_nothing() -> None:
-    result = render_cs(DESIRED, GW, CSSettings(layout="v8"), {})
+    result = render_cs(DESIRED, GW, CSSettings(layout=Layout.V8), {})
     assert result.lists == ()
     assert result.problems
 
@@ -223,7 +223,7 @@ def test_pruning_removes_the_failover_urls_it_wrote_and_only_those() -> None:
 
 
 def test_prune_scope_v8_is_per_instance() -> None:
-    result = render_cs(DESIRED, GW, CSSettings(layout="v8"), V8_CS)
+    result = render_cs(DESIRED, GW, CSSettings(layout=Layout.V8), V8_CS)
     assert in_scope("/Systems/Framework/Production/URLs/X", result.prune_scope)
     assert not in_scope("/Systems/Framework/Certification/URLs/X", result.prune_scope)
     assert not in_scope("/Systems/Framework/URLs/X", result.prune_scope)

@@ -7,7 +7,8 @@ import pytest
 from sidecar import data
 from sidecar.base.errors import ConfigError
 from sidecar.config.loader import load_settings, parse_settings
-from sidecar.config.schema import Settings
+from sidecar.config.schema import SECTIONS, Settings
+from sidecar.config.validation import validate_section
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = data.path(data.EXAMPLE_SETTINGS)
@@ -142,3 +143,13 @@ def test_templates_writable_by_others_are_refused(tmp_path: Path) -> None:
     template.chmod(0o646)
     with pytest.raises(TemplateError, match="writable by others"):
         load_template(template)
+
+
+def test_every_default_passes_its_own_rules() -> None:
+    """Defaults are trusted (not validated at load): each section's defaults, fed back through
+    the validator, come out unchanged and without a problem."""
+    for name, section in SECTIONS.items():
+        default = getattr(Settings(), name)
+        raw = {f.name: getattr(default, f.name) for f in fields(section)}
+        value, problems = validate_section(section, raw, name)
+        assert problems == [] and value == default, name
