@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 import click
 
 from sidecar.cli import cs, drain, gateway, ops, register
@@ -11,14 +9,27 @@ from sidecar.cli.common import add_global_options
 
 
 def package_version() -> str:
+    # imported here: importlib.metadata brings zipfile, shutil, bz2, lzma, email, ... (~1 MB
+    # that the daemon would hold for months), and the version is needed only for --version
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("dirac-sidecar")
     except PackageNotFoundError:  # pragma: no cover - running from a bare source tree
         return "unknown"
 
 
+def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(f"dirac-sidecar, version {package_version()}")
+        ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_version(), "--version", "-V", prog_name="dirac-sidecar")
+@click.option(
+    "--version", "-V", is_flag=True, expose_value=False, is_eager=True,
+    callback=_show_version, help="Show the version and exit.",
+)  # fmt: skip
 def main() -> None:
     """dirac-sidecar: Consul catalog -> HAProxy TLS passthrough for DIRAC services.
 
