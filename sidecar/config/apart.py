@@ -24,7 +24,9 @@ TIMEOUT = 60.0  # seconds: the child imports pydantic and reads one file (~0.3 s
 
 def load_settings_apart(path: str | None) -> Settings:
     """``load_settings(path)`` run in a child; raises what it would raise (ConfigError)."""
-    command = [sys.executable, "-m", MODULE, *([path] if path else [])]
+    # -P: the working directory is not put on sys.path (a "sidecar" folder there must not
+    # stand in for the package)
+    command = [sys.executable, "-P", "-m", MODULE, *([path] if path else [])]
     try:
         done = subprocess.run(command, capture_output=True, timeout=TIMEOUT, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:

@@ -147,7 +147,7 @@ class ProbeJob:
         margin: float = START_MARGIN,
         linger: float = LINGER,
     ) -> None:
-        self._command = list(command or (sys.executable, "-m", CHILD, str(linger)))
+        self._command = list(command or (sys.executable, "-P", "-m", CHILD, str(linger)))
         self._margin = margin
         self._run_lock = threading.Lock()  # one request at a time
         self._lock = threading.Lock()  # _proc and _stopped: stop() comes from another thread

@@ -55,3 +55,22 @@ def test_the_daemons_process_never_imports_pydantic() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.split() == ["8000", "[]"], out.stderr
+
+
+def test_the_child_ignores_a_sidecar_folder_in_the_working_directory(tmp_path: Path) -> None:
+    """`python -m` would put the working directory first on sys.path; the child runs with -P,
+    so a `sidecar` folder there (whoever could write it) never stands in for the package."""
+    fake = tmp_path / "sidecar" / "config"
+    fake.mkdir(parents=True)
+    for init in (tmp_path / "sidecar" / "__init__.py", fake / "__init__.py"):
+        init.write_text("raise SystemExit('the impostor was imported')\n")
+    (fake / "apart.py").write_text("raise SystemExit('the impostor was imported')\n")
+    code = (
+        "from sidecar.config.apart import load_settings_apart\n"
+        f"print(load_settings_apart({str(EXAMPLE)!r}).haproxy.maxconn)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-P", "-c", code], cwd=tmp_path, capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0 and out.stdout.strip() == "8000", out.stderr
