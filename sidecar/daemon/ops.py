@@ -23,7 +23,7 @@ from sidecar.health.certjob import local_cert_files
 from sidecar.health.certmonitor import CertMonitor
 from sidecar.health.metrics import Metrics, StatusServer, update_from_status
 from sidecar.health.notify import Notifier
-from sidecar.health.status import Status
+from sidecar.health.status import Status, encoded
 from sidecar.health.statusview import track_backends
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,6 @@ class Operations:
         self._seen_at: float | None = None  # a catalog change taken, not applied yet
         self._rows_of: DesiredState | None = None  # the state status.backends was made from
         self._certs_of: CertReport | None = None  # the report status.certs was made from
-        self._cert_status: dict[str, Any] = {}
         self.metrics.ops.cs_enabled.set(1 if settings.dirac_cs.enabled else 0)
 
     def start(self) -> None:
@@ -131,8 +130,7 @@ class Operations:
         report = self.certs.report
         fresh_certs = report is not None and report is not self._certs_of
         if fresh_certs and report is not None:  # once per report, not once per round
-            self._certs_of, self._cert_status = report, report.to_status()
-            status.certs = self._cert_status
+            self._certs_of, status.certs = report, report.to_status()
         if time.monotonic() >= self._next_proc:
             self._next_proc = time.monotonic() + PROC_EVERY
             info = haproxy.proc(timeout=0.5)
@@ -143,6 +141,10 @@ class Operations:
         up = {b.name: b.ready_count for b in desired.listed} if desired and fresh_state else None
         update_from_status(self.metrics, record, now, servers_up=up,
                            old_workers=self._old_workers, certs_changed=fresh_certs)  # fmt: skip
+        if fresh_certs:
+            # the gauges have the rows: status.json needs only their text (a row per server,
+            # ~0.9 MB of dicts at 1,000 x 5 otherwise kept until the next report)
+            status.certs = encoded(status.certs)
         self._notify(status, loop_alive)
 
     def _notify(self, status: Status, loop_alive: bool = True) -> None:

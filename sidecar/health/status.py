@@ -50,7 +50,8 @@ class Status:
     cs_status: str = ""  # last CS writer outcome (written, unchanged, not_holder, ...)
     cs_error: str = ""
     old_workers: int = 0  # HAProxy workers of earlier configs still draining
-    certs: dict[str, Any] = field(default_factory=dict)  # CertReport.to_status()
+    # CertReport.to_status(), then its JSON text only (``encoded``) once the gauges have it
+    certs: dict[str, Any] | str = field(default_factory=dict)
     drain: dict[str, Any] = field(default_factory=dict)  # core.drain.status_record; {} serving
     applied_index: int = 0  # fleet.registry.catalog_index of the last applied cycle
     # per exposed service (statusview.track_backends), refreshed by the status round only:
@@ -70,7 +71,8 @@ class Status:
             value = getattr(self, name)
             hit = _ENCODED.get(name)
             if hit is None or hit[0] is not value:
-                hit = _ENCODED[name] = (value, _encode(value))
+                part = value if isinstance(value, RawJSON) else _encode(value)
+                hit = _ENCODED[name] = (value, part)
             heavy.append(f'"{name}":{hit[1]}')
         return f"{text[:-1]},{','.join(heavy)}}}\n"
 
@@ -110,6 +112,17 @@ _HEAVY = ("backends", "certs", "problems", "public_ports")
 _LIGHT = tuple(name for name in _FIELDS if name not in _HEAVY)
 _ENCODED: dict[str, tuple[object, str]] = {}
 _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode  # the C encoder
+
+
+class RawJSON(str):
+    """A heavy part kept as its JSON text only (``encoded``): written as it is."""
+
+    __slots__ = ()
+
+
+def encoded(value: object) -> RawJSON:
+    """``value`` as the JSON the status file holds, so that the value itself can go."""
+    return value if isinstance(value, RawJSON) else RawJSON(_encode(value))
 
 
 HEARTBEAT_FILE = "heartbeat.json"  # the clocks of every round, beside status.json

@@ -6,7 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sidecar.health.status import FULL_EVERY, HEARTBEAT_FILE, STATUS_FILE, Status, read_status
+from sidecar.health.status import (
+    FULL_EVERY,
+    HEARTBEAT_FILE,
+    STATUS_FILE,
+    Status,
+    encoded,
+    read_status,
+)
 from sidecar.health.status import write_status as write
 
 
@@ -66,3 +73,16 @@ def test_a_heartbeat_of_another_daemon_or_older_is_ignored(tmp_path: Path) -> No
     assert (read_status(tmp_path) or {})["heartbeat"] == 100.0
     beat.write_text("{not json")
     assert (read_status(tmp_path) or {})["heartbeat"] == 100.0
+
+
+def test_a_part_kept_as_its_text_is_written_as_the_value_was(tmp_path: Path) -> None:
+    """The daemon keeps the certificate rows as JSON text once the gauges have them: the
+    file says exactly what it said with the rows themselves."""
+    rows = {"status": "OK", "servers": [{"backend": "bk", "server": "s1", "days_left": 9.5}]}
+    with_rows = Status(pid=1, certs=rows)
+    as_text = Status(pid=1, certs=encoded(rows))
+    assert json.loads(as_text.to_json()) == json.loads(with_rows.to_json())
+    assert json.loads(as_text.to_json())["certs"] == rows
+    assert encoded(as_text.certs) is as_text.certs  # encoding twice changes nothing
+    write(tmp_path, as_text, now=0.0)
+    assert read_status(tmp_path)["certs"]["servers"][0]["server"] == "s1"  # type: ignore[index]
