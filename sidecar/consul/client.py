@@ -16,7 +16,7 @@ import asyncio
 import json
 import ssl
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -295,5 +295,6 @@ class Lease:
     async def services(self, index: int, wait: float) -> Answer:
         return await self._owner.get(self._conn, self._owner.services_req(index, wait))
 
-    async def health(self, name: str, tag: str, index: int, wait: float) -> Answer:
-        return await self._owner.get(self._conn, self._owner.health_req(name, tag, index, wait))
+    def health(self, name: str, tag: str, index: int, wait: float) -> Coroutine[Any, Any, Answer]:
+        """The request's own coroutine, handed on (not awaited in a frame of this one)."""
+        return self._owner.get(self._conn, self._owner.health_req(name, tag, index, wait))
