@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from dataclasses import dataclass
 
 from sidecar.config.schema import Settings
@@ -37,7 +38,8 @@ def server_name(instance_key: str) -> str:
     service_id = instance_key.partition("/")[2]
     readable = service_id if _PLAIN.fullmatch(service_id) else "i"
     digest = hashlib.sha256(instance_key.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    return f"{readable}-{digest}"
+    # interned: the certificate report names every server again (health.certjob)
+    return sys.intern(f"{readable}-{digest}")
 
 
 def servers_of(members: tuple[Member, ...]) -> tuple[Server, ...]:

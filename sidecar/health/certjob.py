@@ -118,15 +118,16 @@ def encode_report(report: CertReport) -> bytes:
 def decode_report(data: bytes) -> CertReport:
     """The child's report -> findings. The words that repeat from finding to finding (the
     backend of every instance of a service, its address, the certificate's subject, the
-    reasons) become one string each: the report is kept until the next one, and at 1,000 x 5
-    its JSON decoded 25,000 strings."""
+    reasons) become one string each, and a server's name the one the plan holds (interned
+    there too): the report is kept until the next one, and at 1,000 x 5 its JSON decoded
+    25,000 strings."""
     raw: dict[str, Any] = json.loads(data)
     findings = []
     for f in raw["findings"]:
         f["status"] = Severity(int(f["status"]))
         for key in ("problems", "missing_names"):
             f[key] = tuple(sys.intern(str(word)) for word in f[key])
-        for key in ("subject", "backend", "address"):
+        for key in ("subject", "backend", "address", "server"):  # server: as the plan has it
             f[key] = sys.intern(str(f[key]))
         findings.append(CertFinding(**f))
     return CertReport(tuple(findings), float(raw["checked_at"]))
