@@ -80,9 +80,7 @@ class Daemon(Cycle, StatusRound):
         self.trim_heap: Callable[[], object] = memory.trim  # recorders in unit tests
         self.settle_heap: Callable[[bool], object] = memory.settle
         self._settled_full_at = clock()  # ``run`` freezes start-up's objects (a full settle)
-        # when heavy work last ran (a cycle was asked for, or a drift check): its garbage
-        # waits for the next trim
-        self._busy_at = -math.inf
+        self._wanted_at = -math.inf  # when a cycle was last asked for
         self._trimmed_at = -math.inf  # the last heap trim
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -178,12 +176,12 @@ class Daemon(Cycle, StatusRound):
         if FLUSHED in events:
             self._flushed()
         if wanted:
-            self._busy_at = now
+            self._wanted_at = now
         if Why.COLLECT in due:
             self.deadlines.every(Why.COLLECT, now + COLLECT_EVERY)
             p.applier.collect()  # retired servers whose connections have ended
-            dirty = self._busy_at > self._trimmed_at  # heavy work since the last trim
-            quiet = now - self._busy_at >= TRIM_QUIET
+            dirty = self._wanted_at > self._trimmed_at  # a cycle since the last trim
+            quiet = now - self._wanted_at >= TRIM_QUIET
             if dirty and quiet and now - self._trimmed_at >= TRIM_GAP:
                 # what survived the burst is frozen for the collector, so that a collection
                 # in the next stream walks only what changed; the garbage of the burst stays
@@ -199,8 +197,6 @@ class Daemon(Cycle, StatusRound):
         if Why.DRIFT in due:
             self.deadlines.every(Why.DRIFT, now + self.settings.apply.drift_interval)
             self.repair_drift()
-            # reading every server's state leaves ~1.5 MB resident at 1,000 x 5 until trimmed
-            self._busy_at = now
         if acted or "hup" in events:
             self.beat.set()  # the status round runs in its own thread: never in the way
         return True

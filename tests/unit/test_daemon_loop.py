@@ -380,28 +380,3 @@ def test_the_heap_is_trimmed_once_quiet_after_cycles_and_not_more_often_than_the
     clock.now += COLLECT_EVERY
     daemon.step(set())
     assert settles == [False, False, True]  # an hour on: the frozen objects collected too
-
-
-def test_a_drift_check_is_followed_by_a_trim_once_quiet(tmp_path: Path) -> None:
-    """Reading every server's state leaves garbage resident: the next quiet collect trims,
-    with no catalog change in between (at idle the drift check is the only heavy work)."""
-    daemon, clock, _, watcher = make(tmp_path)
-    trims: list[float] = []
-    daemon.trim_heap = lambda: trims.append(clock.now)
-    daemon.settle_heap = lambda full: None
-    daemon.repair_drift = lambda: None
-    daemon.deadlines.every(Why.COLLECT, clock.now)
-    watcher.show(one("a1"))
-    daemon.step({"catalog"})
-    clock.now += COLLECT_EVERY
-    daemon.step(set())
-    assert len(trims) == 1  # the cycle's trim
-    clock.now += TRIM_GAP
-    daemon.step(set())
-    assert len(trims) == 1  # nothing ran since: no trim
-    daemon.deadlines.every(Why.DRIFT, clock.now)
-    daemon.step(set())  # the drift check (the collect due in the same turn is not quiet)
-    assert len(trims) == 1
-    clock.now += COLLECT_EVERY
-    daemon.step(set())
-    assert len(trims) == 2
