@@ -15,10 +15,10 @@ import click
 
 from sidecar.base.errors import ConfigError, SidecarError
 from sidecar.base.inert import inert
-from sidecar.config.apart import load_settings_apart
 from sidecar.config.loader import load_settings, read_token
 from sidecar.config.schema import DEFAULT_CONFIG, Settings
 from sidecar.consul.client import ConsulClient
+from sidecar.host.apart import load_settings_apart
 from sidecar.host.logs import setup_logging
 
 CONFIG_HELP = f"settings file (default $SIDECAR_CONFIG, else {DEFAULT_CONFIG})"
@@ -59,7 +59,7 @@ def config_path(ctx: click.Context) -> str | None:
 def settings_of(ctx: click.Context, error_code: int = 2, apart: bool = False) -> Settings:
     """The settings (loaded once per invocation); a bad file is printed, every problem on its
     own line, and exits with ``error_code``. ``apart``: validated in a child (``run``: the
-    daemon never imports pydantic, see ``config.apart``)."""
+    daemon never imports pydantic, see ``host.apart``)."""
     root = ctx.find_root()
     cached: Settings | None = root.meta.get("settings")
     if cached is not None:

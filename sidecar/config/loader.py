@@ -5,7 +5,7 @@ mapping passed in; everything else is pure. Every problem is collected, not only
 unknown keys (with the nearest known key), wrong types, values out of range, cross-field
 rules. ``ConfigError.errors`` holds them all as (key path, reason); ``sidecar validate``
 prints each, ``run`` and SIGHUP refuse the file the same way (the daemon through a child:
-``config.apart``). The checks are ``config.validation``'s, imported when a file is validated.
+``host.apart``). The checks are ``config.validation``'s, imported when a file is validated.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The schema's sections are plain frozen dataclasses so that the daemon can hold a ``Settings``
 value without loading pydantic (~10 MB of its memory at 1,000 services: docs/benchmarks.md):
-pydantic validates the file in a child process (``config.apart``) or in a short-lived CLI
+pydantic validates the file in a child process (``host.apart``) or in a short-lived CLI
 command (``config.validation``), and reads each field's rules from its ``Annotated`` metadata.
 A :class:`Rule` is such metadata: pydantic calls its ``__get_pydantic_core_schema__`` hook
 (pydantic's documented way for custom types) and only then is ``pydantic_core`` imported.

@@ -4,7 +4,7 @@
 every problem as (key path, reason) in the words ``sidecar validate`` prints. pydantic reads
 each field's rules from the schema's ``Annotated`` metadata (``config.rules``). Imported only
 when a file is validated: in a CLI command, or in the child that validates for the daemon
-(``config.apart``), so the daemon itself never loads pydantic.
+(``host.apart``), so the daemon itself never loads pydantic.
 """
 
 from __future__ import annotations

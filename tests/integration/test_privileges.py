@@ -259,6 +259,20 @@ def test_the_certificate_probe_child_renounces_before_it_dials() -> None:
             child.wait(timeout=10)
 
 
+def test_the_settings_child_renounces_before_it_reads_the_file(tmp_path: Path) -> None:
+    """The daemon's settings child (``python -P -m sidecar.host.apart``), started as the unit
+    starts the daemon's children, empties its sets before it reads the settings file."""
+    _skip_unless_possible()
+    assert SETPRIV is not None
+    settings = REPO_ROOT / "sidecar" / "data" / "sidecar.example.toml"  # readable by nobody
+    argv = [SETPRIV, *AS_NOBODY, sys.executable, "-P", "-m", "sidecar.host.apart", str(settings)]
+    out = subprocess.run(argv, capture_output=True, env=_env(), cwd="/", timeout=60, check=False)
+    notes = out.stderr.decode()
+    assert out.returncode == 0, notes
+    assert "capabilities: renounced cap_net_bind_service" in notes, notes
+    assert out.stdout.startswith(b"\x80"), out.stdout[:40]  # the pickled answer
+
+
 def _caps(status: Path) -> dict[str, str]:
     return {
         line.split(":")[0]: line.split()[1]

@@ -1,4 +1,4 @@
-"""The daemon's settings, validated in a child (config.apart): the same value, the same errors,
+"""The daemon's settings, validated in a child (host.apart): the same value, the same errors,
 and no pydantic in the daemon's process."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from sidecar.base.errors import ConfigError
-from sidecar.config.apart import load_settings_apart
 from sidecar.config.loader import load_settings
+from sidecar.host.apart import load_settings_apart
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "sidecar" / "data" / "sidecar.example.toml"
@@ -47,7 +47,7 @@ def test_the_daemons_process_never_imports_pydantic() -> None:
     """What `sidecar run` imports, and the settings it loads, leave pydantic out."""
     code = (
         "import sys; import sidecar.cli.app, sidecar.daemon.wiring, sidecar.daemon.loop\n"
-        "from sidecar.config.apart import load_settings_apart\n"
+        "from sidecar.host.apart import load_settings_apart\n"
         f"s = load_settings_apart({str(EXAMPLE)!r})\n"
         "print(s.haproxy.maxconn, sorted(m for m in sys.modules if 'pydantic' in m))\n"
     )
@@ -66,7 +66,7 @@ def test_the_child_ignores_a_sidecar_folder_in_the_working_directory(tmp_path: P
         init.write_text("raise SystemExit('the impostor was imported')\n")
     (fake / "apart.py").write_text("raise SystemExit('the impostor was imported')\n")
     code = (
-        "from sidecar.config.apart import load_settings_apart\n"
+        "from sidecar.host.apart import load_settings_apart\n"
         f"print(load_settings_apart({str(EXAMPLE)!r}).haproxy.maxconn)\n"
     )
     out = subprocess.run(

@@ -3,7 +3,7 @@
 ``sidecar run`` keeps running for months with one ``Settings`` value; validating the file
 needs pydantic, whose import and schema cost the daemon ~10 MB of memory that it would hold
 for nothing afterwards (docs/benchmarks.md, issue 13). So the daemon asks a short-lived child
-(``python -m sidecar.config.apart [path]``: the same interpreter, the same code, the same
+(``python -P -m sidecar.host.apart [path]``: the same interpreter, the same code, the same
 environment) to run ``config.loader.load_settings`` and hand the value back, at start and on
 every SIGHUP. The answer is a pickle of the frozen settings dataclass (plain values) or of the
 problems found; ``ConfigError`` comes out here exactly as it would in process.
@@ -17,8 +17,9 @@ import sys
 
 from sidecar.base.errors import ConfigError, SidecarError
 from sidecar.config.schema import Settings
+from sidecar.host.privileges import renounce_capabilities
 
-MODULE = "sidecar.config.apart"
+MODULE = "sidecar.host.apart"
 TIMEOUT = 60.0  # seconds: the child imports pydantic and reads one file (~0.3 s here)
 
 
@@ -46,6 +47,10 @@ def load_settings_apart(path: str | None) -> Settings:
 
 
 def _main(argv: list[str]) -> int:
+    # before the file is read: the child needs no capability (a systemd install hands the
+    # daemon's children CAP_NET_BIND_SERVICE through the ambient set, for HAProxy's sake)
+    for note in renounce_capabilities():
+        sys.stderr.write(f"{note}\n")  # the daemon discards it; a test reads it
     from sidecar.config.loader import load_settings  # the child: pydantic is imported here
 
     try:
