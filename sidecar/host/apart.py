@@ -35,8 +35,12 @@ def load_settings_apart(path: str | None) -> Settings:
     if done.returncode != 0:
         tail = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
         raise SidecarError(f"settings check exited with status {done.returncode}: {tail[0]}")
-    # our own child's answer on a pipe: the values it holds come from the validated file
-    answer = pickle.loads(done.stdout)  # noqa: S301
+    try:  # our own child's answer on a pipe: the values it holds come from the validated file
+        answer = pickle.loads(done.stdout)  # noqa: S301
+    except Exception as exc:  # anything but an answer: unpickling raises many kinds
+        raise SidecarError(f"settings check gave no answer ({type(exc).__name__})") from None
+    if not isinstance(answer, tuple) or not answer:
+        raise SidecarError("settings check gave no answer")
     if answer[0] == "config":
         raise ConfigError.many(answer[1], answer[2])
     if answer[0] == "error":
@@ -51,6 +55,7 @@ def _main(argv: list[str]) -> int:
     # daemon's children CAP_NET_BIND_SERVICE through the ambient set, for HAProxy's sake)
     for note in renounce_capabilities():
         sys.stderr.write(f"{note}\n")  # the daemon discards it; a test reads it
+    out, sys.stdout = sys.stdout.buffer, sys.stderr  # a stray print must not spoil the answer
     from sidecar.config.loader import load_settings  # the child: pydantic is imported here
 
     try:
@@ -59,8 +64,8 @@ def _main(argv: list[str]) -> int:
         answer = ("config", exc.source, list(exc.errors))
     except SidecarError as exc:
         answer = ("error", str(exc))
-    sys.stdout.buffer.write(pickle.dumps(answer))
-    sys.stdout.flush()
+    out.write(pickle.dumps(answer))
+    out.flush()
     return 0
 
 

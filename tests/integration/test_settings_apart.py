@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.base.errors import ConfigError
+from sidecar.base.errors import ConfigError, SidecarError
 from sidecar.config.loader import load_settings
+from sidecar.host import apart
 from sidecar.host.apart import load_settings_apart
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,3 +75,12 @@ def test_the_child_ignores_a_sidecar_folder_in_the_working_directory(tmp_path: P
         timeout=60, check=False,
     )  # fmt: skip
     assert out.returncode == 0 and out.stdout.strip() == "8000", out.stderr
+
+
+def test_a_child_that_answers_nothing_usable_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not a traceback from the unpickler: `python -m this` exits 0 with text on stdout."""
+    monkeypatch.setattr(apart, "MODULE", "this")
+    with pytest.raises(SidecarError, match="settings check gave no answer"):
+        load_settings_apart(str(EXAMPLE))
