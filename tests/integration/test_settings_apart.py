@@ -84,3 +84,10 @@ def test_a_child_that_answers_nothing_usable_is_a_clear_error(
     monkeypatch.setattr(apart, "MODULE", "this")
     with pytest.raises(SidecarError, match="settings check gave no answer"):
         load_settings_apart(str(EXAMPLE))
+
+
+def test_the_child_finds_the_file_as_the_loader_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No --config: $SIDECAR_CONFIG (the child inherits the environment), as in process."""
+    monkeypatch.setenv("SIDECAR_CONFIG", str(ROOT / "configs" / "dev.toml"))
+    assert load_settings_apart(None) == load_settings(None)
+    assert load_settings_apart(None).source.endswith("dev.toml")

@@ -4,6 +4,7 @@ traceback (issue 10, item 6; issue 14, item 4)."""
 from __future__ import annotations
 
 import json
+import pickle
 import tomllib
 from dataclasses import fields
 from pathlib import Path
@@ -91,6 +92,8 @@ def test_any_document_loads_or_fails_with_key_paths(doc: dict[str, Any]) -> None
     else:
         assert isinstance(loaded, Settings)
         hash(loaded)  # a value: usable as part of the render key
+        # what the daemon's settings child (host.apart) hands over arrives unchanged
+        assert pickle.loads(pickle.dumps(loaded)) == loaded
 
 
 @settings(
