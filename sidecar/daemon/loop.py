@@ -1,7 +1,8 @@
 """The daemon's loop: events in, cycles of the pure pipeline, plans to the applier (adapter
 wiring; the decisions are the core's: ``pipeline``, ``plan``, ``schedule``, ``bindmemo``).
 
-Watches, signal handlers, the file watcher and the certificate monitor only post events. Each
+Watches, signal handlers, the file watcher and the certificate monitor only post events (a
+SIGHUP's settings file is read in a thread, which posts ``SETTINGS_READ``). Each
 turn of the loop takes every event that arrived (a burst is one batch: a change never waits for
 the catalog to calm down) and every deadline that is due (``core.schedule.Why``), runs at most
 one cycle (catalog view -> pipeline -> plan -> apply), and does the chores: retired servers,
@@ -45,7 +46,8 @@ TICK = 1.0  # seconds at most between two turns of the loop
 COLLECT_EVERY = 2.0  # seconds between attempts to delete retired servers
 TRIM_GAP = 5.0  # seconds at least between two heap trims, each after a quiet spell
 TRIM_QUIET = 1.0  # seconds without a cycle before a trim (it can hold the loop ~15 ms)
-TRIGGERS = frozenset({"hup", "catalog", "certs"})  # events that run a cycle
+TRIGGERS = frozenset({"catalog", "certs"})  # events that run a cycle (and a SIGHUP, once read)
+SETTINGS_READ = "settings"  # a SIGHUP's settings are ready (read in a thread of their own)
 
 
 class Daemon(Cycle, StatusRound):
@@ -82,6 +84,12 @@ class Daemon(Cycle, StatusRound):
         self._settled_full_at = clock()  # ``run`` freezes start-up's objects (a full settle)
         self._wanted_at = -math.inf  # when a cycle was last asked for
         self._trimmed_at = -math.inf  # the last heap trim
+        # A SIGHUP's file is read off the loop (``host.apart``'s child takes ~0.2 s), so that
+        # catalog changes keep being applied meanwhile; inline in unit tests.
+        self.spawn: Callable[[Callable[[], None]], object] = _in_thread
+        self._hup_read: Settings | SidecarError | None = None  # read, not yet applied
+        self._hup_busy = False  # a read is under way
+        self._hup_again = False  # another SIGHUP came during it: read once more after
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -164,12 +172,15 @@ class Daemon(Cycle, StatusRound):
             # the propagation histogram starts when the answer came, not when it is taken
             p.ops.catalog_seen(p.watcher.take_answered() or self.clock())
         if "hup" in events:
+            self._read_for_hup()
+        reloaded = self._hup_read is not None  # (its SETTINGS_READ event may still be queued)
+        if reloaded:
             self._hup()
         if "certs" in events:
             self._certs_changed()
         now = self.clock()
         due = self.deadlines.take_due(now)
-        wanted = bool(events & TRIGGERS or due & CYCLE)
+        wanted = bool(events & TRIGGERS or due & CYCLE or reloaded)
         acted = wanted and self.cycle()
         if Why.FLUSH in due:
             self._flush_later()
@@ -197,7 +208,7 @@ class Daemon(Cycle, StatusRound):
         if Why.DRIFT in due:
             self.deadlines.every(Why.DRIFT, now + self.settings.apply.drift_interval)
             self.repair_drift()
-        if acted or "hup" in events:
+        if acted or reloaded:
             self.beat.set()  # the status round runs in its own thread: never in the way
         return True
 
@@ -206,17 +217,42 @@ class Daemon(Cycle, StatusRound):
         if drained != self.inputs.drained:
             self.inputs = dataclasses.replace(self.inputs, drained=drained)
 
-    def _hup(self) -> None:
+    def _read_for_hup(self) -> None:
+        if self._hup_busy:
+            self._hup_again = True
+            return
+        self._hup_busy = True
         self.parts.ops.reloading()
+
+        def read() -> None:
+            try:
+                result: Settings | SidecarError = self._reload_settings()
+            except SidecarError as exc:
+                result = exc
+            except Exception as exc:  # a bug must not leave the SIGHUP pending forever
+                log.exception("reading the settings failed")
+                result = SidecarError(f"settings not read: {exc}")
+            self._hup_read = result
+            self.events.put(SETTINGS_READ)
+
+        self.spawn(read)
+
+    def _hup(self) -> None:
+        read, self._hup_read, self._hup_busy = self._hup_read, None, False
         try:
             with self.round_lock:
-                self._reload()
+                self._reload(read)
         finally:
             self.parts.ops.reloaded(self.settings)
+        if self._hup_again:
+            self._hup_again = False
+            self._read_for_hup()
 
-    def _reload(self) -> None:
+    def _reload(self, read: Settings | SidecarError | None) -> None:
         try:
-            settings = self._reload_settings()
+            if not isinstance(read, Settings):
+                raise read or SidecarError("no settings read")
+            settings = read
             inputs = build_inputs(settings)
         except SidecarError as exc:
             log.error("configuration not reloaded, keeping the running one: %s", exc)
@@ -236,3 +272,9 @@ class Daemon(Cycle, StatusRound):
                  " (settings unchanged, template re-read)" if unchanged else "")  # fmt: skip
         if not unchanged:
             wiring.rewire(self.parts, old, settings, self.events.put)
+
+
+def _in_thread(read: Callable[[], None]) -> threading.Thread:
+    thread = threading.Thread(target=read, name="settings", daemon=True)
+    thread.start()
+    return thread

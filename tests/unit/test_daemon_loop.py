@@ -10,6 +10,7 @@ kept out, a new ``[consul]`` rebuilds the watches, anything else reconfigures in
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,7 +28,7 @@ from sidecar.core.schedule import FLUSH_DELAY, Why
 from sidecar.daemon import wiring
 from sidecar.daemon.drain import DrainView
 from sidecar.daemon.flusher import FLUSHED, Flusher
-from sidecar.daemon.loop import COLLECT_EVERY, TRIM_GAP, Daemon
+from sidecar.daemon.loop import COLLECT_EVERY, SETTINGS_READ, TRIM_GAP, Daemon
 from sidecar.daemon.portguard import PortGuard
 from sidecar.haproxy.applier import ApplyResult
 from sidecar.host.memory import FULL_EVERY
@@ -182,6 +183,7 @@ def make(tmp_path: Path, **apply: object) -> tuple[Daemon, Clock, FakeApplier, F
     ports = PortGuard(probe=lambda address, wanted: {})  # every port free
     daemon = Daemon(settings, lambda: settings, parts=parts(tmp_path), clock=clock, ports=ports)
     daemon.flusher = Flusher(daemon.events.put, threaded=False)  # writes inside submit
+    daemon.spawn = lambda read: read()  # a SIGHUP's file read inline: applied in its turn
     return daemon, clock, cast(Any, daemon.parts.applier), cast(Any, daemon.parts.watcher)
 
 
@@ -339,6 +341,40 @@ def test_sighup_with_a_new_consul_rebuilds_the_watches(
     daemon._reload_settings = lambda: other
     daemon.step({"hup"})
     assert daemon.parts.watcher is new_watcher and "reconfigure" in new_fleet.calls
+
+
+def test_a_sighup_read_in_progress_holds_up_no_catalog_change(tmp_path: Path) -> None:
+    """The file is read in a thread (a child process, ~0.2 s): the loop goes on applying
+    catalog changes with the running settings, and takes the new ones when they are read; a
+    second SIGHUP during the read is read once more after it, not lost nor run twice at once."""
+    daemon, _, applier, watcher = make(tmp_path)
+    pending: list[Callable[[], None]] = []
+    daemon.spawn = pending.append
+    new = dataclasses.replace(daemon.settings, apply=ApplySettings(min_reload_interval=2.0))
+    reads: list[Settings] = []
+
+    def read() -> Settings:
+        reads.append(new)
+        return new
+
+    daemon._reload_settings = read
+    before = daemon.settings
+    watcher.show(one("a1"))
+    daemon.step({"hup", "catalog"})
+    assert daemon.settings is before and len(pending) == 1  # being read; the change applied
+    assert applier.kinds() == [PlanKind.START]
+    daemon.step({"hup"})  # a second SIGHUP while the first is read
+    assert len(pending) == 1
+    watcher.show(one("a1", "a2"))
+    daemon.step({"catalog"})
+    assert applier.kinds() == [PlanKind.START, PlanKind.RUNTIME] and daemon.settings is before
+    pending.pop()()  # the read ends: its result is applied on the next turn
+    assert daemon.events.get_nowait() == SETTINGS_READ
+    daemon.step({SETTINGS_READ})
+    assert daemon.settings is new and len(pending) == 1  # and the second SIGHUP is read now
+    pending.pop()()
+    daemon.step({SETTINGS_READ})
+    assert daemon.settings is new and reads == [new, new] and pending == []
 
 
 def test_stop_ends_the_loop(tmp_path: Path) -> None:
