@@ -71,8 +71,7 @@ class Status:
             value = getattr(self, name)
             hit = _ENCODED.get(name)
             if hit is None or hit[0] is not value:
-                part = value if isinstance(value, RawJSON) else _encode(value)
-                hit = _ENCODED[name] = (value, part)
+                hit = _ENCODED[name] = (value, encoded(value))
             heavy.append(f'"{name}":{hit[1]}')
         return f"{text[:-1]},{','.join(heavy)}}}\n"
 

@@ -20,7 +20,7 @@ from sidecar.config.schema import Settings
 from sidecar.host.privileges import renounce_capabilities
 
 MODULE = "sidecar.host.apart"
-TIMEOUT = 60.0  # seconds: the child imports pydantic and reads one file (~0.3 s here)
+TIMEOUT = 60.0  # seconds: the child imports pydantic and reads one file (~0.2 s here)
 
 
 def load_settings_apart(path: str | None) -> Settings:
