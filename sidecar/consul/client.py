@@ -17,7 +17,7 @@ import json
 import ssl
 import urllib.parse
 from collections.abc import Coroutine, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import h11
@@ -25,7 +25,7 @@ import httpx
 
 from sidecar.base.errors import CatalogError
 from sidecar.config.schema import ConsulSettings
-from sidecar.consul.conn import Connection
+from sidecar.consul.conn import Connection, request_headers
 
 HEADERS = (("Accept", "application/json"), ("User-Agent", "dirac-sidecar"))
 
@@ -57,7 +57,7 @@ class Reply:
 class Request:
     method: str
     path: str
-    params: list[tuple[str, str]] = field(default_factory=list)
+    query: str = ""  # encoded once: a parked query holds one string, not a list of pairs
     content: str = ""
     timeout: float | None = None  # None: the client's default
 
@@ -119,23 +119,22 @@ class _Shape:
         if self.settings.stale:
             params.append(("stale", "1"))
         timeout = wait + wait / 16 + self.settings.timeout if params and wait else None
-        return Request("GET", path, params, "", timeout)
+        return Request("GET", path, urllib.parse.urlencode(params), "", timeout)
 
     def services_req(self, index: int, wait: float) -> Request:
         params = blocking(index, wait)
         return self.catalog("/v1/catalog/services", params, wait if params else 0.0)
 
     def health_req(self, name: str, tag: str, index: int, wait: float) -> Request:
-        params = blocking(index, wait)
-        wait = wait if params else 0.0  # a first read returns at once: the plain timeout
-        params.append(("tag", tag))
+        wait = wait if index >= 1 else 0.0  # a first read returns at once: the plain timeout
+        params = [*blocking(index, wait), ("tag", tag)]
         return self.catalog(f"/v1/health/service/{name}", params, wait)
 
     def plain(self, method: str, path: str, params: Any, content: str) -> Request:
         query = list(params)
         if self.settings.datacenter:
             query.append(("dc", self.settings.datacenter))
-        return Request(method, path, query, content)
+        return Request(method, path, urllib.parse.urlencode(query), content)
 
     def answer(
         self, req: Request, code: int, headers: Mapping[str, str], content: bytes
@@ -183,7 +182,7 @@ class _Shape:
 
 
 def _send_args(req: Request) -> dict[str, Any]:
-    args: dict[str, Any] = {"params": req.params}
+    args: dict[str, Any] = {"params": req.query} if req.query else {}
     if req.content:
         args["content"] = req.content.encode()
     if req.timeout is not None:
@@ -235,21 +234,22 @@ class AsyncConsul(_Shape):
     """The client of the watches: every blocking query on one event loop.
 
     A parked blocking query holds its connection for up to ``wait``, so every watch leases a
-    connection of its own (``consul.conn``: h11 over asyncio streams, a few KB each where an
-    httpx connection costs ~20 KB) for its lifetime. One-shot reads (``services(0, 0)`` to
-    confirm an emptied service) take turns on one more connection, so they never queue behind
-    a parked query.
+    connection of its own (``consul.conn``: h11 on an asyncio protocol, a few KB each where an
+    httpx one costs ~20 KB), all sharing one tuple of headers. One-shot reads (``services(0,
+    0)`` to confirm an emptied service) take turns on one more connection: never behind a
+    parked query.
     """
 
     def __init__(self, settings: ConsulSettings, token: str) -> None:
         super().__init__(settings, token)
         self._tls = self.verify if isinstance(self.verify, ssl.SSLContext) else None
         self._leases: set[Lease] = set()
+        self._headers = request_headers(self.host, self.port, [*self.headers.items(), *HEADERS])
         self._plain = self._connection()
         self._plain_turn = asyncio.Lock()
 
     def _connection(self) -> Connection:
-        return Connection(self.host, self.port, self._tls, [*self.headers.items(), *HEADERS])
+        return Connection(self.host, self.port, self._tls, self._headers)
 
     def lease(self) -> Lease:
         """One watch's connection; ``release`` it when the watch ends."""
@@ -267,8 +267,8 @@ class AsyncConsul(_Shape):
 
     async def get(self, conn: Connection, req: Request) -> Answer:
         target = urllib.parse.quote(req.path, safe="/:")
-        if req.params:
-            target += "?" + urllib.parse.urlencode(req.params)
+        if req.query:
+            target += "?" + req.query
         timeout = req.timeout if req.timeout is not None else self.settings.timeout
         try:
             code, headers, content = await conn.request(target, timeout)

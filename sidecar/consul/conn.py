@@ -11,7 +11,9 @@ connection and h11's state machine (the parser httpx itself uses) is all it need
 Why a protocol and not asyncio's streams: a ``StreamReader``, its protocol and its writer
 with their buffers and futures were ~2.7 KB per parked watch (2.7 MB of the daemon's heap at
 1,000 services, tracemalloc); here the transport feeds h11 directly and a parked request
-holds one future. Plain and synchronous requests stay on httpx (``consul.client``).
+holds one future, awaited in ``Connection.request``'s own frame (no coroutine per step), and
+the connections of one client share one tuple of headers. Plain and synchronous requests
+stay on httpx (``consul.client``).
 """
 
 from __future__ import annotations
@@ -24,12 +26,22 @@ from collections.abc import Sequence
 import h11
 
 MAX_BODY = 64 * 1024 * 1024  # a Consul answer larger than this is refused, not buffered
+Headers = tuple[tuple[str, str], ...]
+Result = tuple[int, dict[str, str], bytes]  # status, headers (names in lower case), body
+
+
+def request_headers(host: str, port: int, extra: Sequence[tuple[str, str]]) -> Headers:
+    """The headers of every request to ``host:port``: built once per client and shared by
+    its connections (1,000 watches, one tuple)."""
+    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # IPv6 in brackets
+    return (("Host", authority), *extra)
 
 
 class _Link(asyncio.Protocol):
-    """The socket's side: bytes into h11, and a wake-up for the request waiting on them."""
+    """The socket's side: bytes into h11, the answer being read, and a wake-up for the
+    request waiting on them."""
 
-    __slots__ = ("ended", "h11", "received", "transport", "waiter")
+    __slots__ = ("body", "ended", "h11", "headers", "received", "status", "transport", "waiter")
 
     def __init__(self) -> None:
         self.h11 = h11.Connection(h11.CLIENT)
@@ -37,6 +49,7 @@ class _Link(asyncio.Protocol):
         self.waiter: asyncio.Future[None] | None = None
         self.ended = False  # end of stream (or the connection lost): h11 was told
         self.received = False  # a byte of the current answer arrived
+        self.status, self.headers, self.body = 0, _NO_HEADERS, _NO_BODY
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -66,12 +79,56 @@ class _Link(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def more(self) -> None:
-        """Wait for the next bytes (or the end of the stream)."""
+    def send(self, target: str, headers: Headers) -> None:
+        """Start an exchange: the GET goes out, the answer's fields start empty."""
+        assert self.transport is not None
+        # a parked query's link holds no dict or buffer of its own until bytes come
+        self.received, self.status, self.headers, self.body = False, 0, _NO_HEADERS, _NO_BODY
+        conn = self.h11
+        request = h11.Request(method="GET", target=target, headers=list(headers))
+        self.transport.write(conn.send(request))
+        self.transport.write(conn.send(h11.EndOfMessage()))
+
+    def later(self) -> asyncio.Future[None] | None:
+        """A future that the next bytes (or the end of the stream) complete; None after the
+        end. Awaited by ``Connection.request`` itself: no coroutine of its own in the chain."""
         if self.ended:
-            return
+            return None
         self.waiter = asyncio.get_running_loop().create_future()
-        await self.waiter
+        return self.waiter
+
+    def take(self) -> Result | None:
+        """The answer once it is complete (then the link holds none of it); None while it
+        needs more bytes. Raises ``_StaleError``, ``ConnectionResetError``, ``ValueError``
+        (too large) or h11's ``ProtocolError``."""
+        conn = self.h11
+        while True:
+            if self.ended and not self.received:
+                raise _StaleError
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                return None
+            if isinstance(event, h11.Response):
+                self.status = event.status_code
+                self.headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                                for k, v in event.headers}  # fmt: skip
+            elif isinstance(event, h11.Data):
+                if self.body is _NO_BODY:
+                    self.body = bytearray()
+                self.body += event.data
+                if len(self.body) > MAX_BODY:
+                    raise ValueError(f"answer larger than {MAX_BODY} bytes")
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            elif isinstance(event, h11.ConnectionClosed):
+                raise ConnectionResetError("Consul closed the connection mid-answer")
+        result = (self.status, self.headers, bytes(self.body))
+        self.headers, self.body = _NO_HEADERS, _NO_BODY  # a parked link keeps no old answer
+        return result
+
+
+_NO_HEADERS: dict[str, str] = {}  # never written: an answer's headers are a new dict
+_NO_BODY = bytearray()  # never written: an answer's first bytes get a buffer of their own
 
 
 class Connection:
@@ -80,33 +137,51 @@ class Connection:
     fails or is cancelled midway closes the connection; the next one opens a new one."""
 
     def __init__(
-        self,
-        host: str,
-        port: int,
-        tls: ssl.SSLContext | None,
-        headers: Sequence[tuple[str, str]],
+        self, host: str, port: int, tls: ssl.SSLContext | None, headers: Headers
     ) -> None:
         self._host, self._port, self._tls = host, port, tls
-        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # IPv6 in brackets
-        self._headers = [("Host", authority), *headers]
+        self._headers = headers  # ``request_headers``: shared with the client's other links
         self._link: _Link | None = None
 
-    async def request(
-        self, target: str, timeout: float
-    ) -> tuple[int, dict[str, str], bytes]:
+    async def request(self, target: str, timeout: float) -> Result:
+        # The whole exchange in this one frame, awaiting the link's future itself: a parked
+        # blocking query is this coroutine and its caller's, not two more (~0.4 KB a watch).
         async with asyncio.timeout(timeout):
-            if self._usable():
+            kept = self._usable()
+            if not kept:
+                await self._open()
+            while True:
                 try:
-                    return await self._exchange(target)
-                except (_StaleError, ConnectionError):
+                    link = self._send(target)
+                    while (result := link.take()) is None:
+                        if (later := link.later()) is not None:
+                            await later
+                except (_StaleError, ConnectionError) as exc:
+                    self.close()
+                    if not kept:
+                        if isinstance(exc, _StaleError):
+                            raise ConnectionResetError("Consul closed the connection") from None
+                        raise
                     # the server closed (or reset) the kept connection while it was idle: a
                     # GET is safe to send once more, on a fresh one
-                    self.close()
-            await self._open()
-            try:
-                return await self._exchange(target)
-            except _StaleError:
-                raise ConnectionResetError("Consul closed the connection") from None
+                    kept = False
+                    await self._open()
+                    continue
+                except BaseException:
+                    self.close()  # failed or cancelled midway: never reused
+                    raise
+                conn = link.h11
+                if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+                    conn.start_next_cycle()
+                else:
+                    self.close()  # the server asked to close
+                return result
+
+    def _send(self, target: str) -> _Link:
+        link = self._link
+        assert link is not None
+        link.send(target, self._headers)
+        return link
 
     @property
     def open(self) -> bool:
@@ -135,42 +210,6 @@ class Connection:
             ssl=self._tls,
             server_hostname=self._host if self._tls else None,
         )
-
-    async def _exchange(self, target: str) -> tuple[int, dict[str, str], bytes]:
-        link = self._link
-        assert link is not None and link.transport is not None
-        conn, done = link.h11, False
-        link.received = False
-        try:
-            link.transport.write(conn.send(h11.Request(method="GET", target=target,
-                                                       headers=self._headers)))  # fmt: skip
-            link.transport.write(conn.send(h11.EndOfMessage()))
-            status, headers, body = 0, {}, bytearray()
-            while True:
-                if link.ended and not link.received:
-                    raise _StaleError
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    await link.more()
-                elif isinstance(event, h11.Response):
-                    status = event.status_code
-                    headers = {k.decode("latin-1").lower(): v.decode("latin-1")
-                               for k, v in event.headers}  # fmt: skip
-                elif isinstance(event, h11.Data):
-                    body += event.data
-                    if len(body) > MAX_BODY:
-                        raise ValueError(f"answer larger than {MAX_BODY} bytes")
-                elif isinstance(event, h11.EndOfMessage):
-                    break
-                elif isinstance(event, h11.ConnectionClosed):
-                    raise ConnectionResetError("Consul closed the connection mid-answer")
-            if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
-                conn.start_next_cycle()
-                done = True
-            return status, headers, bytes(body)
-        finally:
-            if not done:  # failed, cancelled, or the server asked to close: never reused
-                self.close()
 
 
 class _StaleError(Exception):

@@ -14,7 +14,7 @@ import h11
 import pytest
 
 from sidecar.consul import conn as conn_mod
-from sidecar.consul.conn import Connection
+from sidecar.consul.conn import Connection, request_headers
 
 Script = Callable[[int, int], bytes | None]  # (connection no., request no.) -> answer | close
 
@@ -63,7 +63,8 @@ def run(script: Script, body: Callable[[Connection, Server], object]) -> object:
     async def main() -> object:
         server = Server(script)
         port = await server.start()
-        conn = Connection("127.0.0.1", port, None, [("X-Consul-Token", "t0ken")])
+        headers = request_headers("127.0.0.1", port, [("X-Consul-Token", "t0ken")])
+        conn = Connection("127.0.0.1", port, None, headers)
         try:
             return await body(conn, server)  # type: ignore[misc]
         finally:
@@ -151,8 +152,7 @@ def test_garbage_instead_of_http_is_a_protocol_error() -> None:
 
 
 def test_an_ipv6_agent_gets_a_bracketed_host_header() -> None:
-    conn = Connection("::1", 8500, None, [])
-    assert ("Host", "[::1]:8500") in conn._headers
+    assert ("Host", "[::1]:8500") in request_headers("::1", 8500, [])
 
 
 def test_an_ipv6_consul_address_keeps_its_brackets_in_both_clients() -> None:
@@ -168,17 +168,44 @@ def test_an_ipv6_consul_address_keeps_its_brackets_in_both_clients() -> None:
 def test_a_reset_kept_connection_is_replaced_once() -> None:
     async def body(conn: Connection, server: Server) -> None:
         calls: list[str] = []
-        exchange = conn._exchange
+        send = conn._send
 
-        async def reset_once(target: str) -> tuple[int, dict[str, str], bytes]:
+        def reset_once(target: str) -> conn_mod._Link:
             calls.append(target)
             if len(calls) == 2:  # the second request, on the kept connection
                 raise ConnectionResetError("reset by peer")
-            return await exchange(target)
+            return send(target)
 
-        conn._exchange = reset_once  # type: ignore[method-assign]
+        conn._send = reset_once  # type: ignore[method-assign]
         assert (await conn.request("/x", 5.0))[2] == b"1"
         assert (await conn.request("/x", 5.0))[2] == b"2"
         assert len(calls) == 3 and server.connections == 2
 
     run(lambda c, n: ok(b"1") if c == 1 else ok(b"2"), body)
+
+
+def test_the_connections_of_one_client_share_its_headers_and_keep_no_old_answer() -> None:
+    from sidecar.config.schema import ConsulSettings
+    from sidecar.consul.client import AsyncConsul
+
+    client = AsyncConsul(ConsulSettings(), "")
+    assert client.lease()._conn._headers is client.lease()._conn._headers
+
+    async def body(conn: Connection, server: Server) -> None:
+        assert (await conn.request("/x", 5.0))[2] == b"x" * 5000
+        link = conn._link
+        assert link is not None and not link.body and not link.headers  # nothing kept
+        assert await conn.request("/y", 5.0) == (200, {"content-type": "application/json",
+                                                       "content-length": "0"}, b"")  # fmt: skip
+
+    run(lambda c, n: ok(b"x" * 5000) if n == 1 else ok(b""), body)
+
+
+def test_a_blocking_query_is_one_encoded_string_with_its_parameters() -> None:
+    from sidecar.config.schema import ConsulSettings
+    from sidecar.consul.client import AsyncConsul
+
+    client = AsyncConsul(ConsulSettings(datacenter="dc 2"), "")
+    req = client.health_req("Framework-Sys", "dirac", 12, 300.0)
+    assert req.query == "index=12&wait=300000ms&tag=dirac&dc=dc+2"
+    assert client.health_req("a", "dirac", 0, 300.0).query == "tag=dirac&dc=dc+2"
