@@ -10,6 +10,7 @@ from sidecar.health.status import (
     FULL_EVERY,
     HEARTBEAT_FILE,
     STATUS_FILE,
+    PackedJSON,
     Status,
     encoded,
     read_status,
@@ -86,3 +87,20 @@ def test_a_part_kept_as_its_text_is_written_as_the_value_was(tmp_path: Path) -> 
     assert encoded(as_text.certs) is as_text.certs  # encoding twice changes nothing
     write(tmp_path, as_text, now=0.0)
     assert read_status(tmp_path)["certs"]["servers"][0]["server"] == "s1"  # type: ignore[index]
+
+
+def test_a_large_part_is_kept_deflated_and_written_as_the_value_was(tmp_path: Path) -> None:
+    """5,000 certificate rows (1,000 x 5): kept deflated, a fraction of their text."""
+    rows = {"status": "WARNING", "servers": [
+        {"backend": f"Sys_S{k // 5}", "server": f"s{k}-0a1b2c3d", "days_left": 300.5 - k / 7,
+         "problems": [f"handshake with 10.1.{k // 250}.{k % 250}:{9000 + k} failed"]}
+        for k in range(5000)]}  # fmt: skip
+    packed = encoded(rows)
+    text = json.dumps(rows)
+    assert isinstance(packed, PackedJSON) and len(packed.packed) < len(text) / 4
+    assert encoded(packed) is packed
+    status = Status(pid=1, certs=packed)
+    assert json.loads(status.to_json())["certs"] == rows
+    write(tmp_path, status, now=0.0)
+    assert read_status(tmp_path)["certs"] == rows  # type: ignore[index]
+    assert isinstance(encoded({"status": "OK", "servers": []}), str)  # small: as it is
