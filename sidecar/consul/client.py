@@ -131,10 +131,8 @@ class _Shape:
         return self.catalog(f"/v1/health/service/{name}", params, wait)
 
     def plain(self, method: str, path: str, params: Any, content: str) -> Request:
-        query = list(params)
-        if self.settings.datacenter:
-            query.append(("dc", self.settings.datacenter))
-        return Request(method, path, urllib.parse.urlencode(query), content)
+        dc = [("dc", self.settings.datacenter)] if self.settings.datacenter else []
+        return Request(method, path, urllib.parse.urlencode([*params, *dc]), content)
 
     def answer(
         self, req: Request, code: int, headers: Mapping[str, str], content: bytes
@@ -284,6 +282,8 @@ class AsyncConsul(_Shape):
 
 class Lease:
     """One watch's connection of ``AsyncConsul``."""
+
+    __slots__ = ("_conn", "_owner")  # one per service
 
     def __init__(self, owner: AsyncConsul, conn: Connection) -> None:
         self._owner, self._conn = owner, conn

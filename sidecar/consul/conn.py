@@ -136,6 +136,8 @@ class Connection:
     ``h11.ProtocolError``, ``TimeoutError`` or ``ValueError`` (too large). A request that
     fails or is cancelled midway closes the connection; the next one opens a new one."""
 
+    __slots__ = ("_headers", "_host", "_link", "_port", "_tls")  # one per watch
+
     def __init__(
         self, host: str, port: int, tls: ssl.SSLContext | None, headers: Headers
     ) -> None:

@@ -94,6 +94,9 @@ def host_names(snapshot: Snapshot) -> set[str]:
     return names
 
 
+_NO_NAMES: frozenset[str] = frozenset()  # shared: most services name their hosts by IP
+
+
 def _entries_host_names(entries: ServiceEntries) -> frozenset[str]:
     names = set()
     for inst in entries.instances:
@@ -102,7 +105,7 @@ def _entries_host_names(entries: ServiceEntries) -> frozenset[str]:
                 names.add(validate.host(inst.address))
             except ValueError:
                 continue
-    return frozenset(names)
+    return frozenset(names) if names else _NO_NAMES
 
 
 class NetFacts:

@@ -165,18 +165,19 @@ def test_an_ipv6_consul_address_keeps_its_brackets_in_both_clients() -> None:
     assert ("Host", "[::1]:8501") in client.lease()._conn._headers
 
 
-def test_a_reset_kept_connection_is_replaced_once() -> None:
+def test_a_reset_kept_connection_is_replaced_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    send = Connection._send
+
+    def reset_once(self: Connection, target: str) -> conn_mod._Link:
+        calls.append(target)
+        if len(calls) == 2:  # the second request, on the kept connection
+            raise ConnectionResetError("reset by peer")
+        return send(self, target)
+
+    monkeypatch.setattr(Connection, "_send", reset_once)
+
     async def body(conn: Connection, server: Server) -> None:
-        calls: list[str] = []
-        send = conn._send
-
-        def reset_once(target: str) -> conn_mod._Link:
-            calls.append(target)
-            if len(calls) == 2:  # the second request, on the kept connection
-                raise ConnectionResetError("reset by peer")
-            return send(target)
-
-        conn._send = reset_once  # type: ignore[method-assign]
         assert (await conn.request("/x", 5.0))[2] == b"1"
         assert (await conn.request("/x", 5.0))[2] == b"2"
         assert len(calls) == 3 and server.connections == 2
