@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from sidecar.base.errors import HAProxyError, SidecarError
 from sidecar.config.schema import Settings
-from sidecar.core.answers import parse_servers_state, servers_state_rows
+from sidecar.core.answers import parse_servers_state, servers_state_digest
 from sidecar.core.drift import find_drift
 from sidecar.core.model import DesiredState, Server, ServerState
 from sidecar.core.pipeline import Inputs, with_config
@@ -227,13 +227,13 @@ class Applier:
         """Repair what the runtime API can; True when only a reload can (backends missing)."""
         hp = self.haproxy
         try:
-            rows, backends = servers_state_rows(hp.servers_state()), hp.backend_names()
+            text, backends = hp.servers_state(), hp.backend_names()
             retired, options = frozenset(self.retired), server_options(settings)
-            seen = (hash(rows), backends, retired, options)
+            seen = (servers_state_digest(text), backends, retired, options)
             last = self._clean
             if last is not None and last[1] == seen and (last[0] is desired or last[0] == desired):
                 return False  # what was found clean last time, unchanged (no objects built)
-            drift = find_drift(parse_servers_state(rows), desired, backends, options, retired)
+            drift = find_drift(parse_servers_state(text), desired, backends, options, retired)
             self._clean = (desired, seen) if not (drift.commands or drift.needs_reload) else None
             if drift.needs_reload:
                 log.warning("drift: %s; reloading", drift.needs_reload)

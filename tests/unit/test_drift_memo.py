@@ -15,7 +15,7 @@ import pytest
 from test_runtime_state import HEADER  # the 2.6 header of show servers state
 
 from sidecar.config.loader import parse_settings
-from sidecar.core.answers import parse_servers_state, servers_state_rows
+from sidecar.core.answers import parse_servers_state, servers_state_digest, servers_state_rows
 from sidecar.core.model import Backend, DesiredState, Protocol, Server, ServerState
 from sidecar.haproxy import applier as applier_module
 from sidecar.haproxy.applier import Applier
@@ -107,3 +107,15 @@ def test_rows_and_values_agree() -> None:
     assert rows == (("bk_F_S", "s1", "127.0.0.1", "19001", "2", "0", "1"),)
     assert parse_servers_state(rows) == parse_servers_state(state())
     assert servers_state_rows("1\n# be_name srv_name\nbk x\n") == ()  # columns missing
+
+
+def test_the_digest_follows_the_columns_read_and_nothing_else() -> None:
+    """What the memo compares: the same rows give the same digest whatever the columns drift
+    repair does not read (time since the last change), any column it reads changes it."""
+    assert servers_state_digest(state(since=37)) == servers_state_digest(state(since=900))
+    assert servers_state_digest(state(port=19001)) != servers_state_digest(state(port=19002))
+    two = state() + "5 bk_F_S 2 s2 127.0.0.1 2 0 1 1 5 6 3 3 6 0 0 0 - 19003 - 0 0 - - 0\n"
+    assert servers_state_digest(two) != servers_state_digest(state())
+    # a server renamed (a column read) changes it
+    assert servers_state_digest(state().replace("bk_F_S 1 s1", "bk_F_S 1 s1x")) != (
+        servers_state_digest(state()))
