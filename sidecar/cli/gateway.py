@@ -38,6 +38,7 @@ def run(ctx: click.Context, stop_haproxy: bool) -> None:
         for note in drop_effective_capabilities():
             logging.getLogger("sidecar.host.privileges").info("%s", note)
         memory.one_arena()  # likewise before any thread: see sidecar.host.memory
+        memory.big_blocks_mapped()
         daemon = Daemon(settings, reloader(ctx), stop_haproxy=stop_haproxy)
         daemon.install_signals()
         return daemon.run()

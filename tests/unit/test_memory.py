@@ -82,3 +82,31 @@ def test_one_arena_keeps_every_thread_on_the_main_arena() -> None:
 
     assert arenas("one") == 1
     assert arenas("default") > 1  # the test can fail: without the setting, threads get their own
+
+
+MAPPED = """
+import ctypes, sys
+from sidecar.host import memory
+if sys.argv[1] == "fixed":
+    assert memory.big_blocks_mapped()
+class Info(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks",
+                "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+libc.mallinfo2.restype = Info
+libc.free(libc.malloc(8 << 20))  # by default this raises the threshold to 8 MB
+block = libc.malloc(1 << 20)
+print(libc.mallinfo2().hblkhd >= 1 << 20)  # the 1 MB block a mapping of its own?
+"""
+
+
+def test_big_blocks_stay_mapped_after_a_bigger_one_was_freed() -> None:
+    def mapped(mode: str) -> str:
+        done = subprocess.run([sys.executable, "-c", MAPPED, mode], capture_output=True,
+                              text=True, timeout=60, check=True)  # fmt: skip
+        return done.stdout.strip()
+
+    assert mapped("fixed") == "True"
+    assert mapped("default") == "False"  # can fail: by default glibc moves the threshold up
