@@ -78,9 +78,8 @@ class Cycle:
             log.warning("skipped: %s", problem)
         if plan.kind is PlanKind.NONE:
             self.applied_index = catalog_index(view.snapshot)
-            known = self.applied.config if self.applied else None
-            self.applied = dataclasses.replace(target, config=target.config or known)
-            self.status.record_ready(target.desired, self.applied.config)
+            self.applied = target.textless()
+            self.status.record_ready(target.desired, target.config)
             p.ops.applied("none", 0.0, target.desired)
             return False
         if plan.kind is PlanKind.RELOAD and target.config == self._failed_config:
@@ -111,26 +110,20 @@ class Cycle:
         """The flush thread wrote a file: record the config HAProxy restarts from."""
         done = self.flusher.done()
         if done is not None:
-            self._record_flush(*done)
+            self.status.record_config(done[1])  # its hash: the text itself is the file's
 
     def _flush(self) -> None:
         """Write the config of the runtime changes now (at stop): after the thread's job."""
         self.deadlines.at.pop(Why.FLUSH, None)
         self.flusher.stop()
         self._flushed()
-        target = self.parts.applier.pending
         try:
             config = self.parts.applier.flush(self.inputs)
         except OSError as exc:
             log.error("cannot write %s: %s", self.parts.haproxy.config, exc)
             return
-        if config is not None and target is not None:
-            self._record_flush(target, config)
-
-    def _record_flush(self, target: Rendered, config: str) -> None:
-        self.status.record_config(config)
-        if self.applied is not None and self.applied.desired is target.desired:
-            self.applied = dataclasses.replace(self.applied, config=config)
+        if config is not None:
+            self.status.record_config(config)
 
     def _fence(self, snapshot: Snapshot) -> None:
         """The perimeter for this cycle: own addresses, resolved names (cached adapters)."""
@@ -180,7 +173,7 @@ class Cycle:
             self._last_reload = self.clock()
         if result.ok:
             self._failed_config = None
-            self.applied = target
+            self.applied = target.textless()
             p.held.applied()
             if result.kind is PlanKind.RUNTIME:
                 self.status.runtime_changes += len(plan.commands)
@@ -215,3 +208,4 @@ class Cycle:
         if p.applier.repair_drift(applied.desired, self.settings):
             self.applied = Rendered(applied.desired, "", None)  # forces a reload
             self.deadlines.ask(Why.REPLAN, self.clock())
+
