@@ -123,10 +123,12 @@ def decode_report(data: bytes) -> CertReport:
     25,000 strings."""
     raw: dict[str, Any] = json.loads(data)
     findings = []
+    shared: dict[tuple[str, ...], tuple[str, ...]] = {}  # equal reasons: one tuple, this report's
     for f in raw["findings"]:
         f["status"] = Severity(int(f["status"]))
         for key in ("problems", "missing_names"):
-            f[key] = tuple(sys.intern(str(word)) for word in f[key])
+            words = tuple(sys.intern(str(word)) for word in f[key])
+            f[key] = shared.setdefault(words, words)
         for key in ("subject", "backend", "address", "server"):  # server: as the plan has it
             f[key] = sys.intern(str(f[key]))
         findings.append(CertFinding(**f))

@@ -97,12 +97,14 @@ def _handshake(conn: SSL.Connection, sock: socket.socket, deadline: float) -> st
 def fetch_chain(
     address: str, port: int, server_name: str, ctx: SSL.Context, timeout: float
 ) -> list[x509.Certificate]:
-    """The chain the server sends (leaf first); raises ProbeError when there is none."""
+    """The chain the server sends (leaf first); raises ProbeError when there is none. The
+    error does not repeat the address: the finding names it (``where``), and a fleet that
+    fails alike then shares one text (5,000 of them at 1,000 x 5)."""
     deadline = time.monotonic() + timeout
     try:
         sock = socket.create_connection((address, port), timeout=timeout)
     except OSError as exc:
-        raise ProbeError(f"connect {address}:{port}: {exc.strerror or exc}") from None
+        raise ProbeError(f"connect: {exc.strerror or exc}") from None
     try:
         sock.setblocking(False)
         conn = SSL.Connection(ctx, sock)
@@ -115,7 +117,7 @@ def fetch_chain(
             leaf = conn.get_peer_certificate(as_cryptography=True)
             chain = [leaf] if leaf is not None else []
         if not chain:
-            raise ProbeError(f"TLS handshake with {address}:{port} failed: {error or 'no cert'}")
+            raise ProbeError(f"TLS handshake failed: {error or 'no cert'}")
         if not error:
             with contextlib.suppress(SSL.Error):
                 conn.shutdown()  # close_notify: a polite goodbye

@@ -70,6 +70,8 @@ def test_missing_name_expiring_and_foreign_ca_are_flagged(
     assert "chain does not verify" in by["s4"].problems[0]
     assert by["s5"].status is Severity.WARNING
     assert "not checked: connect" in by["s5"].problems[0]
+    assert "127.0.0.1" not in by["s5"].problems[0]  # the finding's ``where`` names it, once
+    assert "(127.0.0.1:" in by["s5"].where
     assert report.status is Severity.CRITICAL
     assert {(f.server) for f in report.failing} == {"s2", "s4"}
 

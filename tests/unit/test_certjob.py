@@ -62,6 +62,7 @@ def test_a_report_shares_the_words_that_repeat_across_its_findings() -> None:
     for word in ("backend", "address", "subject"):
         assert len({id(getattr(f, word)) for f in decoded}) == 1, word
     assert len({id(f.problems[0]) for f in decoded}) == 1
+    assert len({id(f.problems) for f in decoded}) == 1  # the tuple of reasons too
     assert len({id(f.server) for f in decoded}) == 5  # the server names are each their own
 
 
