@@ -17,9 +17,6 @@ import click
 
 from sidecar.base.errors import ConfigError, SidecarError
 from sidecar.cli.common import client_of, settings_of
-from sidecar.register import agent as reg
-from sidecar.register import localcfg, probe
-from sidecar.register import plan as rp
 
 
 def _install_signals(stop: threading.Event) -> None:
@@ -123,6 +120,12 @@ def register_cmd(
 ) -> None:
     """Register the local DIRAC services in the local Consul agent and feed their TLS checks
     until SIGTERM/SIGINT, then deregister them."""
+    # imported here: every command module is loaded with the group, ``sidecar run`` too, and
+    # the daemon has no use for these (~0.3 MB)
+    from sidecar.register import agent as reg
+    from sidecar.register import localcfg, probe
+    from sidecar.register import plan as rp
+
     settings = settings_of(ctx)
     env = reg.environment()
     stop = threading.Event()
