@@ -13,6 +13,7 @@ Policy (retries, index rules, rate limits) lives in ``consul.watch``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import ssl
 import urllib.parse
@@ -20,12 +21,11 @@ from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import h11
 import httpx
 
 from sidecar.base.errors import CatalogError
 from sidecar.config.schema import ConsulSettings
-from sidecar.consul.conn import Connection, request_headers
+from sidecar.consul.conn import Connection, Result, request_headers
 
 HEADERS = (("Accept", "application/json"), ("User-Agent", "dirac-sidecar"))
 
@@ -91,11 +91,10 @@ class _Shape:
     """What both clients share: settings, token, the request shapes and the decoders."""
 
     def __init__(self, settings: ConsulSettings, token: str) -> None:
-        url = urllib.parse.urlsplit(settings.address)
+        url, self.settings = urllib.parse.urlsplit(settings.address), settings
         scheme = url.scheme or "http"
-        port = url.port or (443 if scheme == "https" else 8500)
-        self.settings = settings
-        self.host, self.port = url.hostname or "127.0.0.1", port
+        self.host = url.hostname or "127.0.0.1"
+        self.port = port = url.port or (443 if scheme == "https" else 8500)
         host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 agent
         self.base = f"{scheme}://{host}:{port}"
         # The contract's order is the settings, then token_file, then the environment (folded
@@ -263,16 +262,16 @@ class AsyncConsul(_Shape):
             lease.release()
         self._plain.close()
 
-    async def get(self, conn: Connection, req: Request) -> Answer:
-        target = urllib.parse.quote(req.path, safe="/:")
-        if req.query:
-            target += "?" + req.query
+    def get(self, conn: Connection, req: Request) -> Coroutine[Any, Any, Answer]:
+        """The request's coroutine: ``conn`` decodes the answer itself (no frame of ours)."""
+        target = urllib.parse.quote(req.path, safe="/:") + ("?" + req.query if req.query else "")
         timeout = req.timeout if req.timeout is not None else self.settings.timeout
-        try:
-            code, headers, content = await conn.request(target, timeout)
-        except (OSError, TimeoutError, h11.ProtocolError, ValueError) as exc:
-            raise self.failed(req, exc) from None
-        return self.answer(req, code, headers, content)
+        return conn.request(target, timeout, functools.partial(self.decode, req))
+
+    def decode(self, req: Request, got: Result | Exception) -> Answer:
+        if isinstance(got, Exception):
+            raise self.failed(req, got) from None
+        return self.answer(req, *got)
 
     async def services(self, index: int, wait: float) -> Answer:
         """A one-shot read (never parked: ``index`` 0)."""
@@ -298,3 +297,4 @@ class Lease:
     def health(self, name: str, tag: str, index: int, wait: float) -> Coroutine[Any, Any, Answer]:
         """The request's own coroutine, handed on (not awaited in a frame of this one)."""
         return self._owner.get(self._conn, self._owner.health_req(name, tag, index, wait))
+

@@ -21,13 +21,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import h11
 
 MAX_BODY = 64 * 1024 * 1024  # a Consul answer larger than this is refused, not buffered
 Headers = tuple[tuple[str, str], ...]
 Result = tuple[int, dict[str, str], bytes]  # status, headers (names in lower case), body
+T = TypeVar("T")
+# What ``Connection.request`` makes of an answer, or of the failure to get one (raised, as a
+# rule): the caller's decoding runs in the request's own frame, so a parked query needs no
+# coroutine of the caller's around it.
+Reader = Callable[[Result | Exception], T]
 
 
 def request_headers(host: str, port: int, extra: Sequence[tuple[str, str]]) -> Headers:
@@ -132,9 +138,10 @@ _NO_BODY = bytearray()  # never written: an answer's first bytes get a buffer of
 
 
 class Connection:
-    """``request`` sends a GET and returns (status, headers, body); raises ``OSError``,
-    ``h11.ProtocolError``, ``TimeoutError`` or ``ValueError`` (too large). A request that
-    fails or is cancelled midway closes the connection; the next one opens a new one."""
+    """``request`` sends a GET and returns what ``read`` makes of (status, headers, body), or
+    of the ``OSError``, ``h11.ProtocolError``, ``TimeoutError`` or ``ValueError`` (too large)
+    that came instead. A request that fails or is cancelled midway closes the
+    connection; the next one opens a new one."""
 
     __slots__ = ("_headers", "_host", "_link", "_port", "_tls")  # one per watch
 
@@ -145,39 +152,43 @@ class Connection:
         self._headers = headers  # ``request_headers``: shared with the client's other links
         self._link: _Link | None = None
 
-    async def request(self, target: str, timeout: float) -> Result:
-        # The whole exchange in this one frame, awaiting the link's future itself: a parked
-        # blocking query is this coroutine and its caller's, not two more (~0.4 KB a watch).
-        async with asyncio.timeout(timeout):
-            kept = self._usable()
-            if not kept:
-                await self._open()
-            while True:
-                try:
-                    link = self._send(target)
-                    while (result := link.take()) is None:
-                        if (later := link.later()) is not None:
-                            await later
-                except (_StaleError, ConnectionError) as exc:
-                    self.close()
-                    if not kept:
-                        if isinstance(exc, _StaleError):
-                            raise ConnectionResetError("Consul closed the connection") from None
-                        raise
-                    # the server closed (or reset) the kept connection while it was idle: a
-                    # GET is safe to send once more, on a fresh one
-                    kept = False
+    async def request(self, target: str, timeout: float, read: Reader[T]) -> T:
+        # The whole exchange in this one frame, awaiting the link's future itself, and the
+        # reader's decoding after it: a parked query is this coroutine and the watch's only.
+        try:
+            async with asyncio.timeout(timeout):
+                kept = self._usable()
+                if not kept:
                     await self._open()
-                    continue
-                except BaseException:
-                    self.close()  # failed or cancelled midway: never reused
-                    raise
-                conn = link.h11
-                if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
-                    conn.start_next_cycle()
-                else:
-                    self.close()  # the server asked to close
-                return result
+                while True:
+                    try:
+                        link = self._send(target)
+                        while (result := link.take()) is None:
+                            if (later := link.later()) is not None:
+                                await later
+                        break
+                    except (_StaleError, ConnectionError) as exc:
+                        self.close()
+                        if not kept:
+                            raise _failure(exc) from None
+                        # the server closed (or reset) the kept connection while it was
+                        # idle: a GET is safe to send once more, on a fresh one
+                        kept = False
+                        await self._open()
+                    except BaseException:
+                        self.close()  # failed or cancelled midway: never reused
+                        raise
+                self._finished(link)
+        except (OSError, TimeoutError, h11.ProtocolError, ValueError) as exc:
+            return read(exc)
+        return read(result)
+
+    def _finished(self, link: _Link) -> None:
+        conn = link.h11
+        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+            conn.start_next_cycle()
+        else:
+            self.close()  # the server asked to close
 
     def _send(self, target: str) -> _Link:
         link = self._link
@@ -212,6 +223,13 @@ class Connection:
             ssl=self._tls,
             server_hostname=self._host if self._tls else None,
         )
+
+
+def _failure(exc: Exception) -> Exception:
+    """What a fresh connection's failure raises: a stale one is a reset."""
+    if isinstance(exc, _StaleError):
+        return ConnectionResetError("Consul closed the connection")
+    return exc
 
 
 class _StaleError(Exception):

@@ -19,6 +19,13 @@ from sidecar.consul.conn import Connection, request_headers
 Script = Callable[[int, int], bytes | None]  # (connection no., request no.) -> answer | close
 
 
+def raw(got: conn_mod.Result | Exception) -> conn_mod.Result:
+    """The reader that hands the answer on as it came, and raises the failure."""
+    if isinstance(got, Exception):
+        raise got
+    return got
+
+
 def ok(body: bytes, *extra: str, chunked: bool = False) -> bytes:
     head = ["HTTP/1.1 200 OK", "Content-Type: application/json", *extra]
     if chunked:
@@ -76,8 +83,8 @@ def run(script: Script, body: Callable[[Connection, Server], object]) -> object:
 
 def test_answers_come_back_on_one_kept_connection_with_headers_and_token() -> None:
     async def body(conn: Connection, server: Server) -> None:
-        first = await conn.request("/v1/health/service/a?index=3", 5.0)
-        second = await conn.request("/v1/health/service/a?index=4", 5.0)
+        first = await conn.request("/v1/health/service/a?index=3", 5.0, raw)
+        second = await conn.request("/v1/health/service/a?index=4", 5.0, raw)
         assert first == (200, {"content-type": "application/json", "x-consul-index": "7",
                                "content-length": "2"}, b"[]")  # fmt: skip
         assert second[2] == b'{"a":1}'  # chunked
@@ -91,8 +98,8 @@ def test_answers_come_back_on_one_kept_connection_with_headers_and_token() -> No
 
 def test_an_idle_connection_closed_by_the_server_is_replaced_once() -> None:
     async def body(conn: Connection, server: Server) -> None:
-        assert (await conn.request("/x", 5.0))[2] == b"1"
-        assert (await conn.request("/x", 5.0))[2] == b"2"  # the first one closed meanwhile
+        assert (await conn.request("/x", 5.0, raw))[2] == b"1"
+        assert (await conn.request("/x", 5.0, raw))[2] == b"2"  # the first one closed meanwhile
         assert server.connections == 2
 
     run(lambda c, n: (ok(b"1") if c == 1 and n == 1 else None if c == 1 else ok(b"2")), body)
@@ -101,7 +108,7 @@ def test_an_idle_connection_closed_by_the_server_is_replaced_once() -> None:
 def test_a_server_that_never_answers_fails_instead_of_retrying_for_ever() -> None:
     async def body(conn: Connection, server: Server) -> None:
         with pytest.raises(ConnectionResetError):
-            await conn.request("/x", 5.0)
+            await conn.request("/x", 5.0, raw)
         assert server.connections == 1  # a fresh connection closed at once: no second try
 
     run(lambda c, n: None, body)
@@ -110,8 +117,8 @@ def test_a_server_that_never_answers_fails_instead_of_retrying_for_ever() -> Non
 def test_a_timeout_closes_the_connection_and_the_next_request_reconnects() -> None:
     async def body(conn: Connection, server: Server) -> None:
         with pytest.raises(TimeoutError):
-            await conn.request("/park", 0.2)
-        assert (await conn.request("/x", 5.0))[2] == b"ok"
+            await conn.request("/park", 0.2, raw)
+        assert (await conn.request("/x", 5.0, raw))[2] == b"ok"
         assert server.connections == 2  # the half-done exchange was never reused
 
     def script(c: int, n: int) -> bytes | None:
@@ -122,7 +129,7 @@ def test_a_timeout_closes_the_connection_and_the_next_request_reconnects() -> No
 
 def test_a_cancelled_request_leaves_no_connection_behind() -> None:
     async def body(conn: Connection, server: Server) -> None:
-        task = asyncio.ensure_future(conn.request("/park", 30.0))
+        task = asyncio.ensure_future(conn.request("/park", 30.0, raw))
         while not server.requests:
             await asyncio.sleep(0.01)
         task.cancel()
@@ -138,7 +145,7 @@ def test_an_answer_over_the_size_bound_is_refused(monkeypatch: pytest.MonkeyPatc
 
     async def body(conn: Connection, server: Server) -> None:
         with pytest.raises(ValueError, match="larger than 1000"):
-            await conn.request("/x", 5.0)
+            await conn.request("/x", 5.0, raw)
 
     run(lambda c, n: ok(b"x" * 5000), body)
 
@@ -146,7 +153,7 @@ def test_an_answer_over_the_size_bound_is_refused(monkeypatch: pytest.MonkeyPatc
 def test_garbage_instead_of_http_is_a_protocol_error() -> None:
     async def body(conn: Connection, server: Server) -> None:
         with pytest.raises(h11.ProtocolError):
-            await conn.request("/x", 5.0)
+            await conn.request("/x", 5.0, raw)
 
     run(lambda c, n: b"SSH-2.0-OpenSSH\r\n\r\n", body)
 
@@ -178,8 +185,8 @@ def test_a_reset_kept_connection_is_replaced_once(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(Connection, "_send", reset_once)
 
     async def body(conn: Connection, server: Server) -> None:
-        assert (await conn.request("/x", 5.0))[2] == b"1"
-        assert (await conn.request("/x", 5.0))[2] == b"2"
+        assert (await conn.request("/x", 5.0, raw))[2] == b"1"
+        assert (await conn.request("/x", 5.0, raw))[2] == b"2"
         assert len(calls) == 3 and server.connections == 2
 
     run(lambda c, n: ok(b"1") if c == 1 else ok(b"2"), body)
@@ -193,10 +200,10 @@ def test_the_connections_of_one_client_share_its_headers_and_keep_no_old_answer(
     assert client.lease()._conn._headers is client.lease()._conn._headers
 
     async def body(conn: Connection, server: Server) -> None:
-        assert (await conn.request("/x", 5.0))[2] == b"x" * 5000
+        assert (await conn.request("/x", 5.0, raw))[2] == b"x" * 5000
         link = conn._link
         assert link is not None and not link.body and not link.headers  # nothing kept
-        assert await conn.request("/y", 5.0) == (200, {"content-type": "application/json",
+        assert await conn.request("/y", 5.0, raw) == (200, {"content-type": "application/json",
                                                        "content-length": "0"}, b"")  # fmt: skip
 
     run(lambda c, n: ok(b"x" * 5000) if n == 1 else ok(b""), body)
@@ -210,3 +217,22 @@ def test_a_blocking_query_is_one_encoded_string_with_its_parameters() -> None:
     req = client.health_req("Framework-Sys", "dirac", 12, 300.0)
     assert req.query == "index=12&wait=300000ms&tag=dirac&dc=dc+2"
     assert client.health_req("a", "dirac", 0, 300.0).query == "tag=dirac&dc=dc+2"
+
+
+def test_the_reader_decodes_in_the_request_and_names_the_failure() -> None:
+    """The client's decoding runs in ``request`` itself; a failure goes through it too."""
+    seen: list[object] = []
+
+    def read(got: conn_mod.Result | Exception) -> str:
+        seen.append(type(got).__name__)
+        if isinstance(got, Exception):
+            raise LookupError("decoded failure") from None
+        return got[2].decode()
+
+    async def body(conn: Connection, server: Server) -> None:
+        assert await conn.request("/x", 5.0, read) == "hello"
+        with pytest.raises(LookupError, match="decoded failure"):
+            await conn.request("/x", 5.0, read)  # the server closes: a reset, read decides
+        assert seen == ["tuple", "ConnectionResetError"]
+
+    run(lambda c, n: ok(b"hello") if (c, n) == (1, 1) else None, body)
