@@ -73,7 +73,10 @@ class OpsMetrics:
         rows: dict[tuple[str, ...], float] = {}
         for item in certs.get("servers") or []:
             missing = item.get("missing_names") if isinstance(item, Mapping) else None
-            if isinstance(missing, int) and not isinstance(missing, bool):
+            read = isinstance(item, Mapping) and isinstance(item.get("days_left"), int | float)
+            # a certificate that could not be read lacks no name we know of: no series (as
+            # for its days left), rather than a 0 that says its names are fine
+            if read and isinstance(missing, int) and not isinstance(missing, bool):
                 rows[(str(item.get("backend")), str(item.get("server")))] = missing
         self.names_missing.replace(rows)
 

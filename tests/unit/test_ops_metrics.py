@@ -23,6 +23,7 @@ def test_gauges_from_the_status_record() -> None:
     servers = [
         {"backend": "Framework_A", "server": "s1", "days_left": 9.0, "missing_names": 2},
         {"backend": "Framework_A", "server": "s2", "days_left": 300.0, "missing_names": 0},
+        {"backend": "Framework_A", "server": "s3", "days_left": None, "missing_names": 0},
     ]
     certs = {"status": "CRITICAL", "servers": servers}
     update_from_status(m, {"applied_index": 77, "drain": {"phase": "grace"}, "certs": certs}, NOW)
@@ -30,6 +31,9 @@ def test_gauges_from_the_status_record() -> None:
     assert sample(m, "sidecar_drained") == 1
     assert sample(m, "sidecar_certificate_names_missing", backend="Framework_A", server="s1") == 2
     assert sample(m, "sidecar_certificate_names_missing", backend="Framework_A", server="s2") == 0
+    # s3's certificate was not read (down, not TLS): nothing is known of its names
+    assert sample(m, "sidecar_certificate_names_missing", backend="Framework_A", server="s3") is (
+        None)
     update_from_status(m, {"drain": {}, "certs": {"servers": []}}, NOW)
     assert sample(m, "sidecar_drained") == 0
     assert (
