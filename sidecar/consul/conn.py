@@ -11,9 +11,10 @@ connection and h11's state machine (the parser httpx itself uses) is all it need
 Why a protocol and not asyncio's streams: a ``StreamReader``, its protocol and its writer
 with their buffers and futures were ~2.7 KB per parked watch (2.7 MB of the daemon's heap at
 1,000 services, tracemalloc); here the transport feeds h11 directly and a parked request
-holds one future, awaited in ``Connection.request``'s own frame (no coroutine per step), and
-the connections of one client share one tuple of headers. Plain and synchronous requests
-stay on httpx (``consul.client``).
+holds one future, awaited in ``Connection.request``'s own frame, where the caller's
+``Reader`` also decodes the answer (no coroutine per step or per layer), and the connections
+of one client share one tuple of headers. Plain and synchronous requests stay on httpx
+(``consul.client``).
 """
 
 from __future__ import annotations
