@@ -86,13 +86,8 @@ def _picked(text: str) -> Iterator[Row]:
             yield pick(fields)
 
 
-def servers_state_rows(text: str) -> tuple[Row, ...]:
-    """The columns of ``show servers state`` that drift repair reads, one row per server."""
-    return tuple(_picked(text))
-
-
 def servers_state_digest(text: str) -> bytes:
-    """A digest of what ``servers_state_rows`` reads, without holding the rows.
+    """A digest of the columns drift repair reads (``_COLUMNS``), without holding the rows.
 
     Drift repair reads the whole answer every ``drift_interval`` (5,000 lines at 1,000
     services x 5) and, when it is what it last found clean, stops there: built as rows, those
@@ -105,13 +100,11 @@ def servers_state_digest(text: str) -> bytes:
     return digest.digest()
 
 
-def parse_servers_state(text: str | tuple[Row, ...]) -> tuple[ActualServer, ...]:
-    """Parse ``show servers state`` (or its rows) into values; malformed lines are skipped."""
+def parse_servers_state(text: str) -> tuple[ActualServer, ...]:
+    """Parse ``show servers state`` into values; malformed lines are skipped."""
     result: list[ActualServer] = []
     maint, drain, ready = ServerState.MAINT, ServerState.DRAIN, ServerState.READY
-    for be, name, addr, port, op, admin, weight in (
-        _picked(text) if isinstance(text, str) else text
-    ):
+    for be, name, addr, port, op, admin, weight in _picked(text):
         try:
             admin_bits, uweight = int(admin), int(weight)
             state = maint if admin_bits & _MAINT else drain if admin_bits & _DRAIN else ready

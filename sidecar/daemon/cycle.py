@@ -108,9 +108,9 @@ class Cycle:
 
     def _flushed(self) -> None:
         """The flush thread wrote a file: record the config HAProxy restarts from."""
-        done = self.flusher.done()
-        if done is not None:
-            self.status.record_config(done[1])  # its hash: the text itself is the file's
+        written = self.flusher.done()
+        if written is not None:
+            self.status.record_config(written)  # its hash: the text itself is the file's
 
     def _flush(self) -> None:
         """Write the config of the runtime changes now (at stop): after the thread's job."""

@@ -33,7 +33,7 @@ class Flusher:
         self._job: tuple[Applier, Rendered, int, Inputs] | None = None
         self._busy = False
         self._stopping = False
-        self._done: tuple[Rendered, str] | None = None
+        self._done: str | None = None  # the text of the last file written
         self._thread: threading.Thread | None = None
         # Seconds the last write took (``core.schedule.flush_at`` paces by it): wall time, so
         # that waiting for the GIL the main loop holds counts too (py-spy under a stream at
@@ -57,8 +57,8 @@ class Flusher:
                 self._thread.start()
             self._cond.notify_all()
 
-    def done(self) -> tuple[Rendered, str] | None:
-        """The target and the text of the last file written, once (after ``"flushed"``)."""
+    def done(self) -> str | None:
+        """The text of the last file written, once (after ``"flushed"``): the status hashes it."""
         with self._cond:
             done, self._done = self._done, None
             return done
@@ -102,5 +102,5 @@ class Flusher:
             self.cost = time.monotonic() - started  # read by the loop: one float, atomic
         if config is not None:
             with self._cond:
-                self._done = (target, config)
+                self._done = config
             self._post(FLUSHED)

@@ -15,7 +15,7 @@ import pytest
 from test_runtime_state import HEADER  # the 2.6 header of show servers state
 
 from sidecar.config.loader import parse_settings
-from sidecar.core.answers import parse_servers_state, servers_state_digest, servers_state_rows
+from sidecar.core.answers import parse_servers_state, servers_state_digest
 from sidecar.core.model import Backend, DesiredState, Protocol, Server, ServerState
 from sidecar.haproxy import applier as applier_module
 from sidecar.haproxy.applier import Applier
@@ -102,11 +102,11 @@ def test_a_new_desired_state_is_checked_in_full(setup: Setup) -> None:
     assert len(calls) == 2 and any("19002" in command for command in stub.commands)
 
 
-def test_rows_and_values_agree() -> None:
-    rows = servers_state_rows(state())
-    assert rows == (("bk_F_S", "s1", "127.0.0.1", "19001", "2", "0", "1"),)
-    assert parse_servers_state(rows) == parse_servers_state(state())
-    assert servers_state_rows("1\n# be_name srv_name\nbk x\n") == ()  # columns missing
+def test_the_columns_read_become_values() -> None:
+    (found,) = parse_servers_state(state())
+    assert (found.backend, found.server.name, found.server.address, found.server.port) == (
+        "bk_F_S", "s1", "127.0.0.1", 19001)  # fmt: skip
+    assert parse_servers_state("1\n# be_name srv_name\nbk x\n") == ()  # columns missing
 
 
 def test_the_digest_follows_the_columns_read_and_nothing_else() -> None:

@@ -71,8 +71,7 @@ def test_the_thread_writes_posts_and_hands_the_text_over_once() -> None:
     applier.go.set()
     flusher.submit(cast(Any, applier), cast(Any, None))
     assert events.get(timeout=10) == FLUSHED
-    done = flusher.done()
-    assert done is not None and done[1] == "# flushed\n"
+    assert flusher.done() == "# flushed\n"
     assert flusher.done() is None
     flusher.submit(cast(Any, applier), cast(Any, None))  # nothing pending: no job
     flusher.stop()
