@@ -31,8 +31,8 @@
     .venv/bin/python bench/scale.py [--idle 60] [--sizes 138x10,1000x5] [--scaled-wait 30] [--checkout]
 
 The daemon runs from the built wheel in a fresh venv (what a gateway gets: the package's
-dependencies only; the checkout's dev tools, e.g. rich and pygments that httpx then imports for
-its own CLI, add ~3.4 MB); ``--checkout`` runs it from this checkout instead.
+dependencies only: the checkout's dev tools add to what the daemon imports); ``--checkout``
+runs it from this checkout instead.
 """
 
 from __future__ import annotations

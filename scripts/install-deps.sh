@@ -113,7 +113,7 @@ install_python() {
     # pip's own warnings about unreachable extra indexes are noise here; errors still show.
     "$VENV/bin/pip" install -q --disable-pip-version-check -e "$target" 2>&1 \
         | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
-    "$VENV/bin/python" -c "import sidecar.cli, httpx, jinja2" \
+    "$VENV/bin/python" -c "import sidecar.cli, h11, jinja2" \
         || { log "the Python install failed"; exit 1; }
     touch "$stamp"
 }

@@ -2,11 +2,12 @@
 
 Thin on purpose: it sends one request and returns the decoded body with the blocking-query
 headers, or raises ``CatalogError``. One request shape (``Request``) and one answer decoder are
-shared by the two clients: ``ConsulClient`` (synchronous, httpx: the command line, the fleet
-lock and registry, the second read of held removals) and ``AsyncConsul`` (the watches, every
-blocking query on one event loop, a ``consul.conn`` connection each). Every request has a
-timeout: ``timeout`` for plain requests and ``wait + wait/16 + timeout`` for blocking ones
-(Consul adds up to wait/16 of jitter), so a dead connection can never park a watch forever.
+shared by the two clients: ``ConsulClient`` (synchronous, ``consul.plain``: the command line,
+the fleet lock and registry, the second read of held removals) and ``AsyncConsul`` (the
+watches, every blocking query on one event loop, a ``consul.conn`` connection each). Every
+request has a timeout: ``timeout`` for plain requests and ``wait + wait/16 + timeout`` for
+blocking ones (Consul adds up to wait/16 of jitter), so a dead connection can never park a
+watch forever.
 Policy (retries, index rules, rate limits) lives in ``consul.watch``.
 """
 
@@ -21,11 +22,10 @@ from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from sidecar.base.errors import CatalogError
 from sidecar.config.schema import ConsulSettings
 from sidecar.consul.conn import Connection, Result, request_headers
+from sidecar.consul.plain import PlainError, PlainHTTP
 
 HEADERS = (("Accept", "application/json"), ("User-Agent", "dirac-sidecar"))
 
@@ -100,17 +100,8 @@ class _Shape:
         # The contract's order is the settings, then token_file, then the environment (folded
         # in by the settings loader): the token given here is the only one ever sent.
         self.headers = {"X-Consul-Token": token} if token else {}
-        # plain HTTP: no TLS context at all (httpx would load the CA bundle for each client)
-        self.verify: ssl.SSLContext | bool = tls_context(settings) if scheme == "https" else False
-
-    def options(self) -> dict[str, Any]:
-        return {
-            "base_url": self.base,
-            "headers": self.headers,
-            "verify": self.verify,
-            "timeout": self.settings.timeout,
-            "trust_env": False,  # no proxy or token from the environment: the settings decide
-        }
+        # plain HTTP: no TLS context at all
+        self.tls = tls_context(settings) if scheme == "https" else None
 
     def catalog(self, path: str, params: list[tuple[str, str]], wait: float) -> Request:
         if self.settings.datacenter:
@@ -129,6 +120,11 @@ class _Shape:
         params = [*blocking(index, wait), ("tag", tag)]
         return self.catalog(f"/v1/health/service/{name}", params, wait)
 
+    @staticmethod
+    def target(req: Request) -> str:
+        """The request line's target: the path quoted, the query as encoded."""
+        return urllib.parse.quote(req.path, safe="/:") + ("?" + req.query if req.query else "")
+
     def plain(self, method: str, path: str, params: Any, content: str) -> Request:
         dc = [("dc", self.settings.datacenter)] if self.settings.datacenter else []
         return Request(method, path, urllib.parse.urlencode([*params, *dc]), content)
@@ -136,8 +132,8 @@ class _Shape:
     def answer(
         self, req: Request, code: int, headers: Mapping[str, str], content: bytes
     ) -> Answer:
-        """Status, headers (names in lower case, or httpx's case-blind ``Headers``) and body
-        of a catalog read -> ``Answer``, or ``CatalogError``."""
+        """Status, headers (names in lower case) and body of a catalog read -> ``Answer``,
+        or ``CatalogError``."""
         if code != 200:
             excerpt = content[:200].decode("utf-8", "replace").strip()
             raise CatalogError(
@@ -165,44 +161,38 @@ class _Shape:
         return answer
 
     @staticmethod
-    def reply(response: httpx.Response) -> Reply:
-        text = response.text
+    def reply(code: int, content: bytes) -> Reply:
+        text = content.decode("utf-8", "replace")
         try:
             body = json.loads(text) if text else None
         except ValueError:
             body = text
-        return Reply(response.status_code, body, text)
+        return Reply(code, body, text)
 
     @staticmethod
     def failed(req: Request, exc: Exception) -> CatalogError:
         return CatalogError(f"{req.method} {req.path}: {type(exc).__name__}: {exc}")
 
 
-def _send_args(req: Request) -> dict[str, Any]:
-    args: dict[str, Any] = {"params": req.query} if req.query else {}
-    if req.content:
-        args["content"] = req.content.encode()
-    if req.timeout is not None:
-        args["timeout"] = req.timeout
-    return args
-
-
 class ConsulClient(_Shape):
-    """The synchronous client: one HTTP connection pool, safe to share between threads."""
+    """The synchronous client: a few kept-alive connections, safe to share between threads."""
 
     def __init__(self, settings: ConsulSettings, token: str) -> None:
         super().__init__(settings, token)
-        self._http = httpx.Client(**self.options())
+        self._http = PlainHTTP(self.host, self.port, self.tls, {**self.headers, **dict(HEADERS)})
 
     def close(self) -> None:
         self._http.close()
 
-    def _get(self, req: Request) -> Answer:
+    def _send(self, req: Request) -> Result:
+        timeout = req.timeout if req.timeout is not None else self.settings.timeout
         try:
-            response = self._http.request(req.method, req.path, **_send_args(req))
-        except httpx.HTTPError as exc:
-            raise self.failed(req, exc) from None
-        return self.answer(req, response.status_code, response.headers, response.content)
+            return self._http.request(req.method, self.target(req), req.content.encode(), timeout)
+        except PlainError as exc:
+            raise CatalogError(f"{req.method} {req.path}: {exc}") from None
+
+    def _get(self, req: Request) -> Answer:
+        return self.answer(req, *self._send(req))
 
     def services(self, index: int, wait: float) -> Answer:
         """``/v1/catalog/services``: every service name with its tags."""
@@ -220,11 +210,8 @@ class ConsulClient(_Shape):
     def send(self, method: str, path: str, params: Any = (), content: str = "") -> Reply:
         """One plain request; transport failures raise ``CatalogError``, codes are returned."""
         req = self.plain(method, path, params, content)
-        try:
-            response = self._http.request(req.method, req.path, **_send_args(req))
-        except httpx.HTTPError as exc:
-            raise self.failed(req, exc) from None
-        return self.reply(response)
+        code, _, body = self._send(req)
+        return self.reply(code, body)
 
 
 class AsyncConsul(_Shape):
@@ -232,14 +219,14 @@ class AsyncConsul(_Shape):
 
     A parked blocking query holds its connection for up to ``wait``, so every watch leases a
     connection of its own (``consul.conn``: h11 on an asyncio protocol, a few KB each where an
-    httpx one costs ~20 KB), all sharing one tuple of headers. One-shot reads (``services(0,
+    httpx one cost ~20 KB), all sharing one tuple of headers. One-shot reads (``services(0,
     0)`` to confirm an emptied service) take turns on one more connection: never behind a
     parked query.
     """
 
     def __init__(self, settings: ConsulSettings, token: str) -> None:
         super().__init__(settings, token)
-        self._tls = self.verify if isinstance(self.verify, ssl.SSLContext) else None
+        self._tls = self.tls
         self._leases: set[Lease] = set()
         self._headers = request_headers(self.host, self.port, [*self.headers.items(), *HEADERS])
         self._plain = self._connection()
@@ -264,9 +251,8 @@ class AsyncConsul(_Shape):
 
     def get(self, conn: Connection, req: Request) -> Coroutine[Any, Any, Answer]:
         """The request's coroutine: ``conn`` decodes the answer itself (no frame of ours)."""
-        target = urllib.parse.quote(req.path, safe="/:") + ("?" + req.query if req.query else "")
         timeout = req.timeout if req.timeout is not None else self.settings.timeout
-        return conn.request(target, timeout, functools.partial(self.decode, req))
+        return conn.request(self.target(req), timeout, functools.partial(self.decode, req))
 
     def decode(self, req: Request, got: Result | Exception) -> Answer:
         if isinstance(got, Exception):

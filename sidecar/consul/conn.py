@@ -13,8 +13,8 @@ with their buffers and futures were ~2.7 KB per parked watch (2.7 MB of the daem
 1,000 services, tracemalloc); here the transport feeds h11 directly and a parked request
 holds one future, awaited in ``Connection.request``'s own frame, where the caller's
 ``Reader`` also decodes the answer (no coroutine per step or per layer), and the connections
-of one client share one tuple of headers. Plain and synchronous requests stay on httpx
-(``consul.client``).
+of one client share one tuple of headers. Plain and synchronous requests have their own
+transport (``consul.plain``, on ``http.client``).
 """
 
 from __future__ import annotations

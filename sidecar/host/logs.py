@@ -236,8 +236,6 @@ def setup_logging(
         if isinstance(previous, _Handler):
             previous.close()
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
-    for noisy in ("urllib3", "httpx", "httpcore"):  # one line per request, URLs and all
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     # watchdog logs every inotify event at DEBUG: with the log file next to a watched file
     # that would feed itself.
     logging.getLogger("watchdog").setLevel(logging.WARNING)

@@ -3,7 +3,9 @@
 import-linter checks the layers between packages and keeps I/O out of the core; this module
 adds that no two modules import each other, even inside one package, that every package opens
 with a docstring naming its role (architecture.md: a newcomer finds where a change belongs from
-the tree alone), and that no module grows past 300 lines.
+the tree alone), that only ``sidecar.consul`` imports ``http.client`` (import-linter takes no
+stdlib submodule, and ``health.metrics`` serves ``http.server``), and that no module grows past
+300 lines.
 """
 
 import ast
@@ -50,3 +52,14 @@ def test_no_module_over_300_lines() -> None:
         if (n := len(path.read_text().splitlines())) > 300
     ]
     assert not long, long
+
+
+def test_only_the_consul_package_imports_an_http_client() -> None:
+    graph = grimp.build_graph("sidecar", include_external_packages=True)
+    users = {
+        module
+        for module in graph.find_modules_that_directly_import("http")
+        for detail in graph.get_import_details(importer=module, imported="http")
+        if "http.client" in str(detail["line_contents"])
+    }
+    assert users == {"sidecar.consul.plain"}, users
