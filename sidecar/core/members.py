@@ -82,15 +82,21 @@ def _admit(member: Member, perimeter: Perimeter) -> Member:
     return member if address == member.address else dataclasses.replace(member, address=address)
 
 
+# One answer's usable members by DIRAC service, in the order first seen: kept by the memo
+# below for every answer, so one tuple per service rather than one (system, service, member)
+# triple per instance (0.3 MB at 1,000 x 5).
+Found = tuple[tuple[tuple[str, str], tuple[Member, ...]], ...]
+
+
 def _entries_members(
     entries: ServiceEntries, include_warning: bool, perimeter: Perimeter
-) -> tuple[tuple[tuple[str, str, Member], ...], tuple[Problem, ...]]:
-    """One health answer -> (system, service, member) per usable entry, and its problems."""
+) -> tuple[Found, tuple[Problem, ...]]:
+    """One health answer -> its usable members by (system, service), and its problems."""
     problems: list[Problem] = list(entries.problems)
     if entries.error is not None:
         problems.append(Problem(f"consul service {entries.name!r}", entries.error))
         return (), tuple(problems)
-    found: list[tuple[str, str, Member]] = []
+    found: dict[tuple[str, str], list[Member]] = {}
     seen: set[str] = set()
     for inst in entries.instances:
         if inst.key in seen:
@@ -108,8 +114,8 @@ def _entries_members(
             continue
         if member.state is ServerState.MAINT:
             member = dataclasses.replace(member, address="", port=0)
-        found.append((system, service, member))
-    return tuple(found), tuple(problems)
+        found.setdefault((system, service), []).append(member)
+    return tuple((path, tuple(members)) for path, members in found.items()), tuple(problems)
 
 
 # Catalog reads repeat: the watcher hands on the same ServiceEntries object for every service
@@ -127,7 +133,7 @@ def _memo_members(
     include_warning: bool,
     perimeter: Perimeter,
     kept: dict[int, tuple[ServiceEntries, bool, Perimeter, object]],
-) -> tuple[tuple[tuple[str, str, Member], ...], tuple[Problem, ...]]:
+) -> tuple[Found, tuple[Problem, ...]]:
     hit = _MEMO.get(id(entries))
     if (
         hit is not None
@@ -151,8 +157,8 @@ def group_members(
     for entries in sorted(snapshot.services, key=lambda e: e.name):
         found, found_problems = _memo_members(entries, include_warning, perimeter, kept)
         problems.extend(found_problems)
-        for system, service, member in found:
-            groups.setdefault((system, service), []).append(member)
+        for path, members in found:
+            groups.setdefault(path, []).extend(members)
     _MEMO.clear()
     _MEMO.update(kept)
     return _bounded(groups, settings.limits.max_instances, problems)
