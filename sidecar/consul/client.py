@@ -60,6 +60,7 @@ class Request:
     query: str = ""  # encoded once: a parked query holds one string, not a list of pairs
     content: str = ""
     timeout: float | None = None  # None: the client's default
+    index: int = 0  # the blocking query's cursor (0: a plain read)
 
 
 def _int_header(headers: Mapping[str, str], name: str, default: int) -> int:
@@ -109,7 +110,8 @@ class _Shape:
         if self.settings.stale:
             params.append(("stale", "1"))
         timeout = wait + wait / 16 + self.settings.timeout if params and wait else None
-        return Request("GET", path, urllib.parse.urlencode(params), "", timeout)
+        index = int(params[0][1]) if params and params[0][0] == "index" else 0
+        return Request("GET", path, urllib.parse.urlencode(params), "", timeout, index)
 
     def services_req(self, index: int, wait: float) -> Request:
         params = blocking(index, wait)
@@ -130,21 +132,26 @@ class _Shape:
         return Request(method, path, urllib.parse.urlencode([*params, *dc]), content)
 
     def answer(
-        self, req: Request, code: int, headers: Mapping[str, str], content: bytes
-    ) -> Answer:
+        self, req: Request, code: int, headers: Mapping[str, str], content: bytes,
+        lean: bool = False,
+    ) -> Answer:  # fmt: skip
         """Status, headers (names in lower case) and body of a catalog read -> ``Answer``,
-        or ``CatalogError``."""
+        or ``CatalogError``. ``lean``: an answer whose index is the request's cursor keeps
+        no body (a blocking query that timed out, or an idempotent write: the watch ignores
+        it), so it is not decoded either (a thousand watches renew every ``wait``)."""
         if code != 200:
             excerpt = content[:200].decode("utf-8", "replace").strip()
             raise CatalogError(
                 f"GET {req.path}: HTTP {code} {excerpt}", retryable=code != 400, status=code
             )
+        index = _int_header(headers, "x-consul-index", 0)
         try:
-            body = json.loads(content) if content else None
+            skip = lean and index == req.index >= 1
+            body = json.loads(content) if content and not skip else None
         except ValueError:
             raise CatalogError(f"GET {req.path}: answer is not JSON") from None
         answer = Answer(
-            index=_int_header(headers, "x-consul-index", 0),
+            index=index,
             body=body,
             last_contact_ms=_int_header(headers, "x-consul-lastcontact", 0),
             known_leader=headers.get("x-consul-knownleader", "true") == "true",
@@ -257,7 +264,7 @@ class AsyncConsul(_Shape):
     def decode(self, req: Request, got: Result | Exception) -> Answer:
         if isinstance(got, Exception):
             raise self.failed(req, got) from None
-        return self.answer(req, *got)
+        return self.answer(req, *got, lean=True)
 
     async def services(self, index: int, wait: float) -> Answer:
         """A one-shot read (never parked: ``index`` 0)."""

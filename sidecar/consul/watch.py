@@ -9,6 +9,8 @@ Consul's blocking-query rules, implemented by the pure helpers at the top of thi
 - an index that goes backwards (Consul data wiped, or a new leader) resets the cursor to 0;
 - an index below 1 is never used as a cursor (it would busy-loop): it counts as 1;
 - errors back off exponentially from ``retry_min`` to ``retry_max`` and reset on success;
+  the read after an error is a plain one (it returns at once: a recovered Consul is seen
+  then, not when a parked query on an unchanged index times out up to ``wait`` later);
 - a token bucket (``rate_burst``, one token per ``rate_interval``) limits a churning watch
   without delaying a quiet one;
 - each request asks for a slightly different ``wait`` so that watches do not wake together.
@@ -142,7 +144,7 @@ class Watch:
             wait = t.wait * (0.85 + 0.15 * self._rng.random())
             try:
                 self.requests += 1
-                answer = await self._query(cursor, wait)
+                answer = await self._query(0 if failures else cursor, wait)
             except CatalogError as exc:
                 failures += 1
                 await self._sink(self.key, None, exc)

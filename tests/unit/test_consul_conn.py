@@ -236,3 +236,23 @@ def test_the_reader_decodes_in_the_request_and_names_the_failure() -> None:
         assert seen == ["tuple", "ConnectionResetError"]
 
     run(lambda c, n: ok(b"hello") if (c, n) == (1, 1) else None, body)
+
+
+def test_a_watch_answer_at_its_own_cursor_is_not_decoded() -> None:
+    """A thousand parked queries renew every ``wait``: an answer whose index is the request's
+    cursor changed nothing (the watch ignores it), so its body is not even decoded."""
+    from sidecar.config.schema import ConsulSettings
+    from sidecar.consul.client import AsyncConsul, ConsulClient
+
+    settings = ConsulSettings()
+    watches = AsyncConsul(settings, "")
+    req = watches.health_req("svc", "dirac", 12, 300.0)
+    assert req.index == 12 and watches.health_req("svc", "dirac", 0, 300.0).index == 0
+    same = watches.decode(req, (200, {"x-consul-index": "12"}, b'[{"a": 1}]'))
+    moved = watches.decode(req, (200, {"x-consul-index": "13"}, b'[{"a": 1}]'))
+    assert (same.index, same.body) == (12, None) and (moved.index, moved.body) == (13, [{"a": 1}])
+    plain = ConsulClient(settings, "")  # a one-shot caller always gets the body
+    try:
+        assert plain.answer(req, 200, {"x-consul-index": "12"}, b"[]").body == []
+    finally:
+        plain.close()
