@@ -6,7 +6,9 @@
 2. The daemon at that size on a real Consul agent: time to converge from start, RSS once
    converged (psutil), idle CPU over ``--idle`` seconds (60 by default; psutil cpu_times delta,
    user + system), Consul requests per second while idle (status.json ``consul_requests``
-   delta over the same window) and the largest number of requests in one second.
+   delta over the same window) and the largest number of requests in one second. A 60 s
+   window right after start holds none of the watches' renewals (each parks for 255-319 s
+   with the default ``wait``); ``--idle 300`` holds one of each, which is the steady state.
    Instances are listening sockets that accept and close (HAProxy's TCP checks pass);
    ``[haproxy] check_inter = "10s"`` (default 2 s) keeps HAProxy's 5,000 checks from loading
    the 2-core machine; it does not touch the daemon. At 1,000 x 5, ``maxconn = 4000`` (default
