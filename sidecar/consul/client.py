@@ -104,23 +104,25 @@ class _Shape:
         # plain HTTP: no TLS context at all
         self.tls = tls_context(settings) if scheme == "https" else None
 
-    def catalog(self, path: str, params: list[tuple[str, str]], wait: float) -> Request:
+    def catalog(
+        self, path: str, params: list[tuple[str, str]], wait: float, index: int
+    ) -> Request:
         if self.settings.datacenter:
             params.append(("dc", self.settings.datacenter))
         if self.settings.stale:
             params.append(("stale", "1"))
         timeout = wait + wait / 16 + self.settings.timeout if params and wait else None
-        index = int(params[0][1]) if params and params[0][0] == "index" else 0
-        return Request("GET", path, urllib.parse.urlencode(params), "", timeout, index)
+        cursor = index if index >= 1 else 0  # as ``blocking``: below 1, a plain read
+        return Request("GET", path, urllib.parse.urlencode(params), "", timeout, cursor)
 
     def services_req(self, index: int, wait: float) -> Request:
         params = blocking(index, wait)
-        return self.catalog("/v1/catalog/services", params, wait if params else 0.0)
+        return self.catalog("/v1/catalog/services", params, wait if params else 0.0, index)
 
     def health_req(self, name: str, tag: str, index: int, wait: float) -> Request:
         wait = wait if index >= 1 else 0.0  # a first read returns at once: the plain timeout
         params = [*blocking(index, wait), ("tag", tag)]
-        return self.catalog(f"/v1/health/service/{name}", params, wait)
+        return self.catalog(f"/v1/health/service/{name}", params, wait, index)
 
     @staticmethod
     def target(req: Request) -> str:
@@ -145,8 +147,8 @@ class _Shape:
                 f"GET {req.path}: HTTP {code} {excerpt}", retryable=code != 400, status=code
             )
         index = _int_header(headers, "x-consul-index", 0)
+        skip = lean and index == req.index >= 1
         try:
-            skip = lean and index == req.index >= 1
             body = json.loads(content) if content and not skip else None
         except ValueError:
             raise CatalogError(f"GET {req.path}: answer is not JSON") from None
@@ -233,14 +235,13 @@ class AsyncConsul(_Shape):
 
     def __init__(self, settings: ConsulSettings, token: str) -> None:
         super().__init__(settings, token)
-        self._tls = self.tls
         self._leases: set[Lease] = set()
         self._headers = request_headers(self.host, self.port, [*self.headers.items(), *HEADERS])
         self._plain = self._connection()
         self._plain_turn = asyncio.Lock()
 
     def _connection(self) -> Connection:
-        return Connection(self.host, self.port, self._tls, self._headers)
+        return Connection(self.host, self.port, self.tls, self._headers)
 
     def lease(self) -> Lease:
         """One watch's connection; ``release`` it when the watch ends."""
