@@ -43,6 +43,20 @@ def test_a_round_with_only_new_clocks_writes_only_the_heartbeat(tmp_path: Path) 
     assert seen["backends"] == [{"name": "F/S"}]
 
 
+def test_the_request_count_moves_with_the_clocks(tmp_path: Path) -> None:
+    """Every parked query that times out is a request: at 1,000 services a few a second, so
+    a count in status.json would rewrite the whole record on every round of the steady state."""
+    st = status(consul_requests=1000)
+    write(tmp_path, st, now=0.0)
+    full = tmp_path / STATUS_FILE
+    before = (mtime(full), full.stat().st_ino)
+    st.heartbeat, st.consul_requests = 102.0, 1007
+    write(tmp_path, st, now=2.0)
+    assert (mtime(full), full.stat().st_ino) == before
+    assert json.loads(full.read_text())["consul_requests"] == 1000
+    assert (read_status(tmp_path) or {})["consul_requests"] == 1007
+
+
 def test_any_other_change_rewrites_the_record(tmp_path: Path) -> None:
     st = status()
     write(tmp_path, st, now=0.0)
