@@ -7,8 +7,9 @@
    converged (psutil), idle CPU over ``--idle`` seconds (60 by default; psutil cpu_times delta,
    user + system), Consul requests per second while idle (status.json ``consul_requests``
    delta over the same window) and the largest number of requests in one second. A 60 s
-   window right after start holds none of the watches' renewals (each parks for 255-319 s
-   with the default ``wait``); ``--idle 300`` holds one of each, which is the steady state.
+   window right after start holds none of the watches' renewals (each parks for 510-638 s
+   with the default ``wait`` of 10 min); ``--idle 660`` holds one of each, which is the
+   steady state.
    Instances are listening sockets that accept and close (HAProxy's TCP checks pass);
    ``[haproxy] check_inter = "10s"`` (default 2 s) keeps HAProxy's 5,000 checks from loading
    the 2-core machine; it does not touch the daemon. At 1,000 x 5, ``maxconn = 4000`` (default
@@ -25,9 +26,9 @@
    runtime applies and their durations (its log), and how often it wrote the config file of
    those changes (the file's modification time, polled every 20 ms). A rolling update at
    1,000 services is that: each change a runtime apply, the file written behind them.
-4. Idle Consul load in steady state for 138 services: with ``[consul] wait = 300`` (default)
+4. Idle Consul load in steady state for 138 services: with ``[consul] wait = 600`` (default)
    a one-minute window right after start sees (almost) no returns, since every watch parks for
-   255-319 s. A second daemon with ``wait = 30`` (10x faster, ``--scaled-wait``) shows the
+   510-638 s. A second daemon with ``wait = 30`` (20x faster, ``--scaled-wait``) shows the
    steady-state rate and the spread of wake-ups; the rate scales as 1/wait.
 
     .venv/bin/python bench/scale.py [--idle 60] [--sizes 138x10,1000x5] [--scaled-wait 30] [--checkout]
@@ -349,7 +350,7 @@ def daemon_run(
             streamed = stream_run(consul, sidecar, services, stream[0], stream[1], stream[2], label)
     cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / (wall1 - wall0) * 100
     reqs = st1.get("consul_requests", 0) - st0.get("consul_requests", 0)
-    wait_label = f"wait={wait:g}s" if wait is not None else "wait=300s (default)"
+    wait_label = f"wait={wait:g}s" if wait is not None else "wait=600s (default)"
     rows = [[label, "time from start to converged (s)", f"{converge:.1f}", ""],
             [label, "  first certificate check of every server done (s)", f"{certs_done:.1f}", ""]]
     if wait is None:
@@ -383,8 +384,8 @@ def daemon_run(
         rows.append(
             [
                 label,
-                "  same rate scaled to wait=300 s",
-                f"{reqs / (wall1 - wall0) * wait / 300:.2f}",
+                "  same rate scaled to wait=600 s",
+                f"{reqs / (wall1 - wall0) * wait / 600:.2f}",
                 "<= 1 req/s",
             ]
         )

@@ -74,7 +74,8 @@ class ConsulSettings(Section):
     key_file: FilePath = ""
     verify: Flag = True
     timeout: PositiveSeconds = 10.0  # every plain request; added to blocking ones
-    wait: Annotated[Seconds, Ge(1.0), Le(600.0)] = 300.0  # a blocking query parks this long
+    wait: Annotated[Seconds, Ge(1.0), Le(600.0)] = 600.0  # a blocking query parks this long
+    probe_interval: PositiveSeconds = 15.0  # the agent asked this often whether it answers
     include_warning: Flag = False
     stale: Flag = False
     max_stale: PositiveSeconds = 30.0  # X-Consul-LastContact accepted on stale reads

@@ -272,6 +272,12 @@ class AsyncConsul(_Shape):
         async with self._plain_turn:
             return await self.get(self._plain, self.services_req(index, wait))
 
+    async def leader(self) -> Answer:
+        """``/v1/status/leader`` on the one-shot connection: whether the agent answers at all
+        (the watcher's probe; any answer counts, a leader or none)."""
+        async with self._plain_turn:
+            return await self.get(self._plain, Request("GET", "/v1/status/leader"))
+
 
 class Lease:
     """One watch's connection of ``AsyncConsul``."""

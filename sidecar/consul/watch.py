@@ -97,8 +97,8 @@ class Watch:
     """
 
     # slots: one of these per service (1,000 instance dicts less at 1,000 services)
-    __slots__ = ("_clock", "_query", "_rng", "_sink", "_sleep", "_task", "_timing", "key",
-                 "requests")  # fmt: skip
+    __slots__ = ("_clock", "_parked", "_query", "_renew", "_rng", "_sink", "_sleep", "_task",
+                 "_timing", "key", "requests")  # fmt: skip
 
     def __init__(
         self,
@@ -117,6 +117,8 @@ class Watch:
         self._rng = rng or random.Random()
         self._clock, self._sleep = clock, sleep
         self._task: asyncio.Task[None] | None = None
+        self._parked = False  # the task is waiting for its query's answer
+        self._renew = False  # ``renew`` cancelled that wait: ask again, at the same cursor
         self.requests = 0
 
     def start(self) -> None:
@@ -128,9 +130,24 @@ class Watch:
         if self._task is not None:
             self._task.cancel()
 
+    def renew(self) -> None:
+        """Drop the parked request and send it again at the same cursor, on a fresh
+        connection (call from the loop's thread). For an agent that stopped answering and came
+        back: a request parked on a connection that died unseen (a partition, a lost NAT
+        entry) would otherwise wait out its whole timeout, up to ``wait`` and more, before
+        the watch saw any change. An answer that was arriving is asked for again, not lost."""
+        if self._task is not None and self._parked and not self._renew:
+            self._renew = True
+            self._task.cancel()
+
     @property
     def stopped(self) -> bool:
         return self._task is not None and self._task.done()
+
+    def _renewed(self) -> bool:
+        """Whether the cancellation just caught was ``renew``'s alone (then it is undone)."""
+        task, renew, self._renew = self._task, self._renew, False
+        return renew and task is not None and task.uncancel() == 0
 
     async def run(self) -> None:
         t = self._timing
@@ -142,21 +159,30 @@ class Watch:
                 await self._sleep(delay)
             # Spread the waits (85-100 %) so parked queries do not all return together.
             wait = t.wait * (0.85 + 0.15 * self._rng.random())
+            self.requests += 1
+            self._parked = True  # only while awaiting the answer: ``renew`` cancels nothing else
             try:
-                self.requests += 1
                 answer = await self._query(0 if failures else cursor, wait)
+            except asyncio.CancelledError:
+                self._parked = False
+                if not self._renewed():
+                    raise  # stopped (or renewed and stopped together): the task ends
+                continue
             except CatalogError as exc:
+                self._parked = False
                 failures += 1
                 await self._sink(self.key, None, exc)
                 pause = backoff_delay(failures, t.retry_min, t.retry_max, self._rng.random())
                 await self._sleep(pause if exc.retryable else t.retry_max)
                 continue
             except Exception as exc:  # never let a surprise kill the watch
+                self._parked = False
                 log.exception("watch %s: unexpected error", self.key)
                 failures += 1
                 await self._sink(self.key, None, CatalogError(f"{type(exc).__name__}: {exc}"))
                 await self._sleep(backoff_delay(failures, t.retry_min, t.retry_max, 0.5))
                 continue
+            self._parked = False
             recovered, failures = failures > 0, 0
             cursor, changed = next_cursor(cursor, answer.index)
             if changed or first or recovered:
@@ -165,3 +191,17 @@ class Watch:
             # The decoded body is parsed by now; do not keep it through the next parked wait
             # (1,000 watches x their last answer: ~18 MB of JSON objects at 1,000 x 5).
             del answer
+
+
+class Unwatched:
+    """In a watch's place for a service that is reported but never queried."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.requests = 0
+
+    def stop(self) -> None:
+        return None
+
+    def renew(self) -> None:
+        return None

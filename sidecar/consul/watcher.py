@@ -12,6 +12,7 @@ while Consul is down, and the CS writer refuses to write stale data.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import random
@@ -26,7 +27,8 @@ from sidecar.config.schema import ConsulSettings
 from sidecar.consul import parse
 from sidecar.consul.client import Answer, AsyncConsul, Lease
 from sidecar.consul.loop import EventLoopThread
-from sidecar.consul.watch import Watch, WatchTiming
+from sidecar.consul.probe import PROBE_KEY, probe
+from sidecar.consul.watch import Unwatched, Watch, WatchTiming
 from sidecar.core.model import ServiceEntries, Snapshot
 
 log = logging.getLogger(__name__)
@@ -72,16 +74,12 @@ class CatalogWatcher:
         self._loop = EventLoopThread()
         self._client: AsyncConsul | None = None  # created on the loop, closed by ``stop``
         self._leases: dict[str, Lease] = {}  # each health watch's own connection
+        self._probe: asyncio.Task[None] | None = None  # ``consul.probe``, beside the watches
         self._entries_version = object()  # replaced whenever ``_entries`` changes
         self._sorted: tuple[object, tuple[ServiceEntries, ...]] | None = None
         self._answered_at: float | None = None  # the oldest answer the daemon has not taken
-        self._timing = WatchTiming(
-            settings.wait,
-            settings.retry_min,
-            settings.retry_max,
-            settings.rate_burst,
-            settings.rate_interval,
-        )
+        self._timing = WatchTiming(settings.wait, settings.retry_min, settings.retry_max,
+                                   settings.rate_burst, settings.rate_interval)  # fmt: skip
 
     def start(self) -> None:
         self._loop.start()
@@ -99,6 +97,22 @@ class CatalogWatcher:
         with self._lock:
             self._watches[SERVICES_KEY] = watch
         watch.start()
+        self._probe = asyncio.get_running_loop().create_task(  # kept: a task is held weakly
+            probe(client.leader, self._settings.probe_interval, self._probe_failed,
+                  self._probe_recovered), name="consul-probe")  # fmt: skip
+
+    def _probe_failed(self, error: CatalogError) -> None:
+        self._failed(PROBE_KEY, error)
+        self._notify()
+
+    def _probe_recovered(self) -> None:
+        """The agent answers again: every parked query is sent again on a fresh connection."""
+        with self._lock:
+            self._recovered(PROBE_KEY)
+            watches = list(self._watches.values())
+        for watch in watches:
+            watch.renew()
+        self._notify()
 
     def stop(self) -> None:
         """Cancel every watch (their parked requests too), close the pool, end the thread."""
@@ -216,7 +230,7 @@ class CatalogWatcher:
         except ValueError as exc:
             self._entries[name] = ServiceEntries(name, 0, (), error=str(exc))
             self._entries_version = object()
-            self._watches[name] = _NullWatch(name)  # type: ignore[assignment]
+            self._watches[name] = Unwatched(name)  # type: ignore[assignment]
             return None
         assert self._client is not None  # created before the services watch that calls this
         lease, tag = self._client.lease(), self._settings.tag
@@ -284,14 +298,3 @@ class CatalogWatcher:
                 self._entries[key] = parse.parse_health(key, answer.index, answer.body)
                 self._entries_version = object()
         self._notify()
-
-
-class _NullWatch:
-    """Placeholder for a service that is reported but never queried."""
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-        self.requests = 0
-
-    def stop(self) -> None:
-        return None

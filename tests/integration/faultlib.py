@@ -125,6 +125,7 @@ class FaultProxy:
         self._listener.listen(64)
         self.port: int = self._listener.getsockname()[1]
         self._conns: list[socket.socket] = []
+        self._dead: set[socket.socket] = set()  # piped clients whose bytes are now dropped
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.accepted = 0
@@ -147,6 +148,18 @@ class FaultProxy:
     def set_mode(self, mode: str, delay: float = 0.0) -> None:
         self.mode, self.delay = mode, delay
         self.sever()
+
+    def blackhole(self) -> None:
+        """A partition: every open connection stays open and carries nothing more, ever (its
+        bytes dropped both ways, as by a lost NAT entry); new ones are accepted, never
+        answered. Nothing is severed: the clients see no error, only silence."""
+        with self._lock:
+            self.mode = "silent"
+            self._dead.update(self._conns)
+
+    def heal(self) -> None:
+        """New connections are piped again; the blackholed ones stay dead (not severed)."""
+        self.mode = "pass"
 
     def close(self) -> None:
         self._stop.set()
@@ -183,6 +196,8 @@ class FaultProxy:
                     data = sock.recv(65536)
                     if not data:
                         return
+                    if client in self._dead:
+                        continue  # blackholed: read and dropped
                     if sock is upstream and self.mode == "slow":
                         time.sleep(self.delay)
                     pair[sock].sendall(data)

@@ -291,6 +291,46 @@ def test_silent_consul_does_not_hang(
 
 
 @pytest.mark.timeout(90)
+def test_a_partition_is_seen_by_the_probe_and_healed_without_waiting_out_the_parked_queries(
+    tmp_path: Path, pki: DevPKI, consul_agent: ConsulAgent, backend_factory
+) -> None:
+    """With a long ``wait`` (60 s here, 10 min by default) a connection that dies unseen
+    would hide for the whole parked wait: the probe (every 1 s) reports the agent failing,
+    and once it answers again every parked query is sent again on a fresh connection, so a
+    change made during the partition is routed within seconds, not after ``wait``."""
+    proxy = FaultProxy(("127.0.0.1", consul_agent.ports["http"]))
+    consul = "wait = 60.0\ntimeout = 1.0\nretry_min = 0.1\nretry_max = 1.0\nprobe_interval = 1.0\n"
+    try:
+        with gateway_on(tmp_path, consul_agent, pki, CHECK_FAST, consul,
+                        consul_address=proxy.address) as gw:  # fmt: skip
+            port = gw.ports[ALPHA]
+            gw.register_backend("alpha", backend_factory(instance="a1"), "a1", ALPHA)
+            gw.wait_routed(port, "a1")
+            reloads = gw.reload_count()
+            proxy.blackhole()
+            started = time.monotonic()
+            # probe_interval 1 s + timeout 1 s: the parked queries alone would take ~65 s
+            wait_until(lambda: "/v1/status/leader" in gw.status()["catalog_error"], 10, 0.1,
+                       "the probe to report the agent")  # fmt: skip
+            seen = time.monotonic() - started
+            before, after = heartbeat_advances(gw)
+            assert after["catalog_ok_at"] == before["catalog_ok_at"]
+            made, failed = failed_calls(gw, port, 1.0, {"a1"})
+            assert failed == 0, (made, failed)
+            gw.register_backend("alpha", backend_factory(instance="a2"), "a2", ALPHA)
+            proxy.heal()  # the watches' connections stay dead: only a renewal sees a2
+            healed = time.monotonic()
+            gw.wait_routed(port, "a2", timeout=15)
+            routed = time.monotonic() - healed
+            wait_until(lambda: not gw.status()["catalog_error"], 10, 0.1, "the error cleared")
+            assert gw.reload_count() == reloads
+            print(f"\n[partition] reported after {seen:.1f} s; a2 routed {routed:.1f} s "
+                  "after the heal")
+    finally:
+        proxy.close()
+
+
+@pytest.mark.timeout(90)
 def test_slow_consul_still_converges(
     tmp_path: Path, pki: DevPKI, consul_agent: ConsulAgent, backend_factory
 ) -> None:

@@ -118,3 +118,64 @@ def test_the_watcher_stamps_the_oldest_answer_the_daemon_has_not_taken() -> None
     assert watcher.take_answered() is None  # taken: the next batch starts afresh
     asyncio.run(watcher._on_health("svc", None, CatalogError("down")))
     assert watcher.take_answered() is None and len(notified) == 3  # a failure is no change
+
+
+def test_a_renewed_watch_asks_again_at_the_same_cursor() -> None:
+    """The agent came back: a parked request (its connection perhaps dead unseen) is dropped
+    and sent again at the same cursor: no error, no answer reported, no plain read."""
+    timing = WatchTiming(wait=300, retry_min=0.25, retry_max=60, rate_burst=100, rate_interval=1)
+    seen: list[object] = []
+
+    async def sink(key: str, answer: Answer | None, error: CatalogError | None) -> None:
+        seen.append(answer.index if answer else "error")
+
+    async def main() -> list[int]:
+        fake = FakeConsul([Answer(5, [])])
+        watch = Watch("k", fake, sink, timing, clock=lambda: 0.0)
+        watch.start()
+        await asyncio.wait_for(fake.done.wait(), 5)  # parked at cursor 5
+        fake.done.clear()
+        watch.renew()
+        await asyncio.wait_for(fake.done.wait(), 5)  # parked again
+        assert not watch.stopped
+        watch.renew()
+        watch.stop()  # renewed and stopped together: stopped wins
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert watch.stopped
+        return fake.cursors
+
+    assert asyncio.run(main()) == [0, 5, 5]
+    assert seen == [5]
+
+
+def test_renew_leaves_a_watch_that_is_not_parked_alone() -> None:
+    """In a backoff pause (or the sink) there is no request to drop: renew does nothing."""
+    timing = WatchTiming(wait=300, retry_min=0.25, retry_max=60, rate_burst=100, rate_interval=1)
+    paused = asyncio.Event
+
+    async def main() -> tuple[list[int], bool]:
+        in_pause, release = paused(), paused()
+
+        async def sleep(delay: float) -> None:
+            in_pause.set()
+            await release.wait()
+
+        async def sink(key: str, answer: Answer | None, error: CatalogError | None) -> None:
+            return None
+
+        fake = FakeConsul([CatalogError("down")])
+        watch = Watch("k", fake, sink, timing, clock=lambda: 0.0, sleep=sleep)
+        watch.start()
+        await asyncio.wait_for(in_pause.wait(), 5)
+        watch.renew()  # nothing parked: the pause goes on
+        await asyncio.sleep(0)
+        alive = not watch.stopped
+        release.set()
+        await asyncio.wait_for(fake.done.wait(), 5)
+        watch.stop()
+        await asyncio.sleep(0)
+        return fake.cursors, alive
+
+    cursors, alive = asyncio.run(main())
+    assert alive and cursors == [0, 0]
