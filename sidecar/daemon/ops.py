@@ -21,7 +21,8 @@ from sidecar.core.model import DesiredState
 from sidecar.haproxy.process import HAProxy
 from sidecar.health.certjob import local_cert_files
 from sidecar.health.certmonitor import CertMonitor
-from sidecar.health.metrics import Metrics, StatusServer, update_from_status
+from sidecar.health.endpoint import StatusServer
+from sidecar.health.metrics import Metrics, update_from_status
 from sidecar.health.notify import Notifier
 from sidecar.health.status import Status, encoded
 from sidecar.health.statusview import track_backends

@@ -1,7 +1,7 @@
 """A socket reader with a deadline for the whole request, not just for each read (adapter).
 
-Used by the ``/metrics`` ``/healthz`` ``/readyz`` server (``sidecar.health.metrics``), at the end of
-the flow. ``BaseHTTPRequestHandler.timeout`` bounds each ``recv``: a client that connects and
+Used by the ``/metrics`` ``/healthz`` ``/readyz`` server (``sidecar.health.endpoint``), at the end
+of the flow. ``BaseHTTPRequestHandler.timeout`` bounds each ``recv``: a client that connects and
 sends nothing is dropped after it. A slow-loris client that trickles one byte of headers every
 few seconds resets that timer on every byte and would hold a thread for as long as it likes
 (up to 100 header lines of 64 KiB each). :class:`DeadlineReader` adds the missing bound: every

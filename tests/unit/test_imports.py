@@ -4,7 +4,7 @@ import-linter checks the layers between packages and keeps I/O out of the core; 
 adds that no two modules import each other, even inside one package, that every package opens
 with a docstring naming its role (architecture.md: a newcomer finds where a change belongs from
 the tree alone), that only ``sidecar.consul`` imports ``http.client`` (import-linter takes no
-stdlib submodule, and ``health.metrics`` serves ``http.server``), and that no module grows past
+stdlib submodule, and ``health.endpoint`` serves ``http.server``), and that no module grows past
 300 lines.
 """
 

@@ -15,7 +15,8 @@ from helpers import free_port, wait_until
 from prometheus_client import REGISTRY
 
 from sidecar.config.ops import StatusSettings
-from sidecar.health.metrics import Metrics, StatusServer, update_from_status
+from sidecar.health.endpoint import StatusServer
+from sidecar.health.metrics import Metrics, update_from_status
 
 NOW = 1_900_000_000.0
 
@@ -138,6 +139,32 @@ def test_stop_closes_the_socket() -> None:
     again.stop()
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
+
+
+def test_the_serving_thread_wakes_only_for_a_client_or_the_stop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No polling for a shutdown flag (``serve_forever`` wakes every ``poll_interval``): the
+    thread's select returns once for the request and once for the stop, however long the
+    server idled in between."""
+    import selectors
+
+    from sidecar.health import endpoint
+
+    returns: list[int] = []
+
+    class Counting(selectors.PollSelector):
+        def select(self, timeout: float | None = None) -> list[Any]:
+            ready = super().select(timeout)
+            returns.append(len(ready))
+            return ready
+
+    monkeypatch.setattr(endpoint.selectors, "PollSelector", Counting)
+    srv = StatusServer(Metrics(), StatusSettings(listen="127.0.0.1:0"))
+    srv.start()
+    assert get(srv, "/healthz")[0] == 503
+    srv.stop()
+    assert returns == [1, 1]
 
 
 # --- clients that do not play along: closed after status.idle_timeout ------------------------
