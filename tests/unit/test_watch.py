@@ -179,3 +179,28 @@ def test_renew_leaves_a_watch_that_is_not_parked_alone() -> None:
 
     cursors, alive = asyncio.run(main())
     assert alive and cursors == [0, 0]
+
+
+def test_the_watchers_view_is_complete_once_every_watched_name_answered() -> None:
+    """Completeness is remembered between views and looked up again when a name comes (the
+    count of watches changes) or an answer changes the entries."""
+    from sidecar.config.schema import ConsulSettings
+    from sidecar.consul.watcher import SERVICES_KEY, CatalogWatcher
+
+    watcher = CatalogWatcher(ConsulSettings(), "", lambda: None)
+    watches = {name: Watch(name, None, None, None) for name in (SERVICES_KEY, "A", "B")}  # type: ignore[arg-type]
+    watches["A"].requests, watches["B"].requests = 3, 4
+    watcher._watches.update(watches)
+    assert not watcher.view().complete  # the services watch has not answered
+    watcher._services_seen = True
+    assert not watcher.view().complete
+    asyncio.run(watcher._on_health("A", Answer(7, []), None))
+    assert not watcher.view().complete  # B has not answered
+    asyncio.run(watcher._on_health("B", Answer(8, []), None))
+    view = watcher.view()
+    assert view.complete and [s.name for s in view.snapshot.services] == ["A", "B"]
+    assert view.requests == 7
+    watcher._watches["C"] = Watch("C", None, None, None)  # type: ignore[arg-type]
+    assert not watcher.view().complete  # a new name, no answer yet
+    asyncio.run(watcher._on_health("C", Answer(9, []), None))
+    assert watcher.view().complete
