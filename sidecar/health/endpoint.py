@@ -103,6 +103,7 @@ class StatusServer:
         server_class = _v6_server if ":" in host else _Server
         self._httpd = server_class((host, port), self._handler)
         self._httpd.daemon_threads = True
+        self._httpd.timeout = 1.0  # bounds ``handle_request``'s own wait, should readiness vanish
         self._wake = wake = socket.socketpair()
         self._thread = threading.Thread(
             target=_serve, args=(self._httpd, wake[1]), name="status-http", daemon=True
