@@ -37,14 +37,12 @@ async def probe(
         await sleep(interval)
         try:
             await ask()
-        except CatalogError as exc:
+        except Exception as exc:
+            if not isinstance(exc, CatalogError):  # a bug must not end the probe unseen
+                log.exception("consul probe: unexpected error")
             failing = True
-            failed(exc)
-            continue
-        except Exception as exc:  # a bug must not end the probe unseen
-            log.exception("consul probe: unexpected error")
-            failing = True
-            failed(CatalogError(f"{type(exc).__name__}: {exc}"))
+            failed(exc if isinstance(exc, CatalogError) else
+                   CatalogError(f"{type(exc).__name__}: {exc}"))  # fmt: skip
             continue
         if failing:
             failing = False

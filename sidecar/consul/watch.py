@@ -162,27 +162,26 @@ class Watch:
             self.requests += 1
             self._parked = True  # only while awaiting the answer: ``renew`` cancels nothing else
             try:
-                answer = await self._query(0 if failures else cursor, wait)
+                try:
+                    answer = await self._query(0 if failures else cursor, wait)
+                finally:
+                    self._parked = False  # before the handlers below (they await)
             except asyncio.CancelledError:
-                self._parked = False
                 if not self._renewed():
                     raise  # stopped (or renewed and stopped together): the task ends
                 continue
             except CatalogError as exc:
-                self._parked = False
                 failures += 1
                 await self._sink(self.key, None, exc)
                 pause = backoff_delay(failures, t.retry_min, t.retry_max, self._rng.random())
                 await self._sleep(pause if exc.retryable else t.retry_max)
                 continue
             except Exception as exc:  # never let a surprise kill the watch
-                self._parked = False
                 log.exception("watch %s: unexpected error", self.key)
                 failures += 1
                 await self._sink(self.key, None, CatalogError(f"{type(exc).__name__}: {exc}"))
                 await self._sleep(backoff_delay(failures, t.retry_min, t.retry_max, 0.5))
                 continue
-            self._parked = False
             recovered, failures = failures > 0, 0
             cursor, changed = next_cursor(cursor, answer.index)
             if changed or first or recovered:

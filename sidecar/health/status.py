@@ -150,7 +150,7 @@ HEARTBEAT_FILE = "heartbeat.json"  # the clocks of every round, beside status.js
 # What moves while nothing happens: the clocks on every round, the request count with every
 # blocking query that times out (3.3 a second at 1,000 services: were it in status.json, the
 # record would be rewritten on every round of the steady state, ~0.1 % of a core).
-_CLOCKS = ("heartbeat", "catalog_ok_at", "consul_requests")
+_MOVING = ("heartbeat", "catalog_ok_at", "consul_requests")
 FULL_EVERY = 300.0  # s: status.json rewritten this often all the same (its own clocks for a reader
 # that finds no heartbeat.json); more often cost 0.05 % of a core at 1,000 services
 
@@ -182,7 +182,7 @@ def write_status(runtime_dir: Path, status: Status, now: float | None = None) ->
     cut is rewritten by the next round."""
     clock = time.monotonic() if now is None else now
     path = runtime_dir / STATUS_FILE
-    light = _encode({name: getattr(status, name) for name in _LIGHT if name not in _CLOCKS})
+    light = _encode({name: getattr(status, name) for name in _LIGHT if name not in _MOVING})
     heavy = tuple(getattr(status, name) for name in _HEAVY)
     last = _LAST.get(runtime_dir)
     if (
@@ -194,7 +194,7 @@ def write_status(runtime_dir: Path, status: Status, now: float | None = None) ->
     ):
         atomic_write(path, status.to_json(), mode=0o644, durable=False)
         _LAST[runtime_dir] = _Written(light, heavy, clock, _stat(path))
-    beat = {"pid": status.pid, **{name: getattr(status, name) for name in _CLOCKS}}
+    beat = {"pid": status.pid, **{name: getattr(status, name) for name in _MOVING}}
     atomic_write(runtime_dir / HEARTBEAT_FILE, _encode(beat), mode=0o644, durable=False)
 
 
@@ -212,7 +212,7 @@ def read_status(runtime_dir: Path) -> dict[str, Any] | None:
         return data
     if not isinstance(beat, dict) or beat.get("pid") != data.get("pid"):
         return data  # another (earlier) daemon's
-    clocks = {n: beat[n] for n in _CLOCKS if isinstance(beat.get(n), int | float)}
+    clocks = {n: beat[n] for n in _MOVING if isinstance(beat.get(n), int | float)}
     if clocks.get("heartbeat", 0) >= (data.get("heartbeat") or 0):
         data.update(clocks)
     return data
